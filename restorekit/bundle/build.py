@@ -1,0 +1,223 @@
+"""The main job: model -> (quantize + convert) per target/precision -> validated bundles + report."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from restorekit.bundle.manifest import Manifest, write_manifest
+from restorekit.convert import TARGETS, check_target, convert_model
+from restorekit.errors import BadInputError
+
+DEFAULT_PRECISIONS = {"onnx": ("fp32", "fp16", "int8"), "tflite": ("fp32", "fp16", "int8"),
+                      "coreml": ("fp32", "fp16")}
+#: A bundle passes validation when its mean PSNR vs the fp32 PyTorch reference reaches this.
+MIN_FIDELITY_DB = {"fp32": 60.0, "fp16": 45.0, "int8": 38.0}
+#: Keys every manifest's metrics carry (None when not measured, e.g. Core ML off macOS).
+METRIC_KEYS = ("fidelity_psnr_db", "fidelity_ssim", "max_abs_err", "nonfinite", "latency_ms_p50", "latency_ms_p95",
+               "reference_latency_ms_p50", "device", "validated", "not_validated_reason")
+
+
+@dataclass
+class BundleResult:
+    """One built bundle and whether it met its fidelity bar."""
+
+    target: str
+    precision: str
+    path: Path
+    manifest: Manifest
+    passed: bool
+    detail: str
+    seconds: float
+    crops: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class BuildPlan:
+    """What to build, validated before any work starts."""
+
+    pairs: list[tuple[str, str]]
+    skipped: list[str]
+
+
+def plan(targets: list[str], precisions: list[str] | None) -> BuildPlan:
+    """Expand targets x precisions; an unsupported pair is skipped (with a note) unless it is the only one."""
+    pairs, skipped = [], []
+    for t in targets:
+        if t not in TARGETS:
+            raise BadInputError(f"unknown target {t!r}: choose from {', '.join(TARGETS)}")
+        for p in precisions or DEFAULT_PRECISIONS[t]:
+            if p not in ("fp32", "fp16", "int8"):
+                raise BadInputError(f"unknown precision {p!r}: choose from fp32, fp16, int8")
+            if p in TARGETS[t].precisions:
+                pairs.append((t, p))
+            else:
+                skipped.append(f"{t}-{p}: {t} int8 needs activation calibration in PyTorch (not built here)")
+    if not pairs:
+        check_target(targets[0], (precisions or ["fp32"])[0])  # raises the precise reason
+    return BuildPlan(pairs, skipped)
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move a finished bundle into place; an older bundle at ``final`` is replaced whole."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".old-{final.name}-{time.time_ns()}")
+        final.rename(old)
+    tmp.rename(final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def build_bundles(
+    model_ref: str | None,
+    out_dir: Path,
+    targets: list[str] | None = None,
+    precisions: list[str] | None = None,
+    calib_dir: Path | None = None,
+    eval_dir: Path | None = None,
+    tile: int = 256,
+    overlap: int = 32,
+    eval_count: int = 6,
+    calib_count: int = 16,
+    latency_runs: int = 8,
+    console=None,
+) -> list[BundleResult]:
+    """Build and validate bundles under ``out_dir/<model-name>/<target>-<precision>/``.
+
+    ONNX and TFLite bundles are validated numerically against the PyTorch fp32 reference on
+    real photo crops; Core ML bundles structurally (and by prediction on macOS). Writes
+    ``report.json`` and ``report.html`` beside the bundles.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from restorekit.eval.fidelity import eval_tiles
+    from restorekit.eval.report import write_reports
+    from restorekit.models.loader import load_model
+    from restorekit.models.reference import TorchSession
+    from restorekit.quantize.calibration import calibration_tiles
+
+    console = console or Console(stderr=True)
+    sample_dir = Path(__file__).resolve().parents[2] / "sample_images"
+    calib_dir = Path(calib_dir or sample_dir)
+    eval_dir = Path(eval_dir or sample_dir)
+    build = plan(targets or list(DEFAULT_PRECISIONS), precisions)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInputError(f"--out is a file, not a directory: {out_dir}")
+    if not out_dir.parent.exists():
+        raise BadInputError(f"parent directory of --out does not exist: {out_dir.parent}")
+
+    needs_calib = any(p == "int8" for _, p in build.pairs)
+    if needs_calib:  # fail on a bad calibration folder before the (slow) model load
+        calibration_tiles(calib_dir, tile=16, count=1)
+    loaded = load_model(model_ref)
+    spec = loaded.spec
+    size = spec.fixed_size or tile
+    calib = calibration_tiles(calib_dir, tile=size, count=calib_count) if needs_calib else None
+    tiles = eval_tiles(eval_dir, size=size, count=eval_count)
+    reference = TorchSession(loaded.module)
+    refs = [reference.run(t.x) for t in tiles]
+    for note in build.skipped:
+        console.print(f"[yellow]skipped[/] {note}")
+
+    model_dir = out_dir / spec.name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    results: list[BundleResult] = []
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TimeElapsedColumn(), console=console, transient=False)
+    with progress:
+        job = progress.add_task(f"bundling {spec.name}", total=len(build.pairs))
+        for target, precision in build.pairs:
+            progress.update(job, description=f"{target}-{precision}: converting")
+            t0 = time.perf_counter()
+            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target}-{precision}-", dir=model_dir))
+            try:
+                conv = convert_model(loaded.module, spec, target, tmp, precision, tile=size, calib=calib)
+                manifest = Manifest(
+                    name=spec.name, task=spec.task, scale=spec.scale, target=target, precision=precision,
+                    input=conv.input, output=conv.output,
+                    tiling={"tile": size, "overlap": overlap, "multiple_of": spec.multiple_of},
+                    source={"checkpoint_sha256": spec.checkpoint_sha256, "architecture": spec.architecture,
+                            "params": spec.params, "macs_per_megapixel": round(spec.macs_per_megapixel)},
+                    recipe=conv.recipe,
+                )
+                write_manifest(tmp, manifest)  # checksums first: validation reads the bundle as a user would
+                progress.update(job, description=f"{target}-{precision}: validating")
+                passed, detail, crops = _validate(tmp, manifest, tiles, refs, reference, loaded, latency_runs)
+                write_manifest(tmp, manifest)
+                final = model_dir / f"{target}-{precision}"
+                _replace_dir(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            results.append(BundleResult(target, precision, final, manifest, passed, detail,
+                                        time.perf_counter() - t0, crops))
+            progress.advance(job)
+        progress.update(job, description=f"bundled {spec.name}")
+    write_reports(model_dir, spec, results, tiles)
+    return results
+
+
+def _validate(bundle_dir: Path, manifest: Manifest, tiles, refs, reference, loaded, latency_runs: int):
+    """Fill ``manifest.metrics``; return (passed, one-line detail, crops for the report)."""
+    from restorekit.eval.fidelity import compare, latency_side_by_side
+    from restorekit.runtime import load_bundle
+
+    bar = MIN_FIDELITY_DB[manifest.precision]
+    m = manifest.metrics
+    m.update({k: None for k in METRIC_KEYS})
+    if manifest.target == "coreml" and platform.system() != "Darwin":
+        from restorekit.eval.structure import coreml_structure
+        from restorekit.runtime.coreml import COREML_NEEDS_MACOS
+
+        st = coreml_structure(bundle_dir / manifest.model_file, manifest)
+        sim = _simulate_fp16(loaded.module, tiles, refs) if manifest.precision == "fp16" else None
+        m.update({"validated": False, "not_validated_reason": COREML_NEEDS_MACOS + "; checked structurally",
+                  "structure_ok": st["ok"], "structure_checks": [f"{'✓' if ok else '✗'} {n}: {d}" for n, ok, d in st["checks"]],
+                  "mil_ops": st["ops"], "device": "not run (Linux)"})
+        if sim is not None:
+            m["simulated_fp16_psnr_db"] = round(sim, 3)
+        failed = [f"{n} ({d})" for n, ok, d in st["checks"] if not ok]
+        detail = "structure ✓" if not failed else "structure ✗ " + "; ".join(failed)
+        if sim is not None:
+            detail += f", PyTorch fp16 simulation {sim:.1f} dB"
+        return st["ok"], detail, {}
+    bundle = load_bundle(bundle_dir)
+    fid = compare(bundle.session, tiles, refs)
+    (p50, p95), (r50, r95) = latency_side_by_side(bundle.session, reference, tiles[0].x, runs=latency_runs)
+    fid.latency_ms_p50, fid.latency_ms_p95, fid.reference_latency_ms_p50, fid.reference_latency_ms_p95 = p50, p95, r50, r95
+    fid.latency_input = "x".join(str(s) for s in tiles[0].x.shape)
+    m.update(fid.to_metrics())
+    m.update({"per_image": fid.per_image, "device": bundle.session.device, "reference_device": reference.device,
+              "validated": True, "not_validated_reason": None, "min_fidelity_db": bar})
+    passed = fid.nonfinite == 0 and fid.fidelity_psnr_db >= bar
+    mark = "✓" if passed else "✗"
+    detail = f"{mark} PSNR {fid.fidelity_psnr_db:.1f} dB (bar {bar:.0f}), max |diff| {fid.max_abs_err:.2e}"
+    out = bundle.session.run(tiles[0].x)
+    crops = {"input": tiles[0].x, "reference": refs[0], "bundle": out}
+    return passed, detail, crops
+
+
+def _simulate_fp16(module, tiles, refs) -> float:
+    """PSNR of the PyTorch graph run in fp16 vs fp32: how an fp16 Core ML program behaves numerically."""
+    import copy
+
+    import torch
+
+    from restorekit.eval.metrics import psnr
+
+    half = copy.deepcopy(module).half().eval()
+    vals = []
+    with torch.inference_mode():
+        for t, r in zip(tiles, refs):
+            y = half(torch.from_numpy(t.x).half()).float().numpy()
+            vals.append(psnr(np.nan_to_num(y), r))
+    return float(np.mean(vals))

@@ -1,0 +1,159 @@
+"""The bundle manifest (``manifest.json``): reading, writing and checksum verification.
+
+Torch-free: the runtime on an edge box reads manifests with only numpy installed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from restorekit.errors import BadInputError, ChecksumError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+MODEL_FILES = {"onnx": "model.onnx", "tflite": "model.tflite", "coreml": "model.mlpackage"}
+TASKS = ("sr", "restore", "face", "colorize", "inpaint", "scratch", "detect")
+
+
+@dataclass
+class TensorContract:
+    """How a bundle's input or output tensor is laid out and scaled."""
+
+    name: str
+    layout: str = "NCHW"  # NCHW | NHWC
+    dtype: str = "float32"  # float32 | float16 | int8 | uint8
+    shape: list[int | None] = field(default_factory=lambda: [1, 3, None, None])
+    value_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    color_order: str = "RGB"
+    quant: dict[str, float] | None = None  # {"scale": s, "zero_point": z} for integer tensors
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TensorContract":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass
+class Manifest:
+    """Everything a runtime needs to run a bundle and a person needs to trust it."""
+
+    name: str
+    task: str
+    scale: int
+    target: str
+    precision: str
+    input: TensorContract
+    output: TensorContract
+    tiling: dict[str, int] = field(default_factory=lambda: {"tile": 256, "overlap": 32, "multiple_of": 1})
+    files: list[dict[str, Any]] = field(default_factory=list)
+    source: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] | None = None
+    schema_version: int = SCHEMA_VERSION
+    toolkit_version: str = ""
+    created_at: str = ""
+
+    @property
+    def model_file(self) -> str:
+        """File name of the model inside the bundle directory."""
+        return MODEL_FILES[self.target]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        order = ["schema_version", "name", "task", "scale", "target", "precision", "input", "output",
+                 "tiling", "files", "source", "metrics", "recipe", "toolkit_version", "created_at"]
+        return {k: d[k] for k in order}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Manifest":
+        missing = [k for k in ("name", "task", "scale", "target", "precision", "input", "output") if k not in d]
+        if missing:
+            raise BadInputError(f"manifest is missing {', '.join(missing)}")
+        if d["target"] not in MODEL_FILES:
+            raise BadInputError(f"manifest names an unknown target {d['target']!r}")
+        kw = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        kw["input"] = TensorContract.from_dict(d["input"])
+        kw["output"] = TensorContract.from_dict(d["output"])
+        return cls(**kw)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_entries(bundle_dir: Path) -> list[dict[str, Any]]:
+    """``files`` entries (path, sha256, bytes) for every file in the bundle except the manifest.
+
+    A ``.mlpackage`` is a directory: each file inside it is listed on its own.
+    """
+    entries = []
+    for p in sorted(bundle_dir.rglob("*")):
+        if p.is_file() and p.name != MANIFEST_NAME and not p.name.startswith("."):
+            rel = p.relative_to(bundle_dir).as_posix()
+            entries.append({"path": rel, "sha256": sha256_file(p), "bytes": p.stat().st_size})
+    return entries
+
+
+def write_manifest(bundle_dir: Path, manifest: Manifest) -> Path:
+    """Fill in files/version/date and write ``manifest.json`` atomically."""
+    from restorekit import __version__
+
+    manifest.files = file_entries(bundle_dir)
+    manifest.toolkit_version = __version__
+    manifest.created_at = manifest.created_at or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    path = bundle_dir / MANIFEST_NAME
+    tmp = path.with_name(f".{MANIFEST_NAME}.tmp")
+    tmp.write_text(encoding="utf-8", data=json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(bundle_dir: str | os.PathLike, verify: bool = True) -> Manifest:
+    """Load a bundle's manifest; with ``verify`` check every listed file's size and sha256."""
+    bundle_dir = Path(bundle_dir)
+    if bundle_dir.is_file() and bundle_dir.name == MANIFEST_NAME:
+        bundle_dir = bundle_dir.parent
+    path = bundle_dir / MANIFEST_NAME
+    if not bundle_dir.exists():
+        raise BadInputError(f"bundle not found: {bundle_dir}")
+    if not path.is_file():
+        raise BadInputError(f"not a bundle (no {MANIFEST_NAME}): {bundle_dir}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"corrupt manifest {path}: {exc}") from exc
+    if data.get("schema_version", 0) > SCHEMA_VERSION:
+        raise BadInputError(
+            f"bundle schema {data.get('schema_version')} is newer than this restorekit understands ({SCHEMA_VERSION})"
+        )
+    manifest = Manifest.from_dict(data)
+    if verify:
+        verify_files(bundle_dir, manifest)
+    return manifest
+
+
+def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
+    """Raise ChecksumError naming the first file whose size or sha256 differs from the manifest."""
+    if not manifest.files:
+        raise ChecksumError(f"manifest of {bundle_dir} lists no files")
+    root = bundle_dir.resolve()
+    for entry in manifest.files:
+        p = (bundle_dir / entry["path"]).resolve()
+        if root not in p.parents:
+            raise BadInputError(f"manifest path escapes the bundle: {entry['path']}")
+        if not p.is_file():
+            raise ChecksumError(f"bundle file missing: {entry['path']} in {bundle_dir}")
+        if p.stat().st_size != entry["bytes"] or sha256_file(p) != entry["sha256"]:
+            raise ChecksumError(f"checksum mismatch for {entry['path']} in {bundle_dir}: the file was modified or corrupted")
+    if not (bundle_dir / manifest.model_file).exists():
+        raise ChecksumError(f"bundle has no {manifest.model_file}: {bundle_dir}")

@@ -1,0 +1,1 @@
+"""The Typer command line: a thin layer over the library (the library never imports it)."""

@@ -1,0 +1,272 @@
+"""``restorekit`` command line. Heavy imports happen inside commands so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from restorekit.errors import RestorekitError
+
+app = typer.Typer(
+    name="restorekit",
+    help="Put photo-restoration networks on devices: convert, quantize, bundle, run and validate "
+    "for ONNX (TensorRT), TFLite/LiteRT and Core ML.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out_console = Console()
+err_console = Console(stderr=True)
+
+# Options declared once and reused.
+ModelArg = Annotated[Optional[str], typer.Argument(help="Checkpoint (.pth/.pt/.ckpt/.safetensors) or 'default' (the built-in model).")]
+OutOpt = Annotated[Path, typer.Option("--out", help="Directory that receives <model-name>/<target>-<precision>/ bundles.")]
+CalibOpt = Annotated[Optional[Path], typer.Option("--calib", help="Folder of real photos for int8 calibration (default: sample_images/).")]
+EvalOpt = Annotated[Optional[Path], typer.Option("--eval-images", help="Folder of photos for validation (default: sample_images/).")]
+TileOpt = Annotated[int, typer.Option("--tile", min=16, help="Fixed tile size (TFLite/Core ML input, ONNX validation).")]
+
+
+def user_errors(fn):
+    """Turn RestorekitError into a one-line message on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RestorekitError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _results_table(results) -> Table:
+    table = Table(title="bundles")
+    for col, just in (("", "center"), ("bundle", "left"), ("PSNR dB mean/worst", "right"), ("max |diff|", "right"),
+                      ("p50 ms", "right"), ("ref p50 ms", "right"), ("KiB", "right"), ("check", "left")):
+        table.add_column(col, justify=just, no_wrap=col != "check")
+    for r in results:
+        m = r.manifest.metrics
+        v = bool(m.get("validated"))
+        table.add_row(
+            "[green]✓[/]" if r.passed else "[red]✗[/]", f"{r.target}-{r.precision}",
+            f"{m['fidelity_psnr_db']:.1f}/{m['fidelity_psnr_min_db']:.1f}" if v else "–",
+            f"{m['max_abs_err']:.1e}" if v else "–",
+            f"{m['latency_ms_p50']:.1f}" if v else "–",
+            f"{m['reference_latency_ms_p50']:.1f}" if v else "–",
+            f"{sum(f['bytes'] for f in r.manifest.files) / 1024:.0f}",
+            f">= {m['min_fidelity_db']:.0f} dB" if v else r.detail,
+        )
+    return table
+
+
+def _build(model, targets, precisions, calib, eval_images, out, tile) -> None:
+    from restorekit.bundle.build import build_bundles
+
+    results = build_bundles(model, out, targets=targets, precisions=precisions, calib_dir=calib,
+                            eval_dir=eval_images, tile=tile, console=err_console)
+    out_console.print(_results_table(results))
+    model_dir = results[0].path.parent
+    out_console.print(f"report: {model_dir / 'report.json'}  {model_dir / 'report.html'}")
+    failed = [f"{r.target}-{r.precision}" for r in results if not r.passed]
+    if failed:
+        err_console.print(f"[bold red]quality gate failed:[/] {', '.join(failed)}")
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def bundle(
+    model: ModelArg = None,
+    targets: Annotated[str, typer.Option("--targets", help="Comma-separated: onnx,tflite,coreml.")] = "onnx,tflite,coreml",
+    precisions: Annotated[Optional[str], typer.Option("--precisions", help="Comma-separated: fp32,fp16,int8 (default: all each target supports).")] = None,
+    calib: CalibOpt = None,
+    eval_images: EvalOpt = None,
+    out: OutOpt = Path("bundles"),
+    tile: TileOpt = 256,
+):
+    """Build validated bundles for every target and precision (the main job)."""
+    _build(model, _split(targets), _split(precisions), calib, eval_images, out, tile)
+
+
+@app.command()
+@user_errors
+def convert(
+    model: ModelArg = None,
+    target: Annotated[str, typer.Option("--target", help="onnx, tflite or coreml.")] = "onnx",
+    precision: Annotated[str, typer.Option("--precision", help="fp32, fp16 or int8.")] = "fp32",
+    calib: CalibOpt = None,
+    eval_images: EvalOpt = None,
+    out: OutOpt = Path("bundles"),
+    tile: TileOpt = 256,
+):
+    """Convert one model to one target and precision, validated, as a bundle."""
+    _build(model, [target], [precision], calib, eval_images, out, tile)
+
+
+@app.command()
+@user_errors
+def quantize(
+    model: ModelArg = None,
+    target: Annotated[str, typer.Option("--target", help="onnx or tflite (int8), or coreml (fp16).")] = "onnx",
+    scheme: Annotated[str, typer.Option("--scheme", help="fp16 or w8a8 (int8 weights and activations).")] = "w8a8",
+    calib: CalibOpt = None,
+    eval_images: EvalOpt = None,
+    out: OutOpt = Path("bundles"),
+    tile: TileOpt = 256,
+):
+    """Quantize a model for one target (fp16, or w8a8 calibrated on real photos) as a bundle."""
+    schemes = {"fp16": "fp16", "w8a8": "int8"}
+    if scheme not in schemes:
+        raise RestorekitError(f"unknown scheme {scheme!r}: this version supports {', '.join(schemes)}")
+    _build(model, [target], [schemes[scheme]], calib, eval_images, out, tile)
+
+
+@app.command()
+@user_errors
+def run(
+    bundle_dir: Annotated[Path, typer.Argument(metavar="BUNDLE", help="A bundle directory (with manifest.json).")],
+    input: Annotated[Path, typer.Argument(help="Photo to restore (PNG/JPEG/TIFF; 8/16-bit, gray, RGB, RGBA).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output image (.png/.jpg/.tif).")],
+    tile: Annotated[Optional[int], typer.Option("--tile", min=0, help="Tile size (0 = whole image; fixed-shape bundles always use their own).")] = None,
+    overlap: Annotated[Optional[int], typer.Option("--overlap", min=0, help="Pixels shared by neighbouring tiles (feathered).")] = None,
+    provider: Annotated[str, typer.Option("--provider", help="cpu, cuda or tensorrt (ONNX bundles).")] = "cpu",
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads.")] = None,
+):
+    """Run a bundle on one photo, tiled with feathered blending."""
+    from rich.progress import Progress
+
+    from restorekit.runtime import load_bundle
+    from restorekit.runtime.image import check_output_path, read_image, write_image
+
+    check_output_path(output)
+    photo = read_image(input)
+    b = load_bundle(bundle_dir, provider=provider, threads=threads)
+    with Progress(console=err_console, transient=True) as progress:
+        task = progress.add_task(f"{b.manifest.name} ({b.session.device})", total=None)
+        result = b.restore_photo(photo, tile=tile, overlap=overlap,
+                                 on_tile=lambda d, t: progress.update(task, completed=d, total=t))
+    write_image(output, result.rgb, result.alpha, bit_depth=16 if photo.bit_depth == 16 else 8)
+    h, w = result.size
+    out_console.print(f"wrote {output} ({w}x{h}{', alpha kept' if result.alpha is not None else ''})")
+
+
+@app.command("eval")
+@user_errors
+def eval_(
+    bundle_dir: Annotated[Path, typer.Argument(metavar="BUNDLE", help="A bundle directory.")],
+    images: Annotated[Path, typer.Option("--images", help="Folder of real photos.")],
+    reference: Annotated[Optional[str], typer.Option("--reference", help="Reference checkpoint (default: the built-in model if the bundle was made from it).")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON.")] = None,
+    min_psnr: Annotated[Optional[float], typer.Option("--min-psnr", help="Exit 1 when mean fidelity is below this (dB).")] = None,
+    count: Annotated[int, typer.Option("--count", min=1, help="Number of photos to use.")] = 8,
+    provider: Annotated[str, typer.Option("--provider", help="cpu, cuda or tensorrt.")] = "cpu",
+):
+    """Fidelity of a bundle vs its fp32 PyTorch reference, and latency side by side."""
+    import json
+
+    from restorekit.eval.fidelity import compare, eval_tiles, latency_side_by_side
+    from restorekit.models.loader import load_model
+    from restorekit.models.reference import TorchSession
+    from restorekit.runtime import load_bundle
+    from restorekit.runtime.image import atomic_write_bytes
+
+    b = load_bundle(bundle_dir, provider=provider)
+    loaded = load_model(reference or _default_reference(b.manifest))
+    size = b.session.fixed_size[0] if b.session.fixed_size else b.manifest.tiling.get("tile", 256)
+    tiles = eval_tiles(images, size=size, count=count)
+    ref = TorchSession(loaded.module)
+    refs = [ref.run(t.x) for t in tiles]
+    fid = compare(b.session, tiles, refs)
+    (p50, p95), (r50, r95) = latency_side_by_side(b.session, ref, tiles[0].x)
+    fid.latency_ms_p50, fid.latency_ms_p95, fid.reference_latency_ms_p50, fid.reference_latency_ms_p95 = p50, p95, r50, r95
+    table = Table(title=f"{b.manifest.name} {b.manifest.target}-{b.manifest.precision} vs {ref.device}")
+    for col in ("image", "PSNR dB", "SSIM", "max |diff|", "non-finite"):
+        table.add_column(col, justify="left" if col == "image" else "right")
+    for r in fid.per_image:
+        table.add_row(r["image"], f"{r['psnr_db']:.2f}", f"{r['ssim']:.4f}", f"{r['max_abs_err']:.2e}", str(r["nonfinite"]))
+    table.add_row("[bold]mean[/]", f"{fid.fidelity_psnr_db:.2f}", f"{fid.fidelity_ssim:.4f}", f"{fid.max_abs_err:.2e}", str(fid.nonfinite))
+    out_console.print(table)
+    out_console.print(f"latency p50/p95: bundle {p50:.1f}/{p95:.1f} ms ({b.session.device}), "
+                      f"reference {r50:.1f}/{r95:.1f} ms, same run, input {'x'.join(map(str, tiles[0].x.shape))}")
+    if json_path:
+        payload = {"schema_version": 1, "bundle": str(bundle_dir), "device": b.session.device,
+                   "reference_device": ref.device, "metrics": fid.to_metrics(), "per_image": fid.per_image}
+        atomic_write_bytes(json_path, (json.dumps(payload, indent=2) + "\n").encode())
+    if min_psnr is not None and (fid.fidelity_psnr_db < min_psnr or fid.nonfinite):
+        err_console.print(f"[bold red]gate failed:[/] mean fidelity {fid.fidelity_psnr_db:.2f} dB < {min_psnr} dB"
+                          + (f", {fid.nonfinite} non-finite values" if fid.nonfinite else ""))
+        raise typer.Exit(1)
+
+
+def _default_reference(manifest) -> str:
+    from restorekit.models import builtin
+    from restorekit.models.loader import _sha256
+
+    if manifest.source.get("checkpoint_sha256") == _sha256(builtin.BUILTIN_WEIGHTS):
+        return "default"
+    raise RestorekitError("this bundle was not made from the built-in model: give its checkpoint with --reference")
+
+
+@app.command()
+@user_errors
+def train(
+    data: Annotated[list[Path], typer.Option("--data", help="Folder(s) of clean photos (repeatable).")],
+    out: Annotated[Path, typer.Option("--out", help="Output weights (.safetensors).")],
+    student: Annotated[str, typer.Option("--student", help="Architecture: edgenet (the built-in model's).")] = "edgenet",
+    steps: Annotated[int, typer.Option("--steps", min=1)] = 2000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+    patch_size: Annotated[int, typer.Option("--patch-size", min=16, help="HR patch size.")] = 96,
+    channels: Annotated[int, typer.Option("--channels", min=4)] = 48,
+    num_convs: Annotated[int, typer.Option("--num-convs", min=1)] = 6,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="File names to hold out (repeatable).")] = None,
+):
+    """Train a restoration student on synthetic degradations of clean photos (resumable)."""
+    if student != "edgenet":
+        raise RestorekitError(f"unknown student {student!r}: available: edgenet")
+    if out.suffix != ".safetensors":
+        raise RestorekitError(f"--out must end in .safetensors: {out}")
+    if not out.parent.exists():
+        raise RestorekitError(f"output directory does not exist: {out.parent}")
+    from restorekit.distill.train import train_supervised
+
+    path = train_supervised(data, out, steps=steps, seed=seed, batch_size=batch_size, patch_size=patch_size,
+                            model_kwargs={"channels": channels, "num_convs": num_convs}, exclude=set(exclude or ()))
+    out_console.print(f"wrote {path}")
+
+
+@app.command()
+@user_errors
+def inspect(model: ModelArg = None):
+    """Describe a model: architecture, task, scale, parameters, MACs."""
+    from restorekit.models.loader import load_model
+
+    spec = load_model(model).spec
+    table = Table(title=spec.name, show_header=False)
+    for k, v in spec.to_dict().items():
+        table.add_row(k, f"{v / 1e9:.2f} G" if k == "macs_per_megapixel" else str(v))
+    out_console.print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

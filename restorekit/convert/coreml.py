@@ -1,0 +1,39 @@
+"""Core ML conversion: mlprogram, iOS 17, fixed tile shape (stays on the Neural Engine)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from restorekit.bundle.manifest import TensorContract
+from restorekit.convert import Converted
+from restorekit.errors import require
+from restorekit.models.spec import ModelSpec
+
+
+def convert(model: torch.nn.Module, spec: ModelSpec, out_path: Path, precision: str = "fp32",
+            tile: int = 256, calib: list[np.ndarray] | None = None) -> Converted:
+    """Trace ``model`` at a fixed tile and convert with coremltools (fp32 or fp16 compute)."""
+    ct = require("coremltools")
+    size = spec.fixed_size or tile
+    x = torch.rand(1, spec.in_channels, size, size)
+    with torch.inference_mode():
+        traced = torch.jit.trace(model.eval(), x)
+    compute = ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
+    mlmodel = ct.convert(
+        traced,
+        inputs=[ct.TensorType(name="input", shape=tuple(x.shape), dtype=np.float32)],
+        outputs=[ct.TensorType(name="output", dtype=np.float32)],
+        convert_to="mlprogram",
+        minimum_deployment_target=ct.target.iOS17,
+        compute_precision=compute,
+    )
+    mlmodel.short_description = f"restorekit {spec.name} ({spec.architecture}, x{spec.scale}, {precision})"
+    mlmodel.save(str(out_path))
+    contract_in = TensorContract(name="input", layout="NCHW", dtype="float32", shape=[1, spec.in_channels, size, size])
+    contract_out = TensorContract(name="output", layout="NCHW", dtype="float32",
+                                  shape=[1, spec.out_channels, size * spec.scale, size * spec.scale])
+    return Converted(out_path, contract_in, contract_out,
+                     {"scheme": precision, "compute_precision": "float16" if precision == "fp16" else "float32"})

@@ -1,0 +1,58 @@
+"""ONNX export: opset 18, dynamic H/W, NCHW float RGB in [0, 1] (TensorRT-friendly)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from restorekit.bundle.manifest import TensorContract
+from restorekit.convert import Converted
+from restorekit.models.spec import ModelSpec
+
+OPSET = 18
+
+
+def export_fp32(model: torch.nn.Module, spec: ModelSpec, path: Path, tile: int) -> None:
+    """torch.export-based ONNX export with dynamic height/width (legacy exporter as fallback)."""
+    size = spec.fixed_size or max(64, spec.multiple_of * 4)
+    x = torch.rand(1, spec.in_channels, size, size)
+    dynamic = spec.fixed_size is None
+    try:
+        kw = {}
+        if dynamic:
+            m = spec.multiple_of
+            h, w = torch.export.Dim("h", min=1, max=2048), torch.export.Dim("w", min=1, max=2048)
+            kw["dynamic_shapes"] = ({2: m * h, 3: m * w},) if m > 1 else ({2: h, 3: w},)
+        prog = torch.onnx.export(model, (x,), input_names=["input"], output_names=["output"],
+                                 opset_version=OPSET, dynamo=True, verbose=False, **kw)
+        prog.save(str(path))
+    except Exception:
+        axes = {"input": {2: "height", 3: "width"}, "output": {2: "out_height", 3: "out_width"}} if dynamic else None
+        torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["output"],
+                          opset_version=17, dynamic_axes=axes, dynamo=False)
+    import onnx
+
+    onnx.checker.check_model(str(path))
+
+
+def convert(model: torch.nn.Module, spec: ModelSpec, out_path: Path, precision: str = "fp32",
+            tile: int = 256, calib: list[np.ndarray] | None = None) -> Converted:
+    """Export ``model`` to ``out_path`` at ``precision`` (fp32, fp16 or int8 QDQ)."""
+    from restorekit.quantize import onnx as qonnx
+
+    size = spec.fixed_size
+    in_shape = [1, spec.in_channels, size, size]
+    out_shape = [1, spec.out_channels, size * spec.scale if size else None, size * spec.scale if size else None]
+    contract_in = TensorContract(name="input", layout="NCHW", dtype="float32", shape=in_shape)
+    contract_out = TensorContract(name="output", layout="NCHW", dtype="float32", shape=out_shape)
+    if precision == "fp32":
+        export_fp32(model, spec, out_path, tile)
+        return Converted(out_path, contract_in, contract_out, {"scheme": "fp32"})
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        export_fp32(model, spec, fp32, tile)
+        recipe = qonnx.quantize(fp32, out_path, precision, calib)
+    return Converted(out_path, contract_in, contract_out, recipe)

@@ -1,0 +1,50 @@
+"""TFLite / LiteRT conversion with litert-torch: static tile shape, NHWC input and output."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from restorekit.bundle.manifest import TensorContract
+from restorekit.convert import Converted
+from restorekit.errors import require
+from restorekit.models.spec import ModelSpec
+
+
+def export_fp32(model: torch.nn.Module, spec: ModelSpec, path: Path, tile: int) -> None:
+    """litert_torch.convert with channel-last io at a fixed ``tile`` x ``tile`` input."""
+    litert_torch = require("litert_torch")
+    size = spec.fixed_size or tile
+    nhwc = litert_torch.to_channel_last_io(model.eval(), args=[0], outputs=[0])
+    sample = torch.rand(1, size, size, spec.in_channels)
+    edge = litert_torch.convert(nhwc, (sample,))
+    edge.export(str(path))
+
+
+def convert(model: torch.nn.Module, spec: ModelSpec, out_path: Path, precision: str = "fp32",
+            tile: int = 256, calib: list[np.ndarray] | None = None) -> Converted:
+    """Convert ``model`` to ``out_path`` at ``precision`` (fp32, fp16 weights, or full int8)."""
+    from restorekit.quantize import tflite as qtflite
+
+    size = spec.fixed_size or tile
+    contract_in = TensorContract(name="input", layout="NHWC", dtype="float32", shape=[1, size, size, spec.in_channels])
+    contract_out = TensorContract(name="output", layout="NHWC", dtype="float32",
+                                  shape=[1, size * spec.scale, size * spec.scale, spec.out_channels])
+    if precision == "fp32":
+        export_fp32(model, spec, out_path, tile)
+        return Converted(out_path, contract_in, contract_out, {"scheme": "fp32"})
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.tflite"
+        export_fp32(model, spec, fp32, tile)
+        recipe = qtflite.quantize(fp32, out_path, precision, calib)
+    # Integer io: record the tensors' real dtype and scale/zero-point from the file.
+    interp = require("ai_edge_litert.interpreter", "runtime").Interpreter(model_path=str(out_path))
+    for contract, det in ((contract_in, interp.get_input_details()[0]), (contract_out, interp.get_output_details()[0])):
+        contract.dtype = np.dtype(det["dtype"]).name
+        if contract.dtype in ("int8", "uint8", "int16"):
+            scale, zero = det["quantization"]
+            contract.quant = {"scale": float(scale), "zero_point": int(zero)}
+    return Converted(out_path, contract_in, contract_out, recipe)

@@ -1,0 +1,1 @@
+"""Evaluation: fidelity of a bundle vs the PyTorch reference, and latency, side by side."""

@@ -1,0 +1,103 @@
+"""Fidelity of a bundle against its full-precision reference, and latency side by side."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from restorekit.errors import BadInputError
+from restorekit.eval.metrics import max_abs_err, nonfinite, psnr, ssim
+from restorekit.runtime.image import list_images, read_image
+from restorekit.runtime.session import Session
+from restorekit.runtime.tiling import pad_to
+
+
+@dataclass
+class EvalTile:
+    """One evaluation input: a named NCHW float32 crop of a real photo."""
+
+    name: str
+    x: np.ndarray
+
+
+def eval_tiles(folder: str | Path, size: int, count: int = 8) -> list[EvalTile]:
+    """Centre crops of ``size`` x ``size`` from up to ``count`` photos in ``folder``."""
+    tiles = []
+    for p in list_images(folder):
+        try:
+            rgb = read_image(p).rgb
+        except BadInputError:
+            continue
+        rgb = pad_to(rgb, size, size)
+        y, x = (rgb.shape[0] - size) // 2, (rgb.shape[1] - size) // 2
+        crop = rgb[y : y + size, x : x + size]
+        tiles.append(EvalTile(p.name, np.ascontiguousarray(crop.transpose(2, 0, 1)[None], dtype=np.float32)))
+        if len(tiles) >= count:
+            break
+    if not tiles:
+        raise BadInputError(f"no readable images in evaluation folder {folder}")
+    return tiles
+
+
+@dataclass
+class Fidelity:
+    """Bundle vs reference on a set of tiles, plus latency measured in the same run."""
+
+    per_image: list[dict] = field(default_factory=list)
+    fidelity_psnr_db: float = float("nan")  # mean over images
+    fidelity_psnr_min_db: float = float("nan")
+    fidelity_ssim: float = float("nan")
+    max_abs_err: float = float("nan")
+    nonfinite: int = 0
+    latency_ms_p50: float = float("nan")
+    latency_ms_p95: float = float("nan")
+    reference_latency_ms_p50: float = float("nan")
+    reference_latency_ms_p95: float = float("nan")
+    latency_input: str = ""
+
+    def to_metrics(self) -> dict:
+        d = asdict(self)
+        d.pop("per_image")
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+def compare(session: Session, tiles: list[EvalTile], references: list[np.ndarray]) -> Fidelity:
+    """Run ``session`` on every tile and score it against the reference outputs."""
+    res = Fidelity()
+    for tile, ref in zip(tiles, references):
+        out = session.run(tile.x)
+        if out.shape != ref.shape:
+            raise BadInputError(f"bundle output shape {out.shape} differs from the reference {ref.shape}")
+        nf = nonfinite(out)
+        clean = np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0)
+        a, b = clean[0].transpose(1, 2, 0), ref[0].transpose(1, 2, 0)
+        res.per_image.append({"image": tile.name, "psnr_db": round(psnr(a, b), 3), "ssim": round(ssim(a, b), 5),
+                              "max_abs_err": round(max_abs_err(a, b), 6), "nonfinite": nf})
+    res.fidelity_psnr_db = float(np.mean([r["psnr_db"] for r in res.per_image]))
+    res.fidelity_psnr_min_db = float(np.min([r["psnr_db"] for r in res.per_image]))
+    res.fidelity_ssim = float(np.mean([r["ssim"] for r in res.per_image]))
+    res.max_abs_err = float(np.max([r["max_abs_err"] for r in res.per_image]))
+    res.nonfinite = int(sum(r["nonfinite"] for r in res.per_image))
+    return res
+
+
+def latency_side_by_side(session: Session, reference: Session, x: np.ndarray, runs: int = 10,
+                         warmup: int = 2) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(p50, p95) in ms of the bundle and of the reference on the same input, runs interleaved."""
+    for _ in range(warmup):
+        session.run(x)
+        reference.run(x)
+    t_b, t_r = [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        session.run(x)
+        t1 = time.perf_counter()
+        reference.run(x)
+        t2 = time.perf_counter()
+        t_b.append((t1 - t0) * 1e3)
+        t_r.append((t2 - t1) * 1e3)
+    pct = lambda t: (float(np.percentile(t, 50)), float(np.percentile(t, 95)))  # noqa: E731
+    return pct(t_b), pct(t_r)

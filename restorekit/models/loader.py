@@ -1,0 +1,174 @@
+"""Load any supported checkpoint into an nn.Module + ModelSpec, safely.
+
+Never unpickles arbitrary objects: ``.safetensors`` through safetensors, everything else through
+``torch.load(weights_only=True)``. Architectures are detected by spandrel from the state dict
+(restorekit's own networks are recognised from their safetensors metadata).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from restorekit.errors import BadInputError
+from restorekit.models.spec import ModelSpec
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors", ".bin")
+WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net_g", "g_ema")
+DEFAULT_MODEL = "default"
+BUILTIN_NAME = "restorekit-x2"  # bundle directory name of the built-in model
+
+# spandrel's purpose -> our task names
+_PURPOSE_TASK = {"SR": "sr", "Restoration": "restore", "FaceSR": "face", "Inpaint": "inpaint",
+                 "Inpainting": "inpaint"}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for export: eval-mode module (fp32, CPU) and its spec."""
+
+    module: nn.Module
+    spec: ModelSpec
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def count_macs(module: nn.Module, in_channels: int = 3, size: int = 64) -> float:
+    """Multiply-accumulates per megapixel of input, counted over Conv/ConvTranspose/Linear layers."""
+    total = 0
+
+    def hook(mod, inp, out):
+        nonlocal total
+        if isinstance(mod, nn.Conv2d):
+            total += mod.weight.numel() * out.shape[2] * out.shape[3] * out.shape[0]
+        elif isinstance(mod, nn.ConvTranspose2d):
+            total += mod.weight.numel() * inp[0].shape[2] * inp[0].shape[3] * out.shape[0]
+        elif isinstance(mod, nn.Linear):
+            total += mod.in_features * mod.out_features * (out.numel() // mod.out_features)
+
+    handles = [m.register_forward_hook(hook) for m in module.modules()
+               if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+    try:
+        with torch.inference_mode():
+            module(torch.rand(1, in_channels, size, size))
+    finally:
+        for h in handles:
+            h.remove()
+    return total * (1e6 / (size * size))
+
+
+def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and (safetensors) metadata of a checkpoint; unwraps params/params_ema/state_dict."""
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                meta = fh.metadata() or {}
+                sd = {k: fh.get_tensor(k) for k in fh.keys()}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise BadInputError(f"not a valid safetensors file: {path} ({exc})") from exc
+        return sd, meta
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # weights_only=True executes nothing: any failure means "not a weights file"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, (KeyError, IndexError)):
+            first = f"unreadable pickle stream ({type(exc).__name__})"
+        raise BadInputError(
+            f"not a loadable weights file: {path} (refused by torch.load(weights_only=True): {first[:160]})"
+        ) from exc
+    for _ in range(3):
+        if isinstance(obj, dict):
+            inner = next((obj[k] for k in WRAPPER_KEYS if k in obj and isinstance(obj[k], dict)), None)
+            if inner is not None and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+                obj = inner
+                continue
+        break
+    if not isinstance(obj, dict) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise BadInputError(f"no state dict of tensors found in {path}")
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}, {}
+
+
+def _from_spandrel(sd: dict[str, torch.Tensor], path: Path) -> tuple[nn.Module, ModelSpec]:
+    import spandrel
+
+    try:
+        import spandrel_extra_arches
+
+        spandrel_extra_arches.install(ignore_duplicates=True)
+    except ImportError:  # pragma: no cover - optional
+        pass
+    try:
+        desc = spandrel.ModelLoader().load_from_state_dict(sd)
+    except spandrel.UnsupportedModelError as exc:
+        keys = ", ".join(list(sd)[:4])
+        raise BadInputError(
+            f"unsupported architecture in {path.name}: no known restoration network matches its keys ({keys}, ...)"
+        ) from exc
+    except Exception as exc:
+        raise BadInputError(f"could not build a model from {path.name}: {str(exc).splitlines()[0][:200]}") from exc
+    if not isinstance(desc, spandrel.ImageModelDescriptor):
+        raise BadInputError(f"{path.name} is a {desc.architecture.name} model, not an image-to-image network")
+    req = desc.size_requirements
+    spec = ModelSpec(
+        name=path.stem,
+        architecture=desc.architecture.name,
+        task=_PURPOSE_TASK.get(desc.purpose, "restore"),
+        scale=int(desc.scale),
+        in_channels=int(desc.input_channels),
+        out_channels=int(desc.output_channels),
+        fixed_size=int(req.minimum) if getattr(req, "square", False) and desc.purpose == "FaceSR" else None,
+        multiple_of=int(req.multiple_of or 1),
+        licence=str(getattr(desc.architecture, "licence", "") or "see upstream"),
+        tags=list(desc.tags),
+    )
+    return desc.model, spec
+
+
+def load_model(ref: str | os.PathLike | None = None) -> LoadedModel:
+    """Load the built-in default (``None``/"default") or a checkpoint file."""
+    from restorekit.models import builtin
+
+    if ref is None or str(ref) in (DEFAULT_MODEL, "builtin", BUILTIN_NAME):
+        path, name = builtin.BUILTIN_WEIGHTS, BUILTIN_NAME
+        if not path.is_file():
+            raise BadInputError(f"built-in weights missing from the installation: {path}")
+    else:
+        path = Path(ref)
+        name = path.stem
+        if not path.exists():
+            raise BadInputError(f"model not found: {path} (give a checkpoint path or 'default')")
+        if path.is_dir():
+            raise BadInputError(f"model path is a directory, not a checkpoint: {path}")
+        if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+            raise BadInputError(
+                f"not a model checkpoint: {path} (expected one of {', '.join(CHECKPOINT_SUFFIXES)})"
+            )
+    sd, meta = read_state_dict(path)
+    if meta.get("architecture") == "EdgeRestoreNet":
+        module = builtin.load_edgenet_safetensors(path)
+        spec = ModelSpec(name=name, architecture="EdgeRestoreNet", task=meta.get("task", "restore"),
+                         scale=module.scale, licence="Apache-2.0 (restorekit)", tags=["restorekit", "edge"])
+    else:
+        module, spec = _from_spandrel(sd, path)
+    module = module.eval().float().cpu()
+    spec.params = int(sum(p.numel() for p in module.parameters()))
+    spec.checkpoint_sha256 = _sha256(path)
+    try:
+        size = max(64, spec.multiple_of * 8) if spec.fixed_size is None else spec.fixed_size
+        spec.macs_per_megapixel = count_macs(module, spec.in_channels, size)
+    except Exception:  # a model that cannot run at that size still loads; MACs stay unknown
+        spec.macs_per_megapixel = 0.0
+    return LoadedModel(module=module, spec=spec)

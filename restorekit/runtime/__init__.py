@@ -1,0 +1,73 @@
+"""Runtime harness: run bundles on ONNX Runtime, LiteRT or Core ML, with tiling.
+
+Needs only the ``restorekit[runtime]`` extra (numpy, OpenCV, onnxruntime, ai-edge-litert):
+no torch. Backends are imported when a bundle of theirs is opened.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from restorekit.bundle.manifest import Manifest, read_manifest
+from restorekit.runtime.image import Photo
+from restorekit.runtime.session import Session
+
+BACKENDS = ("onnx", "tflite", "coreml")
+
+
+def open_session(target: str, model_path: Path, manifest: Manifest, provider: str = "cpu",
+                 threads: int | None = None) -> Session:
+    """Open ``model_path`` with the backend module for ``target`` (same signature for all)."""
+    module = importlib.import_module(f"restorekit.runtime.{target}")
+    return module.open_session(model_path, manifest.input, manifest.output, provider=provider, threads=threads)
+
+
+@dataclass
+class Bundle:
+    """A bundle directory opened for inference."""
+
+    path: Path
+    manifest: Manifest
+    session: Session
+
+    def upscale(self, rgb: np.ndarray, tile: int | None = None, overlap: int | None = None,
+                on_tile: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Run the bundle over an HxWx3 float image with the manifest's tiling (or overrides)."""
+        from restorekit.runtime.tiling import run_tiled
+
+        t = self.manifest.tiling
+        return run_tiled(
+            self.session, rgb, self.manifest.scale,
+            tile=t.get("tile") if tile is None else tile,
+            overlap=t.get("overlap", 32) if overlap is None else overlap,
+            multiple_of=t.get("multiple_of", 1), on_tile=on_tile,
+        )
+
+    def restore_photo(self, photo: Photo, tile: int | None = None, overlap: int | None = None,
+                      on_tile: Callable[[int, int], None] | None = None) -> Photo:
+        """Restore a Photo; alpha is resized to the output size and carried through."""
+        import cv2
+
+        rgb = np.clip(self.upscale(photo.rgb, tile, overlap, on_tile), 0.0, 1.0)
+        alpha = None
+        if photo.alpha is not None:
+            alpha = photo.alpha
+            if rgb.shape[:2] != alpha.shape:
+                alpha = cv2.resize(alpha, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+            alpha = np.clip(alpha, 0.0, 1.0)
+        return Photo(rgb=rgb, alpha=alpha, bit_depth=photo.bit_depth, was_gray=photo.was_gray)
+
+
+def load_bundle(path: str | os.PathLike, provider: str = "cpu", threads: int | None = None,
+                verify: bool = True) -> Bundle:
+    """Read and checksum-verify a bundle's manifest, then open its model."""
+    path = Path(path)
+    manifest = read_manifest(path, verify=verify)
+    session = open_session(manifest.target, path / manifest.model_file, manifest, provider, threads)
+    return Bundle(path=path, manifest=manifest, session=session)

@@ -1,0 +1,204 @@
+"""Reading and writing photos: RGB float32 in [0, 1] inside the library, whatever the file.
+
+Handles 8- and 16-bit files, grayscale, gray+alpha, RGB, RGBA (alpha is kept aside and carried
+through), and EXIF orientation. OpenCV is BGR: the conversion happens here and nowhere else.
+Writes are atomic (temporary file in the same directory, then rename).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from restorekit.errors import BadInputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+WRITE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+@dataclass
+class Photo:
+    """A decoded photo: ``rgb`` HxWx3 float32 in [0, 1]; ``alpha`` HxW float32 or None."""
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None = None
+    bit_depth: int = 8
+    was_gray: bool = False
+    path: Path | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width)."""
+        return self.rgb.shape[0], self.rgb.shape[1]
+
+
+def read_image(path: str | os.PathLike) -> Photo:
+    """Decode an image file into a :class:`Photo` (EXIF orientation applied)."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInputError(f"image not found: {path}")
+    if not path.is_file():
+        raise BadInputError(f"not a file: {path}")
+    if path.stat().st_size == 0:
+        raise BadInputError(f"empty image file: {path}")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    # IMREAD_UNCHANGED keeps 16-bit and alpha but ignores EXIF; ANYDEPTH|ANYCOLOR|COLOR would
+    # drop alpha. Decode unchanged, then apply orientation ourselves.
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise BadInputError(f"cannot decode image (corrupt or unsupported format): {path}")
+    return photo_from_array(_apply_exif_orientation(img, data), path=path)
+
+
+def photo_from_array(img: np.ndarray, path: Path | None = None) -> Photo:
+    """Build a Photo from an OpenCV-style array (HxW, HxWx1, HxWx3 BGR, HxWx4 BGRA)."""
+    if img.dtype == np.uint8:
+        bit_depth, scale = 8, 255.0
+    elif img.dtype == np.uint16:
+        bit_depth, scale = 16, 65535.0
+    elif img.dtype in (np.float32, np.float64):
+        bit_depth, scale = 32, 1.0
+    else:
+        raise BadInputError(f"unsupported pixel type {img.dtype} in {path or 'image'}")
+    f = img.astype(np.float32) / scale
+    if f.ndim == 3 and f.shape[2] == 1:
+        f = f[:, :, 0]
+    alpha = None
+    was_gray = False
+    if f.ndim == 2:
+        rgb = np.repeat(f[:, :, None], 3, axis=2)
+        was_gray = True
+    elif f.shape[2] == 2:  # gray + alpha
+        rgb = np.repeat(f[:, :, :1], 3, axis=2)
+        alpha = f[:, :, 1]
+        was_gray = True
+    elif f.shape[2] == 3:
+        rgb = f[:, :, ::-1]
+    elif f.shape[2] == 4:
+        rgb = f[:, :, 2::-1]
+        alpha = f[:, :, 3]
+    else:
+        raise BadInputError(f"unsupported channel count {f.shape[2]} in {path or 'image'}")
+    if min(rgb.shape[:2]) < 1:
+        raise BadInputError(f"image has no pixels: {path}")
+    rgb = np.clip(np.ascontiguousarray(rgb, dtype=np.float32), 0.0, 1.0)
+    if alpha is not None:
+        alpha = np.clip(np.ascontiguousarray(alpha, dtype=np.float32), 0.0, 1.0)
+    return Photo(rgb=rgb, alpha=alpha, bit_depth=bit_depth, was_gray=was_gray, path=path)
+
+
+def _exif_orientation(data: np.ndarray) -> int:
+    """EXIF orientation tag (1-8) of a JPEG byte stream, 1 when absent."""
+    buf = data.tobytes()
+    if buf[:2] != b"\xff\xd8":
+        return 1
+    i = 2
+    while i + 4 <= len(buf):
+        if buf[i] != 0xFF:
+            return 1
+        marker = buf[i + 1]
+        length = int.from_bytes(buf[i + 2 : i + 4], "big")
+        if marker == 0xE1 and buf[i + 4 : i + 10] == b"Exif\x00\x00":
+            tiff = buf[i + 10 : i + 2 + length]
+            order = "little" if tiff[:2] == b"II" else "big"
+            ifd = int.from_bytes(tiff[4:8], order)
+            if ifd + 2 > len(tiff):
+                return 1
+            count = int.from_bytes(tiff[ifd : ifd + 2], order)
+            for k in range(count):
+                e = ifd + 2 + 12 * k
+                if e + 12 > len(tiff):
+                    break
+                if int.from_bytes(tiff[e : e + 2], order) == 0x0112:
+                    value = int.from_bytes(tiff[e + 8 : e + 10], order)
+                    return value if 1 <= value <= 8 else 1
+            return 1
+        if marker in (0xDA, 0xD9):  # start of scan / end of image: no EXIF before pixels
+            return 1
+        i += 2 + length
+    return 1
+
+
+def _apply_exif_orientation(img: np.ndarray, data: np.ndarray) -> np.ndarray:
+    o = _exif_orientation(data)
+    if o == 1:
+        return img
+    ops = {
+        2: lambda a: cv2.flip(a, 1),
+        3: lambda a: cv2.rotate(a, cv2.ROTATE_180),
+        4: lambda a: cv2.flip(a, 0),
+        5: lambda a: cv2.flip(cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE), 1),
+        6: lambda a: cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE),
+        7: lambda a: cv2.flip(cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE), 1),
+        8: lambda a: cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE),
+    }
+    return ops[o](img)
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Validate an output image path before any work is done."""
+    path = Path(path)
+    if path.suffix.lower() not in WRITE_SUFFIXES:
+        raise BadInputError(
+            f"unsupported output format {path.suffix or '(none)'}: use one of {', '.join(WRITE_SUFFIXES)}"
+        )
+    if not path.parent.exists():
+        raise BadInputError(f"output directory does not exist: {path.parent}")
+    return path
+
+
+def to_uint(rgb: np.ndarray, alpha: np.ndarray | None = None, bit_depth: int = 8) -> np.ndarray:
+    """RGB(+alpha) float in [0, 1] -> OpenCV BGR(A) uint8/uint16 array."""
+    dtype, scale = (np.uint16, 65535.0) if bit_depth == 16 else (np.uint8, 255.0)
+    bgr = rgb[:, :, ::-1]
+    if alpha is not None:
+        bgr = np.concatenate([bgr, alpha[:, :, None]], axis=2)
+    return np.clip(np.rint(bgr * scale), 0, scale).astype(dtype)
+
+
+def write_image(
+    path: str | os.PathLike,
+    rgb: np.ndarray,
+    alpha: np.ndarray | None = None,
+    bit_depth: int = 8,
+    jpeg_quality: int = 95,
+) -> Path:
+    """Encode and write atomically. JPEG drops alpha and 16-bit (it cannot hold them)."""
+    path = check_output_path(path)
+    suffix = path.suffix.lower()
+    params: list[int] = []
+    if suffix in (".jpg", ".jpeg"):
+        alpha, bit_depth = None, 8
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+    arr = to_uint(rgb, alpha, bit_depth)
+    ok, encoded = cv2.imencode(suffix, arr, params)
+    if not ok:
+        raise BadInputError(f"could not encode image as {suffix}: {path}")
+    atomic_write_bytes(path, encoded.tobytes())
+    return path
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` via a temporary file and rename: never half-written."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BadInputError(f"image folder not found: {folder}")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -1,0 +1,68 @@
+"""ONNX Runtime backend: CPU, CUDA or TensorRT execution providers with fallback."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from restorekit.bundle.manifest import TensorContract
+from restorekit.errors import BadInputError, require
+
+log = logging.getLogger(__name__)
+
+PROVIDER_CHAINS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+def select_providers(requested: str, available: list[str]) -> tuple[list[str], list[str]]:
+    """Providers to use for ``requested`` given what onnxruntime offers, and those that fell away."""
+    if requested not in PROVIDER_CHAINS:
+        raise BadInputError(f"unknown provider {requested!r}: choose one of {', '.join(PROVIDER_CHAINS)}")
+    chain = PROVIDER_CHAINS[requested]
+    chosen = [p for p in chain if p in available]
+    missing = [p for p in chain if p not in available]
+    return chosen or ["CPUExecutionProvider"], missing
+
+
+class OnnxSession:
+    """An onnxruntime InferenceSession behind the Session protocol."""
+
+    backend = "onnx"
+
+    def __init__(self, model_path: Path, input: TensorContract, output: TensorContract,
+                 provider: str = "cpu", threads: int | None = None):
+        ort = require("onnxruntime", "runtime")
+        providers, missing = select_providers(provider, ort.get_available_providers())
+        if provider != "cpu" and missing and missing[0] == PROVIDER_CHAINS[provider][0]:
+            log.warning("%s is not available in this onnxruntime; falling back to %s", missing[0], providers[0])
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        try:
+            self._sess = ort.InferenceSession(str(model_path), sess_options=opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise BadInputError(f"onnxruntime cannot load {model_path}: {str(exc).splitlines()[0]}") from exc
+        self.input, self.output = input, output
+        self._in_name = self._sess.get_inputs()[0].name
+        shape = self._sess.get_inputs()[0].shape
+        hw = shape[1:3] if input.layout == "NHWC" else shape[2:4]
+        self.fixed_size = tuple(hw) if all(isinstance(d, int) for d in hw) else None
+        self.device = f"onnxruntime {self._sess.get_providers()[0]}"
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        from restorekit.runtime.session import from_model_output, to_model_input
+
+        y = self._sess.run(None, {self._in_name: to_model_input(x, self.input)})[0]
+        return from_model_output(y, self.output)
+
+
+def open_session(model_path: Path, input: TensorContract, output: TensorContract,
+                 provider: str = "cpu", threads: int | None = None) -> OnnxSession:
+    """Open an ONNX model file as a Session."""
+    return OnnxSession(model_path, input, output, provider=provider, threads=threads)

@@ -1,0 +1,53 @@
+"""The Session protocol every backend implements (onnx, tflite, coreml here; torch in models/).
+
+A session speaks one language whatever the model file: ``run`` takes and returns NCHW float32
+RGB in [0, 1]. Layout changes (NHWC) and integer quantization of inputs/outputs happen inside.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from restorekit.bundle.manifest import TensorContract
+
+
+@runtime_checkable
+class Session(Protocol):
+    """A loaded model that maps an NCHW float32 batch to an NCHW float32 batch."""
+
+    backend: str
+    #: (height, width) the model only accepts, or None when spatial dims are dynamic.
+    fixed_size: tuple[int, int] | None
+    #: Where it actually runs (e.g. "onnxruntime CPUExecutionProvider").
+    device: str
+
+    def run(self, x: np.ndarray) -> np.ndarray: ...
+
+
+def to_model_input(x: np.ndarray, contract: TensorContract) -> np.ndarray:
+    """NCHW float32 in [0, 1] -> the tensor the model file expects (layout, dtype, quantization)."""
+    lo, hi = contract.value_range
+    if (lo, hi) != (0.0, 1.0):
+        x = x * (hi - lo) + lo
+    if contract.layout == "NHWC":
+        x = x.transpose(0, 2, 3, 1)
+    if contract.quant:
+        info = np.iinfo(np.dtype(contract.dtype))
+        q = np.rint(x / contract.quant["scale"] + contract.quant["zero_point"])
+        return np.clip(q, info.min, info.max).astype(contract.dtype)
+    return np.ascontiguousarray(x, dtype=np.dtype(contract.dtype))
+
+
+def from_model_output(y: np.ndarray, contract: TensorContract) -> np.ndarray:
+    """The model's output tensor -> NCHW float32 in [0, 1] scale (not clipped)."""
+    if contract.quant:
+        y = (y.astype(np.float32) - contract.quant["zero_point"]) * contract.quant["scale"]
+    y = y.astype(np.float32, copy=False)
+    if contract.layout == "NHWC":
+        y = y.transpose(0, 3, 1, 2)
+    lo, hi = contract.value_range
+    if (lo, hi) != (0.0, 1.0):
+        y = (y - lo) / (hi - lo)
+    return np.ascontiguousarray(y)

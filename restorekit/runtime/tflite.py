@@ -1,0 +1,61 @@
+"""TFLite / LiteRT backend (ai-edge-litert interpreter, XNNPACK on CPU).
+
+Full-integer models have int8 inputs and outputs: their scale/zero-point come from the
+interpreter's tensor details (the manifest records the same values).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from restorekit.bundle.manifest import TensorContract
+from restorekit.errors import BadInputError, require
+
+
+class TFLiteSession:
+    """An ai-edge-litert Interpreter behind the Session protocol (static shapes)."""
+
+    backend = "tflite"
+
+    def __init__(self, model_path: Path, input: TensorContract, output: TensorContract,
+                 provider: str = "cpu", threads: int | None = None):
+        interp_mod = require("ai_edge_litert.interpreter", "runtime")
+        try:
+            self._it = interp_mod.Interpreter(model_path=str(model_path), num_threads=threads or None)
+            self._it.allocate_tensors()
+        except Exception as exc:
+            raise BadInputError(f"LiteRT cannot load {model_path}: {str(exc).splitlines()[0]}") from exc
+        self._in = self._it.get_input_details()[0]
+        self._out = self._it.get_output_details()[0]
+        # The file is the truth for dtype and quantization; the manifest must agree with it.
+        self.input = _contract_from_details(self._in, input)
+        self.output = _contract_from_details(self._out, output)
+        shape = [int(d) for d in self._in["shape"]]
+        self.fixed_size = (shape[1], shape[2]) if input.layout == "NHWC" else (shape[2], shape[3])
+        self.device = "LiteRT CPU (XNNPACK)"
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        from restorekit.runtime.session import from_model_output, to_model_input
+
+        outs = []
+        for i in range(x.shape[0]):  # the interpreter has a batch of 1
+            self._it.set_tensor(self._in["index"], to_model_input(x[i : i + 1], self.input))
+            self._it.invoke()
+            outs.append(from_model_output(self._it.get_tensor(self._out["index"]), self.output))
+        return np.concatenate(outs, axis=0)
+
+
+def _contract_from_details(details: dict, declared: TensorContract) -> TensorContract:
+    dtype = np.dtype(details["dtype"]).name
+    scale, zero = details["quantization"]
+    quant = {"scale": float(scale), "zero_point": int(zero)} if dtype in ("int8", "uint8", "int16") else None
+    return TensorContract(name=declared.name, layout=declared.layout, dtype=dtype, shape=declared.shape,
+                          value_range=declared.value_range, color_order=declared.color_order, quant=quant)
+
+
+def open_session(model_path: Path, input: TensorContract, output: TensorContract,
+                 provider: str = "cpu", threads: int | None = None) -> TFLiteSession:
+    """Open a .tflite model file as a Session."""
+    return TFLiteSession(model_path, input, output, provider=provider, threads=threads)

@@ -1,0 +1,122 @@
+"""Tiled inference with overlap and feathered blending.
+
+Tiles are run at one fixed shape (what Core ML's Neural Engine and TFLite want), adjacent tiles
+share ``overlap`` input pixels, and each tile's output is weighted by a window that is zero in
+the outer part of the overlap (where the tile edge corrupts the receptive field) and rises
+linearly across a narrow band centred on the middle of the overlap. Weights are normalised by
+their sum, so irregular overlaps (the last tile of a row is shifted to end at the border) blend correctly too. The image is
+processed tile by tile: only one tile at a time is handed to the accelerator.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from restorekit.errors import BadInputError
+from restorekit.runtime.session import Session
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets covering ``[0, length)`` with tiles of ``tile`` sharing >= ``overlap``."""
+    if tile >= length:
+        return [0]
+    stride = tile - overlap
+    if stride <= 0:
+        raise BadInputError(f"overlap ({overlap}) must be smaller than the tile ({tile})")
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return starts
+
+
+#: Width of the blending ramp as a fraction of the overlap. Measured on Real-ESRGAN Compact
+#: (receptive radius 18 px): a narrow ramp centred on the seam keeps pixels far from the tile
+#: edges (the corrupted ones) out of the blend; 1/8 beat hard paste at overlaps 16, 20 and 32.
+RAMP_FRACTION = 0.125
+
+
+def edge_ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
+    """1-D blending weights for a tile of ``n`` output pixels; ramps only on interior edges.
+
+    The ramp is centred on the middle of the overlap (where the seam of a hard paste would
+    be): zero for the outer ``(overlap - ramp) / 2`` pixels, then a linear rise.
+    """
+    w = np.ones(n, dtype=np.float32)
+    if overlap <= 0:
+        return w
+    ramp = max(overlap * RAMP_FRACTION, 1.0)
+    margin = (overlap - ramp) / 2.0
+    d = np.arange(n, dtype=np.float32) + 0.5
+    rise = np.clip((d - margin) / ramp, 0.0, 1.0)
+    if not at_start:
+        w = np.minimum(w, rise)
+    if not at_end:
+        w = np.minimum(w, rise[::-1])
+    return np.maximum(w, 1e-6)  # never exactly zero: every pixel stays defined
+
+
+def pad_to(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Reflect-pad an HxWxC image at the bottom/right up to (height, width)."""
+    ph, pw = height - img.shape[0], width - img.shape[1]
+    if ph <= 0 and pw <= 0:
+        return img
+    return np.pad(img, ((0, max(ph, 0)), (0, max(pw, 0)), (0, 0)), mode="symmetric")
+
+
+def run_tiled(
+    session: Session,
+    rgb: np.ndarray,
+    scale: int,
+    tile: int | None = 256,
+    overlap: int = 32,
+    multiple_of: int = 1,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Run ``session`` over an HxWx3 float image in tiles; returns (H*scale)x(W*scale)x3 float32.
+
+    ``tile`` None (or 0) runs the whole image at once when the session accepts any size.
+    ``on_tile(done, total)`` is called after each tile (for progress bars).
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise BadInputError(f"expected an HxWx3 image, got shape {rgb.shape}")
+    h, w = rgb.shape[:2]
+    if session.fixed_size is not None:
+        th, tw = session.fixed_size
+    elif tile:
+        th = tw = int(tile)
+    else:
+        th, tw = h, w
+    m = max(int(multiple_of), 1)
+    th, tw = -(-th // m) * m, -(-tw // m) * m
+    if session.fixed_size is None:
+        # A dynamic model never needs tiles larger than the (padded) image.
+        th, tw = min(th, -(-h // m) * m), min(tw, -(-w // m) * m)
+    if overlap >= min(th, tw) and (h > th or w > tw):
+        raise BadInputError(f"overlap ({overlap}) must be smaller than the tile ({min(th, tw)})")
+    padded = pad_to(rgb, max(h, th), max(w, tw))
+    ph, pw = padded.shape[:2]
+    ys, xs = tile_starts(ph, th, overlap), tile_starts(pw, tw, overlap)
+    out = np.zeros((ph * scale, pw * scale, 3), dtype=np.float32)
+    wsum = np.zeros((ph * scale, pw * scale, 1), dtype=np.float32)
+    total, done = len(ys) * len(xs), 0
+    for y0 in ys:
+        wy = edge_ramp(th * scale, overlap * scale, y0 == 0, y0 + th >= ph)
+        for x0 in xs:
+            wx = edge_ramp(tw * scale, overlap * scale, x0 == 0, x0 + tw >= pw)
+            patch = padded[y0 : y0 + th, x0 : x0 + tw]
+            x = np.ascontiguousarray(patch.transpose(2, 0, 1)[None], dtype=np.float32)
+            y = session.run(x)[0].transpose(1, 2, 0)
+            if y.shape[:2] != (th * scale, tw * scale):
+                raise BadInputError(
+                    f"model returned {y.shape[1]}x{y.shape[0]} for a {tw}x{th} tile; expected scale {scale}"
+                )
+            weight = (wy[:, None] * wx[None, :])[:, :, None]
+            ys_, xs_ = slice(y0 * scale, (y0 + th) * scale), slice(x0 * scale, (x0 + tw) * scale)
+            out[ys_, xs_] += y * weight
+            wsum[ys_, xs_] += weight
+            done += 1
+            if on_tile:
+                on_tile(done, total)
+    out /= wsum
+    return out[: h * scale, : w * scale]

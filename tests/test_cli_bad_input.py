@@ -1,0 +1,122 @@
+"""Every bad input gives exit code 2, one line on stderr, and no partial output."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from restorekit.cli.main import app
+from restorekit.runtime.image import write_image
+
+runner = CliRunner()
+
+
+def _fails_cleanly(args, *, match: str, out_dir=None):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    err = res.stderr.strip()
+    assert err.count("\n") == 0, err
+    assert match in err, err
+    if out_dir is not None:
+        leftovers = [p for p in out_dir.rglob("*")]
+        assert leftovers == [], leftovers
+    return err
+
+
+@pytest.mark.parametrize("cmd", ["bundle", "convert", "quantize", "run", "eval", "train", "inspect"])
+def test_every_command_has_help(cmd):
+    res = runner.invoke(app, [cmd, "--help"])
+    assert res.exit_code == 0 and "Usage" in res.output
+
+
+def test_missing_model(tmp_path):
+    _fails_cleanly(["bundle", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "o")], match="model not found")
+
+
+def test_not_a_model_file(tmp_path):
+    f = tmp_path / "notes.pth"
+    f.write_text("hello")
+    _fails_cleanly(["inspect", str(f)], match="not a loadable weights file")
+    g = tmp_path / "photo.jpg"
+    g.write_bytes(b"\xff\xd8")
+    _fails_cleanly(["inspect", str(g)], match="not a model checkpoint")
+
+
+class _Exploit:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch EXPLOITED_MARKER",))
+
+
+def test_malicious_pickle_is_refused_and_not_executed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    f = tmp_path / "evil.pth"
+    f.write_bytes(pickle.dumps({"weight": _Exploit()}))
+    _fails_cleanly(["inspect", str(f)], match="weights_only")
+    assert not (tmp_path / "EXPLOITED_MARKER").exists()
+
+
+def test_unknown_architecture(tmp_path):
+    f = tmp_path / "mystery.pth"
+    torch.save({"encoder.alpha.weight": torch.zeros(3, 3), "decoder.beta.bias": torch.zeros(3)}, f)
+    err = _fails_cleanly(["bundle", str(f), "--out", str(tmp_path / "o")], match="unsupported architecture")
+    assert "encoder.alpha.weight" in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*"))
+
+
+def test_bad_target_and_precision(tmp_path):
+    _fails_cleanly(["bundle", "--targets", "tensorflow", "--out", str(tmp_path / "o")], match="unknown target")
+    _fails_cleanly(["convert", "--target", "coreml", "--precision", "int8", "--out", str(tmp_path / "o")],
+                   match="coreml does not support precision")
+
+
+def test_calibration_folder_without_images(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _fails_cleanly(["quantize", "--target", "onnx", "--scheme", "w8a8", "--calib", str(empty), "--out",
+                    str(tmp_path / "o")], match="no readable images")
+
+
+def test_run_bad_inputs(builtin_bundles, tmp_path, rgb_photo):
+    b = str(builtin_bundles / "onnx-fp32")
+    good = tmp_path / "in.png"
+    write_image(good, rgb_photo[:32, :32])
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    _fails_cleanly(["run", b, str(tmp_path / "missing.png"), "-o", str(outdir / "a.png")], match="image not found",
+                   out_dir=outdir)
+    _fails_cleanly(["run", b, str(corrupt), "-o", str(outdir / "a.png")], match="cannot decode", out_dir=outdir)
+    _fails_cleanly(["run", b, str(good), "-o", str(tmp_path / "nodir" / "a.png")], match="does not exist")
+    _fails_cleanly(["run", str(tmp_path), str(good), "-o", str(outdir / "a.png")], match="not a bundle", out_dir=outdir)
+
+
+def test_tampered_bundle_is_rejected(builtin_bundles, tmp_path, rgb_photo):
+    import shutil
+
+    for name in ("onnx-fp32", "tflite-int8"):
+        bad = tmp_path / name
+        shutil.copytree(builtin_bundles / name, bad)
+        model = next(p for p in bad.iterdir() if p.name.startswith("model."))
+        data = bytearray(model.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        model.write_bytes(bytes(data))
+        good = tmp_path / "in.png"
+        write_image(good, rgb_photo[:16, :16])
+        _fails_cleanly(["run", str(bad), str(good), "-o", str(tmp_path / f"{name}.png")], match="checksum mismatch")
+        assert not (tmp_path / f"{name}.png").exists()
+
+
+def test_console_script_exit_code_and_single_line(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "restorekit.cli.main", "inspect", str(tmp_path / "x.pth")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and "model not found" in res.stderr

@@ -1,0 +1,62 @@
+"""The runtime extra alone (numpy, OpenCV, onnxruntime, ai-edge-litert, typer, rich) runs ONNX and
+TFLite bundles: proved in a subprocess where every other heavy package fails to import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+from restorekit.runtime.image import read_image, write_image
+
+BLOCKED = ["torch", "torchvision", "spandrel", "spandrel_extra_arches", "coremltools", "litert_torch",
+           "ai_edge_quantizer", "onnx", "onnxscript", "nncf", "safetensors", "skimage", "matplotlib", "yaml",
+           "jax", "tensorflow", "scipy"]
+
+BLOCKER = textwrap.dedent(f"""
+    import sys, importlib.abc
+    BLOCKED = {BLOCKED!r}
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split('.')[0] in BLOCKED:
+                raise ImportError(f'{{name}} is not part of restorekit[runtime]')
+    sys.meta_path.insert(0, Block())
+""")
+
+
+def _run_isolated(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", BLOCKER + textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_runtime_runs_onnx_and_tflite_without_torch(builtin_bundles, tmp_path, rgb_photo):
+    src = tmp_path / "in.png"
+    write_image(src, rgb_photo[:80, :96])
+    code = f"""
+        import sys
+        from restorekit.runtime import load_bundle
+        from restorekit.runtime.image import read_image, write_image
+        photo = read_image({str(src)!r})
+        for name in ("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"):
+            b = load_bundle({str(builtin_bundles)!r} + "/" + name)
+            out = b.restore_photo(photo)
+            write_image({str(tmp_path)!r} + f"/{{name}}.png", out.rgb)
+        sys.argv = ["restorekit", "run", {str(builtin_bundles / "onnx-fp32")!r}, {str(src)!r},
+                    "-o", {str(tmp_path / "cli.png")!r}]
+        from restorekit.cli.main import main
+        main()
+        assert "torch" not in sys.modules
+    """
+    res = _run_isolated(code)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for name in ("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "cli"):
+        out = read_image(tmp_path / f"{name}.png")
+        assert out.size == (160, 192)
+        assert np.isfinite(out.rgb).all() and out.rgb.std() > 0.05
+
+
+def test_blocker_really_blocks():
+    res = _run_isolated("import torch")
+    assert res.returncode != 0 and "not part of restorekit[runtime]" in res.stderr

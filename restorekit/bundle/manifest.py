@@ -6,7 +6,6 @@ Torch-free: the runtime on an edge box reads manifests with only numpy installed
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from restorekit.errors import BadInputError, ChecksumError
+from restorekit.fileio import atomic_write_text, sha256_file
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -82,15 +82,6 @@ class Manifest:
         return cls(**kw)
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def file_entries(bundle_dir: Path) -> list[dict[str, Any]]:
     """``files`` entries (path, sha256, bytes) for every file in the bundle except the manifest.
 
@@ -112,9 +103,7 @@ def write_manifest(bundle_dir: Path, manifest: Manifest) -> Path:
     manifest.toolkit_version = __version__
     manifest.created_at = manifest.created_at or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     path = bundle_dir / MANIFEST_NAME
-    tmp = path.with_name(f".{MANIFEST_NAME}.tmp")
-    tmp.write_text(encoding="utf-8", data=json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n")
     return path
 
 

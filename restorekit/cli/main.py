@@ -65,7 +65,7 @@ def _results_table(results) -> Table:
             f"{m['latency_ms_p50']:.1f}" if v else "–",
             f"{m['reference_latency_ms_p50']:.1f}" if v else "–",
             f"{sum(f['bytes'] for f in r.manifest.files) / 1024:.0f}",
-            f">= {m['min_fidelity_db']:.0f} dB" if v else r.detail,
+            f">= {m['min_fidelity_db']:.0f} dB" if v else ("structure ✓" if r.passed else "structure ✗"),
         )
     return table
 
@@ -76,6 +76,10 @@ def _build(model, targets, precisions, calib, eval_images, out, tile) -> None:
     results = build_bundles(model, out, targets=targets, precisions=precisions, calib_dir=calib,
                             eval_dir=eval_images, tile=tile, console=err_console)
     out_console.print(_results_table(results))
+    for r in results:
+        if not r.manifest.metrics.get("validated"):
+            out_console.print(f"{r.target}-{r.precision}: {r.detail}; {r.manifest.metrics.get('not_validated_reason')}",
+                              soft_wrap=True)
     model_dir = results[0].path.parent
     out_console.print(f"report: {model_dir / 'report.json'}  {model_dir / 'report.html'}")
     failed = [f"{r.target}-{r.precision}" for r in results if not r.passed]
@@ -179,7 +183,7 @@ def eval_(
     from restorekit.models.loader import load_model
     from restorekit.models.reference import TorchSession
     from restorekit.runtime import load_bundle
-    from restorekit.runtime.image import atomic_write_bytes
+    from restorekit.fileio import atomic_write_bytes
 
     b = load_bundle(bundle_dir, provider=provider)
     loaded = load_model(reference or _default_reference(b.manifest))
@@ -211,9 +215,9 @@ def eval_(
 
 def _default_reference(manifest) -> str:
     from restorekit.models import builtin
-    from restorekit.models.loader import _sha256
+    from restorekit.fileio import sha256_file
 
-    if manifest.source.get("checkpoint_sha256") == _sha256(builtin.BUILTIN_WEIGHTS):
+    if manifest.source.get("checkpoint_sha256") == sha256_file(builtin.BUILTIN_WEIGHTS):
         return "default"
     raise RestorekitError("this bundle was not made from the built-in model: give its checkpoint with --reference")
 

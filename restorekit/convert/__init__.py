@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from restorekit.bundle.manifest import MODEL_FILES, TensorContract
-from restorekit.errors import BadInputError
+from restorekit.errors import BadInputError, RestorekitError
+
+
+class ConversionError(RestorekitError):
+    """A converter could not handle the model (an op or pattern it lacks)."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,15 @@ def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp3
                   calib=None) -> Converted:
     """Convert ``model`` for ``target`` into ``out_dir/<model file>`` (the bundle's model file)."""
     check_target(target, precision)
+    from restorekit.quiet import captured_native_output
+
     module = importlib.import_module(f"restorekit.convert.{target}")
-    return module.convert(model, spec, Path(out_dir) / MODEL_FILES[target], precision=precision, tile=tile,
-                          calib=calib)
+    try:
+        with captured_native_output():  # converters print progress bars and C++ logs of their own
+            return module.convert(model, spec, Path(out_dir) / MODEL_FILES[target], precision=precision,
+                                  tile=tile, calib=calib)
+    except RestorekitError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ConversionError(f"{target} {precision} conversion of {spec.name} ({spec.architecture}) failed: {first}") from exc

@@ -6,13 +6,13 @@ import base64
 import datetime as dt
 import html
 import json
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from restorekit import __version__
+from restorekit.fileio import atomic_write_text
 
 AMPLIFY = 20.0  # difference heat-map gain
 
@@ -57,8 +57,8 @@ def write_reports(model_dir: Path, spec, results, tiles) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.html`` atomically into ``model_dir``."""
     data = report_dict(spec, results)
     jpath, hpath = model_dir / "report.json", model_dir / "report.html"
-    _atomic_text(jpath, json.dumps(data, indent=2, default=str) + "\n")
-    _atomic_text(hpath, _html(spec, results, tiles))
+    atomic_write_text(jpath, json.dumps(data, indent=2, default=str) + "\n")
+    atomic_write_text(hpath, _html(spec, results, tiles))
     return jpath, hpath
 
 
@@ -106,9 +106,3 @@ Core ML bundles cannot run off macOS: they are checked structurally there.</p>
 <h2>Side-by-side crops</h2>{''.join(figures)}
 <p>restorekit {__version__}</p></body></html>
 """
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -7,7 +7,6 @@ Never unpickles arbitrary objects: ``.safetensors`` through safetensors, everyth
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from restorekit.errors import BadInputError
+from restorekit.fileio import sha256_file
 from restorekit.models.spec import ModelSpec
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors", ".bin")
@@ -34,14 +34,6 @@ class LoadedModel:
 
     module: nn.Module
     spec: ModelSpec
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def count_macs(module: nn.Module, in_channels: int = 3, size: int = 64) -> float:
@@ -165,7 +157,7 @@ def load_model(ref: str | os.PathLike | None = None) -> LoadedModel:
         module, spec = _from_spandrel(sd, path)
     module = module.eval().float().cpu()
     spec.params = int(sum(p.numel() for p in module.parameters()))
-    spec.checkpoint_sha256 = _sha256(path)
+    spec.checkpoint_sha256 = sha256_file(path)
     try:
         size = max(64, spec.multiple_of * 8) if spec.fixed_size is None else spec.fixed_size
         spec.macs_per_megapixel = count_macs(module, spec.in_channels, size)

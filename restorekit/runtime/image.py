@@ -8,7 +8,6 @@ Writes are atomic (temporary file in the same directory, then rename).
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import cv2
 import numpy as np
 
 from restorekit.errors import BadInputError
+from restorekit.fileio import atomic_write_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 WRITE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -181,19 +181,6 @@ def write_image(
         raise BadInputError(f"could not encode image as {suffix}: {path}")
     atomic_write_bytes(path, encoded.tobytes())
     return path
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` via a temporary file and rename: never half-written."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

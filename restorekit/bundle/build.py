@@ -106,6 +106,9 @@ def build_bundles(
 
     console = console or Console(stderr=True)
     sample_dir = Path(__file__).resolve().parents[2] / "sample_images"
+    if (calib_dir is None or eval_dir is None) and not sample_dir.is_dir():
+        raise BadInputError("give --calib and --eval-images: the default sample_images/ is only present in a "
+                            "clone of the repository (pip install -e .)")
     calib_dir = Path(calib_dir or sample_dir)
     eval_dir = Path(eval_dir or sample_dir)
     build = plan(targets or list(DEFAULT_PRECISIONS), precisions)
@@ -129,6 +132,7 @@ def build_bundles(
         console.print(f"[yellow]skipped[/] {note}")
 
     model_dir = out_dir / spec.name
+    created = [d for d in (out_dir, model_dir) if not d.exists()]
     model_dir.mkdir(parents=True, exist_ok=True)
     results: list[BundleResult] = []
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -157,6 +161,9 @@ def build_bundles(
                 _replace_dir(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
+                for d in reversed(created):  # leave no empty directories behind a failed first bundle
+                    if d.exists() and not any(d.iterdir()):
+                        d.rmdir()
                 raise
             results.append(BundleResult(target, precision, final, manifest, passed, detail,
                                         time.perf_counter() - t0, crops))

@@ -31,7 +31,16 @@ def quantize(float_model: Path, out_path: Path, precision: str, calib: list[np.n
         shape = tuple(interp.get_input_details()[0]["shape"])
         samples = [{in_name: _fit_nhwc(t, shape)} for t in calib]
         qt.load_quantization_recipe(recipe.static_wi8_ai8())
-        result = qt.quantize(qt.calibrate({sig_key: samples}))
+        ranges = qt.calibrate({sig_key: samples})
+        # The calibrator averages per-sample min/max, so pure black/white can fall outside the
+        # int8 range of the model's input and output. Their value range is known: [0, 1].
+        io_names = [interp.get_input_details()[0]["name"], interp.get_output_details()[0]["name"]]
+        for name in io_names:
+            if name in ranges:
+                r = ranges[name]
+                r["min"] = np.minimum(r["min"], 0.0).astype(np.float32)
+                r["max"] = np.maximum(r["max"], 1.0).astype(np.float32)
+        result = qt.quantize(ranges)
         applied = {"scheme": "w8a8", "weights": "int8", "activations": "int8", "io": "int8",
                    "calibration": f"ai-edge-quantizer min-max on {len(calib)} photo tiles"}
     else:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from restorekit.bundle.manifest import TensorContract
 from restorekit.errors import BadInputError, require
-
-log = logging.getLogger(__name__)
 
 PROVIDER_CHAINS = {
     "cpu": ["CPUExecutionProvider"],
@@ -39,7 +37,8 @@ class OnnxSession:
         ort = require("onnxruntime", "runtime")
         providers, missing = select_providers(provider, ort.get_available_providers())
         if provider != "cpu" and missing and missing[0] == PROVIDER_CHAINS[provider][0]:
-            log.warning("%s is not available in this onnxruntime; falling back to %s", missing[0], providers[0])
+            warnings.warn(f"{missing[0]} is not available in this onnxruntime build; falling back to {providers[0]}",
+                          RuntimeWarning, stacklevel=2)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if threads:

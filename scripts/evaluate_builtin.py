@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Measure the built-in model against bicubic upscaling on the held-out sample images.
 
-    /work/venv/bin/python scripts/evaluate_builtin.py [--json PATH] [--figure PATH]
+    .venv/bin/python scripts/evaluate_builtin.py [--json PATH] [--figure PATH]
 
 For each held-out image (never trained on; see scripts/train_builtin.py) it cuts ``--crops``
 random ``--crop-size`` HR crops at a fixed seed, degrades each with the training pipeline
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         weights = Path(args.weights)
         report = {
-            "weights": str(weights),
+            "weights": str(weights.resolve().relative_to(ROOT)) if weights.resolve().is_relative_to(ROOT) else str(weights),
             "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
             "config": model.config,
             "held_out": list(HELD_OUT),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Regenerate sample_images/aged/: an "aged photo" version of every sample image.
 
-    /work/venv/bin/python scripts/make_aged_samples.py [--seed 0]
+    .venv/bin/python scripts/make_aged_samples.py [--seed 0]
 
 Each image goes through ``restorekit.distill.degrade.age_photo`` (default AgeConfig: slight
 blur, sepia/yellowing, fading, vignette, film grain, JPEG) with the generator

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Reproduce restorekit's built-in model, restorekit/models/weights/restorekit_x2.safetensors.
 
-    /work/venv/bin/python scripts/train_builtin.py
+    .venv/bin/python scripts/train_builtin.py
 
 Training data (read only, nothing is copied):
   * sample_images/            the repo's public-domain / CC0 samples, minus the held-out ones
@@ -51,7 +51,7 @@ SKIMAGE_PHOTOS = (
     "motorcycle_left.png",
 )
 
-STEPS = 6000
+STEPS = 12000
 SEED = 0
 BATCH_SIZE = 16
 PATCH_SIZE = 96

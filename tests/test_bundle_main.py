@@ -106,3 +106,12 @@ def test_eval_gate(builtin_bundles, tmp_path):
     assert data["metrics"]["fidelity_psnr_db"] >= 38 and len(data["per_image"]) == 2
     bad = runner.invoke(app, ["eval", b, "--images", str(SAMPLES), "--count", "2", "--min-psnr", "99"])
     assert bad.exit_code == 1 and "gate failed" in bad.output
+
+
+def test_int8_onnx_fidelity_on_photos_it_was_not_calibrated_on(builtin_bundles):
+    from tests.conftest import SHARED, need_shared
+
+    bw = need_shared(SHARED / "photos" / "bw")
+    res = CliRunner().invoke(app, ["eval", str(builtin_bundles / "onnx-int8"), "--images", str(bw), "--count", "3",
+                                   "--min-psnr", "38"])
+    assert res.exit_code == 0, res.output

@@ -94,3 +94,12 @@ def test_16bit_round_trip(tmp_path):
     write_image(tmp_path / "x.png", rgb, bit_depth=16)
     p = read_image(tmp_path / "x.png")
     assert p.bit_depth == 16 and np.abs(p.rgb - rgb).max() < 1 / 65535
+
+
+def test_gray_written_back_as_gray(tmp_path):
+    rgb = np.dstack([np.full((4, 4), 0.5, np.float32)] * 3)
+    write_image(tmp_path / "g.png", rgb, gray=True)
+    back = cv2.imread(str(tmp_path / "g.png"), cv2.IMREAD_UNCHANGED)
+    assert back.shape == (4, 4) and int(back[0, 0]) == 128
+    write_image(tmp_path / "ga.png", rgb, alpha=np.ones((4, 4), np.float32), gray=True)
+    assert cv2.imread(str(tmp_path / "ga.png"), cv2.IMREAD_UNCHANGED).shape == (4, 4, 4)

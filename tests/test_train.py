@@ -56,6 +56,7 @@ def test_training_is_deterministic(data_dir, tmp_path):
     b = train_supervised([data_dir], tmp_path / "b.safetensors", steps=2, **FAST)
     sa, sb = load_edgenet_safetensors(a).state_dict(), load_edgenet_safetensors(b).state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.read_bytes() == b.read_bytes()  # byte-identical files (sorted metadata header)
 
 
 def test_resume_continues_at_the_checkpointed_step(data_dir, tmp_path, monkeypatch):

@@ -160,7 +160,7 @@ def run(
         task = progress.add_task(f"{b.manifest.name} ({b.session.device})", total=None)
         result = b.restore_photo(photo, tile=tile, overlap=overlap,
                                  on_tile=lambda d, t: progress.update(task, completed=d, total=t))
-    write_image(output, result.rgb, result.alpha, bit_depth=16 if photo.bit_depth == 16 else 8)
+    write_image(output, result.rgb, result.alpha, bit_depth=16 if photo.bit_depth == 16 else 8, gray=photo.was_gray)
     h, w = result.size
     out_console.print(f"wrote {output} ({w}x{h}{', alpha kept' if result.alpha is not None else ''})")
 
@@ -258,6 +258,8 @@ def inspect(model: ModelArg = None):
 
     spec = load_model(model).spec
     table = Table(title=spec.name, show_header=False)
+    table.add_column("field", no_wrap=True)
+    table.add_column("value", overflow="fold")
     for k, v in spec.to_dict().items():
         table.add_row(k, f"{v / 1e9:.2f} G" if k == "macs_per_megapixel" else str(v))
     out_console.print(table)
@@ -265,6 +267,9 @@ def inspect(model: ModelArg = None):
 
 def main() -> None:
     """Console-script entry point."""
+    import warnings
+
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
         app()
     except KeyboardInterrupt:

@@ -171,6 +171,23 @@ def _atomic_save(path: Path, writer) -> None:
         raise
 
 
+def safetensors_bytes(tensors: dict, metadata: dict[str, str]) -> bytes:
+    """A safetensors file as bytes, byte-for-byte reproducible.
+
+    ``safetensors`` writes the metadata entries in a random (hash map) order, so the same weights
+    would get a different sha256 on every save. Re-serialise the JSON header with sorted keys
+    (tensor data and offsets are unchanged; the header stays space-padded to 8 bytes).
+    """
+    from safetensors.torch import save
+
+    raw = save(tensors, metadata=metadata)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + raw[8 + n :]
+
+
 def _run_settings(model, seed: int, batch_size: int, patch_size: int, fingerprint: str) -> dict:
     """What must match between a checkpoint and the run resuming from it."""
     return {
@@ -207,7 +224,6 @@ def train_supervised(
     Returns ``out``.
     """
     import torch
-    from safetensors.torch import save_file
     from torch.nn import functional as F
 
     from restorekit.models.edgenet import EdgeRestoreNet
@@ -327,7 +343,8 @@ def train_supervised(
         "steps": str(steps),
         "seed": str(seed),
     }
-    _atomic_save(out, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    payload = safetensors_bytes(tensors, metadata)
+    _atomic_save(out, lambda tmp: Path(tmp).write_bytes(payload))
     if progress:
         console.print(f"wrote {out} ({time.perf_counter() - t0:.0f} s, final loss {ema:.4f})")
     return out

@@ -167,15 +167,23 @@ def write_image(
     alpha: np.ndarray | None = None,
     bit_depth: int = 8,
     jpeg_quality: int = 95,
+    gray: bool = False,
 ) -> Path:
-    """Encode and write atomically. JPEG drops alpha and 16-bit (it cannot hold them)."""
+    """Encode and write atomically. JPEG drops alpha and 16-bit (it cannot hold them).
+
+    ``gray`` writes one luminance channel (used when the input photo was grayscale)."""
     path = check_output_path(path)
     suffix = path.suffix.lower()
     params: list[int] = []
     if suffix in (".jpg", ".jpeg"):
         alpha, bit_depth = None, 8
         params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+    if gray:  # one luminance channel; with alpha, gray is replicated into BGRA (no 2-channel PNG in OpenCV)
+        luma = cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.float32), cv2.COLOR_RGB2GRAY)
+        rgb = np.repeat(luma[:, :, None], 3, axis=2)
     arr = to_uint(rgb, alpha, bit_depth)
+    if gray and alpha is None:
+        arr = arr[:, :, 0]
     ok, encoded = cv2.imencode(suffix, arr, params)
     if not ok:
         raise BadInputError(f"could not encode image as {suffix}: {path}")

@@ -22,9 +22,12 @@ class TFLiteSession:
     def __init__(self, model_path: Path, input: TensorContract, output: TensorContract,
                  provider: str = "cpu", threads: int | None = None):
         interp_mod = require("ai_edge_litert.interpreter", "runtime")
+        from restorekit.quiet import captured_native_output
+
         try:
-            self._it = interp_mod.Interpreter(model_path=str(model_path), num_threads=threads or None)
-            self._it.allocate_tensors()
+            with captured_native_output():  # the interpreter logs "Created ... delegate" to stderr
+                self._it = interp_mod.Interpreter(model_path=str(model_path), num_threads=threads or None)
+                self._it.allocate_tensors()
         except Exception as exc:
             raise BadInputError(f"LiteRT cannot load {model_path}: {str(exc).splitlines()[0]}") from exc
         self._in = self._it.get_input_details()[0]

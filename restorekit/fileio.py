@@ -35,3 +35,15 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """UTF-8 text version of :func:`atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def check_writable_path(path: str | os.PathLike) -> Path:
+    """A file path whose directory exists (checked before long work starts)."""
+    from restorekit.errors import BadInputError
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise BadInputError(f"output directory does not exist: {path.parent}")
+    if path.is_dir():
+        raise BadInputError(f"output path is a directory: {path}")
+    return path

@@ -171,47 +171,88 @@ def run(
 def eval_(
     bundle_dir: Annotated[Path, typer.Argument(metavar="BUNDLE", help="A bundle directory.")],
     images: Annotated[Path, typer.Option("--images", help="Folder of real photos.")],
-    reference: Annotated[Optional[str], typer.Option("--reference", help="Reference checkpoint (default: the built-in model if the bundle was made from it).")] = None,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON.")] = None,
-    min_psnr: Annotated[Optional[float], typer.Option("--min-psnr", help="Exit 1 when mean fidelity is below this (dB).")] = None,
+    reference: Annotated[Optional[str], typer.Option("--reference", help="Reference checkpoint (default: the one the bundle was made from, when it is the built-in model).")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON (stable keys, schema_version).")] = None,
+    html_path: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML report (images and plots embedded).")] = None,
+    min_psnr: Annotated[Optional[float], typer.Option("--min-psnr", help="Gate: every image and the mean >= this (dB).")] = None,
+    min_ssim: Annotated[Optional[float], typer.Option("--min-ssim", help="Gate: every image and the mean >= this.")] = None,
+    max_nonfinite: Annotated[Optional[int], typer.Option("--max-nonfinite", help="Gate: at most this many NaN/inf output values.")] = None,
+    max_delta_e: Annotated[Optional[float], typer.Option("--max-delta-e", help="Gate: mean CIEDE2000 of every image <= this.")] = None,
+    max_clipped_new: Annotated[Optional[int], typer.Option("--max-clipped-new", help="Gate: at most this many newly clipped pixels.")] = None,
+    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="An earlier `eval --json` result to compare with.")] = None,
+    max_drop: Annotated[Optional[float], typer.Option("--max-drop", help="Gate with --baseline: PSNR may drop at most this (dB), per image and mean (default 0).")] = None,
+    policy: Annotated[Optional[Path], typer.Option("--policy", help="YAML/JSON file of per-bundle gates (command-line gates override it).")] = None,
+    clean: Annotated[bool, typer.Option("--clean", help="The images are clean originals: also score reference and bundle against them after synthetic degradation (seed 0).")] = False,
     count: Annotated[int, typer.Option("--count", min=1, help="Number of photos to use.")] = 8,
+    size: Annotated[Optional[int], typer.Option("--size", min=16, help="Crop side (default: the bundle's tile).")] = None,
+    runs: Annotated[int, typer.Option("--runs", min=1, help="Timed runs for latency.")] = 10,
     provider: Annotated[str, typer.Option("--provider", help="cpu, cuda or tensorrt.")] = "cpu",
 ):
-    """Fidelity of a bundle vs its fp32 PyTorch reference, and latency side by side."""
+    """Fidelity of a bundle vs its fp32 reference, quality, latency; gates exit 1 listing every failure."""
     import json
 
-    from restorekit.eval.fidelity import compare, eval_tiles, latency_side_by_side
+    from restorekit.eval.evaluate import evaluate
+    from restorekit.eval.gates import Gates, check, load_policy, load_result
+    from restorekit.eval.report import eval_html
+    from restorekit.fileio import atomic_write_text, check_writable_path
     from restorekit.models.loader import load_model
     from restorekit.models.reference import TorchSession
     from restorekit.runtime import load_bundle
-    from restorekit.fileio import atomic_write_bytes
 
+    for path in (json_path, html_path):
+        if path is not None:
+            check_writable_path(path)
     b = load_bundle(bundle_dir, provider=provider)
-    loaded = load_model(reference or _default_reference(b.manifest))
-    size = b.session.fixed_size[0] if b.session.fixed_size else b.manifest.tiling.get("tile", 256)
-    tiles = eval_tiles(images, size=size, count=count)
+    m = b.manifest
+    names = [f"{m.target}-{m.precision}", f"{m.name}/{m.target}-{m.precision}"]
+    gates = load_policy(policy, names) if policy else Gates()
+    gates = gates.merged(Gates(min_psnr=min_psnr, min_ssim=min_ssim, max_nonfinite=max_nonfinite,
+                               max_delta_e=max_delta_e, max_clipped_new=max_clipped_new, max_drop=max_drop))
+    old = load_result(baseline) if baseline else None
+    loaded = load_model(reference or _default_reference(m))
     ref = TorchSession(loaded.module)
-    refs = [ref.run(t.x) for t in tiles]
-    fid = compare(b.session, tiles, refs)
-    (p50, p95), (r50, r95) = latency_side_by_side(b.session, ref, tiles[0].x)
-    fid.latency_ms_p50, fid.latency_ms_p95, fid.reference_latency_ms_p50, fid.reference_latency_ms_p95 = p50, p95, r50, r95
-    table = Table(title=f"{b.manifest.name} {b.manifest.target}-{b.manifest.precision} vs {ref.device}")
-    for col in ("image", "PSNR dB", "SSIM", "max |diff|", "non-finite"):
+    crop = size or (b.session.fixed_size[0] if b.session.fixed_size else m.tiling.get("tile") or 256)
+    info = {"path": str(bundle_dir), "name": m.name, "target": m.target, "precision": m.precision,
+            "scale": m.scale, "task": m.task, "model_sha256": m.files[0]["sha256"] if m.files else None}
+    with err_console.status(f"evaluating {m.name} {m.target}-{m.precision} on {images} ..."):
+        result = evaluate(b.session, ref, images, bundle_info=info, size=crop, count=count, scale=m.scale,
+                          quality=clean, runs=runs)
+    failures = check(result.data, gates, old)
+    result.data["gates"] = {"thresholds": gates.active(), "baseline": str(baseline) if baseline else None,
+                            "passed": not failures, "failures": failures}
+
+    data, s, lat = result.data, result.data["summary"], result.data["latency"]
+    failing = {f.split(":")[0] for f in failures}
+    table = Table(title=f"{m.name} {m.target}-{m.precision} vs {ref.device}")
+    for col in ("image", "PSNR dB", "SSIM", "max |diff|", "ΔE00", "non-finite", "new clipped"):
         table.add_column(col, justify="left" if col == "image" else "right")
-    for r in fid.per_image:
-        table.add_row(r["image"], f"{r['psnr_db']:.2f}", f"{r['ssim']:.4f}", f"{r['max_abs_err']:.2e}", str(r["nonfinite"]))
-    table.add_row("[bold]mean[/]", f"{fid.fidelity_psnr_db:.2f}", f"{fid.fidelity_ssim:.4f}", f"{fid.max_abs_err:.2e}", str(fid.nonfinite))
+    for r in data["per_image"]:
+        style = "red" if r["image"] in failing else None
+        table.add_row(r["image"], f"{r['psnr_db']:.2f}", f"{r['ssim']:.4f}", f"{r['max_abs_err']:.2e}",
+                      f"{r['delta_e00']:.3f}", str(r["nonfinite"]), str(r["clipped_new"]), style=style)
+    table.add_row("[bold]mean / worst[/]", f"{s['psnr_db_mean']:.2f} / {s['psnr_db_min']:.2f}", f"{s['ssim_mean']:.4f}",
+                  f"{s['max_abs_err']:.2e}", f"{s['delta_e00_mean']:.3f}", str(s["nonfinite"]), str(s["clipped_new"]))
     out_console.print(table)
-    out_console.print(f"latency p50/p95: bundle {p50:.1f}/{p95:.1f} ms ({b.session.device}), "
-                      f"reference {r50:.1f}/{r95:.1f} ms, same run, input {'x'.join(map(str, tiles[0].x.shape))}")
+    if data["quality"]:
+        q = data["quality"]["mean"]
+        out_console.print(f"quality vs clean originals (degraded, seed 0): bicubic {q['bicubic_psnr_db']:.2f} dB, "
+                          f"reference {q['reference_psnr_db']:.2f} dB, bundle {q['bundle_psnr_db']:.2f} dB PSNR")
+    out_console.print(f"latency p50/p95: bundle {lat['bundle_ms_p50']:.1f}/{lat['bundle_ms_p95']:.1f} ms "
+                      f"({lat['bundle_device']}), reference {lat['reference_ms_p50']:.1f}/{lat['reference_ms_p95']:.1f} ms, "
+                      f"same run, input {lat['input']}")
     if json_path:
-        payload = {"schema_version": 1, "bundle": str(bundle_dir), "device": b.session.device,
-                   "reference_device": ref.device, "metrics": fid.to_metrics(), "per_image": fid.per_image}
-        atomic_write_bytes(json_path, (json.dumps(payload, indent=2) + "\n").encode())
-    if min_psnr is not None and (fid.fidelity_psnr_db < min_psnr or fid.nonfinite):
-        err_console.print(f"[bold red]gate failed:[/] mean fidelity {fid.fidelity_psnr_db:.2f} dB < {min_psnr} dB"
-                          + (f", {fid.nonfinite} non-finite values" if fid.nonfinite else ""))
+        atomic_write_text(json_path, json.dumps(data, indent=2) + "\n")
+        out_console.print(f"wrote {json_path}")
+    if html_path:
+        atomic_write_text(html_path, eval_html(data, result.panels, failures, gates.active()))
+        out_console.print(f"wrote {html_path}")
+    if failures:
+        err_console.print(f"[bold red]{len(failures)} gate failure(s):[/]")
+        for f in failures:
+            err_console.print(f"  ✗ {f}", highlight=False)
         raise typer.Exit(1)
+    if gates.active() or old is not None:
+        out_console.print(f"[green]gates passed[/] ({', '.join(f'{k} {v:g}' for k, v in gates.active().items()) or 'baseline'})")
 
 
 def _default_reference(manifest) -> str:

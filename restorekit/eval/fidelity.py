@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from restorekit.errors import BadInputError
-from restorekit.eval.metrics import max_abs_err, nonfinite, psnr, ssim
+from restorekit.eval.metrics import delta_e00, max_abs_err, new_clipped, nonfinite, psnr, ssim
 from restorekit.runtime.image import list_images, read_image
 from restorekit.runtime.session import Session
 from restorekit.runtime.tiling import pad_to
@@ -64,6 +64,21 @@ class Fidelity:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
 
 
+def fidelity_row(name: str, out: np.ndarray, ref: np.ndarray) -> dict:
+    """Per-image fidelity of a bundle output against the reference output (HxWx3 floats)."""
+    nf = nonfinite(out)
+    clean = np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0)
+    return {
+        "image": name,
+        "psnr_db": round(psnr(clean, ref), 3),
+        "ssim": round(ssim(clean, ref), 5),
+        "max_abs_err": round(max_abs_err(clean, ref), 6),
+        "delta_e00": round(delta_e00(clean, ref), 4),
+        "nonfinite": nf,
+        "clipped_new": new_clipped(out, ref),
+    }
+
+
 def compare(session: Session, tiles: list[EvalTile], references: list[np.ndarray]) -> Fidelity:
     """Run ``session`` on every tile and score it against the reference outputs."""
     res = Fidelity()
@@ -71,11 +86,7 @@ def compare(session: Session, tiles: list[EvalTile], references: list[np.ndarray
         out = session.run(tile.x)
         if out.shape != ref.shape:
             raise BadInputError(f"bundle output shape {out.shape} differs from the reference {ref.shape}")
-        nf = nonfinite(out)
-        clean = np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0)
-        a, b = clean[0].transpose(1, 2, 0), ref[0].transpose(1, 2, 0)
-        res.per_image.append({"image": tile.name, "psnr_db": round(psnr(a, b), 3), "ssim": round(ssim(a, b), 5),
-                              "max_abs_err": round(max_abs_err(a, b), 6), "nonfinite": nf})
+        res.per_image.append(fidelity_row(tile.name, out[0].transpose(1, 2, 0), ref[0].transpose(1, 2, 0)))
     res.fidelity_psnr_db = float(np.mean([r["psnr_db"] for r in res.per_image]))
     res.fidelity_psnr_min_db = float(np.min([r["psnr_db"] for r in res.per_image]))
     res.fidelity_ssim = float(np.mean([r["ssim"] for r in res.per_image]))

@@ -1,0 +1,150 @@
+"""Release gates on an eval result: thresholds, a baseline to compare with, and a policy file.
+
+Every failing check is reported (not just the first), one line each, so a CI log says
+everything that got worse in one run.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from restorekit.errors import BadInputError
+
+
+@dataclass(frozen=True)
+class Gates:
+    """Thresholds; ``None`` means "not checked"."""
+
+    min_psnr: float | None = None  # dB, each image and the mean
+    min_ssim: float | None = None  # each image and the mean
+    max_nonfinite: int | None = None  # NaN/inf values over all images
+    max_delta_e: float | None = None  # mean CIEDE2000, each image
+    max_clipped_new: int | None = None  # newly clipped pixels over all images
+    max_drop: float | None = None  # dB below the baseline, each image and the mean
+
+    def merged(self, other: "Gates") -> "Gates":
+        """``self`` with every threshold that ``other`` sets replaced by other's."""
+        return replace(self, **{f.name: getattr(other, f.name) for f in fields(other)
+                                if getattr(other, f.name) is not None})
+
+    def active(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+def _gates_from_dict(d: dict, where: str) -> Gates:
+    known = {f.name for f in fields(Gates)}
+    unknown = set(d) - known
+    if unknown:
+        raise BadInputError(f"{where}: unknown gate(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    try:
+        return Gates(**{k: (None if v is None else float(v)) for k, v in d.items()})
+    except (TypeError, ValueError) as exc:
+        raise BadInputError(f"{where}: thresholds must be numbers ({exc})") from exc
+
+
+def load_policy(path: Path, bundle_names: list[str]) -> Gates:
+    """Thresholds for a bundle from a policy file (YAML or JSON).
+
+    The file has ``default:`` thresholds and ``bundles:``, a mapping of glob patterns to
+    thresholds; each pattern is matched against every name in ``bundle_names`` (e.g.
+    ``onnx-int8`` and ``restorekit-x2/onnx-int8``) and matching entries apply in file order,
+    later ones overriding earlier ones::
+
+        default: {min_psnr: 40, max_nonfinite: 0}
+        bundles:
+          "*-fp32": {min_psnr: 60}
+          "onnx-int8": {min_psnr: 45, max_drop: 0.1}
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"policy file not found: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # yaml and json raise different types
+        raise BadInputError(f"policy file {path} is not valid {path.suffix.lstrip('.') or 'YAML'}: "
+                            f"{str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict) or not set(data) <= {"default", "bundles"}:
+        raise BadInputError(f"policy file {path} must be a mapping with 'default' and/or 'bundles'")
+    gates = _gates_from_dict(data.get("default") or {}, f"{path}: default")
+    for pattern, d in (data.get("bundles") or {}).items():
+        if any(fnmatch.fnmatchcase(n, str(pattern)) for n in bundle_names):
+            gates = gates.merged(_gates_from_dict(d or {}, f"{path}: bundles[{pattern!r}]"))
+    return gates
+
+
+def load_result(path: Path) -> dict:
+    """An eval JSON (``restorekit eval --json``), checked to be one."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"baseline not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"baseline {path} is not JSON: {exc}") from exc
+    if not isinstance(data, dict) or data.get("kind") != "restorekit.eval" or "per_image" not in data:
+        raise BadInputError(f"baseline {path} is not a `restorekit eval --json` result")
+    return data
+
+
+def _low(value: float, bound: float) -> bool:
+    return not (isinstance(value, (int, float)) and math.isfinite(value)) or value < bound
+
+
+def check(result: dict, gates: Gates, baseline: dict | None = None) -> list[str]:
+    """Every gate failure of an eval result, one readable line each (empty list: all pass)."""
+    fails: list[str] = []
+    rows, s = result["per_image"], result["summary"]
+    if gates.min_psnr is not None:
+        fails += [f"{r['image']}: PSNR {r['psnr_db']:.2f} dB < {gates.min_psnr:g} dB"
+                  for r in rows if _low(r["psnr_db"], gates.min_psnr)]
+        if _low(s["psnr_db_mean"], gates.min_psnr):
+            fails.append(f"mean PSNR {s['psnr_db_mean']:.2f} dB < {gates.min_psnr:g} dB")
+    if gates.min_ssim is not None:
+        fails += [f"{r['image']}: SSIM {r['ssim']:.4f} < {gates.min_ssim:g}"
+                  for r in rows if _low(r["ssim"], gates.min_ssim)]
+        if _low(s["ssim_mean"], gates.min_ssim):
+            fails.append(f"mean SSIM {s['ssim_mean']:.4f} < {gates.min_ssim:g}")
+    if gates.max_delta_e is not None:
+        fails += [f"{r['image']}: colour difference ΔE00 {r['delta_e00']:.3f} > {gates.max_delta_e:g}"
+                  for r in rows if not r["delta_e00"] <= gates.max_delta_e]
+    if gates.max_nonfinite is not None and s["nonfinite"] > gates.max_nonfinite:
+        bad = ", ".join(f"{r['image']} ({r['nonfinite']})" for r in rows if r["nonfinite"])
+        fails.append(f"{s['nonfinite']} non-finite output values > {gates.max_nonfinite:g}: {bad}")
+    if gates.max_clipped_new is not None and s["clipped_new"] > gates.max_clipped_new:
+        bad = ", ".join(f"{r['image']} ({r['clipped_new']})" for r in rows if r["clipped_new"])
+        fails.append(f"{s['clipped_new']} newly clipped pixels > {gates.max_clipped_new:g}: {bad}")
+    if baseline is not None:
+        fails += _check_baseline(result, baseline, 0.0 if gates.max_drop is None else gates.max_drop)
+    return fails
+
+
+def _check_baseline(result: dict, baseline: dict, max_drop: float) -> list[str]:
+    fails = []
+    old = {r["image"]: r for r in baseline["per_image"]}
+    common = [r for r in result["per_image"] if r["image"] in old]
+    if not common:
+        return [f"no image in common with the baseline ({', '.join(sorted(old)) or 'empty'})"]
+    missing = sorted(set(old) - {r["image"] for r in result["per_image"]})
+    if missing:
+        fails.append(f"images of the baseline not evaluated: {', '.join(missing)}")
+    for r in common:
+        before, now = old[r["image"]]["psnr_db"], r["psnr_db"]
+        if _low(now, before - max_drop):
+            fails.append(f"{r['image']}: PSNR dropped {before - now:.2f} dB vs baseline "
+                         f"({before:.2f} -> {now:.2f} dB, max drop {max_drop:g})")
+    mean_old = sum(old[r["image"]]["psnr_db"] for r in common) / len(common)
+    mean_new = sum(r["psnr_db"] for r in common) / len(common)
+    if _low(mean_new, mean_old - max_drop):
+        fails.append(f"mean PSNR dropped {mean_old - mean_new:.2f} dB vs baseline "
+                     f"({mean_old:.2f} -> {mean_new:.2f} dB over {len(common)} images, max drop {max_drop:g})")
+    return fails

@@ -255,6 +255,135 @@ def eval_(
         out_console.print(f"[green]gates passed[/] ({', '.join(f'{k} {v:g}' for k, v in gates.active().items()) or 'baseline'})")
 
 
+def _parse_sizes(text: str) -> list[tuple[int, int]]:
+    sizes = []
+    for part in text.split(","):
+        h, _, w = part.strip().lower().partition("x")
+        try:
+            size = (int(h), int(w or h))
+        except ValueError:
+            raise RestorekitError(f"bad size {part!r}: use N or HxW, comma-separated (e.g. 256,512x384)") from None
+        if min(size) < 16:
+            raise RestorekitError(f"size {part!r} is too small (at least 16)")
+        sizes.append(size)
+    return sizes
+
+
+@app.command()
+@user_errors
+def bench(
+    bundles: Annotated[list[Path], typer.Argument(metavar="BUNDLE...", help="Bundle directories, or a folder of bundles (e.g. bundles/restorekit-x2).")],
+    reference: Annotated[Optional[str], typer.Option("--reference", help="Reference checkpoint (default: the bundles' own when it is the built-in model).")] = None,
+    no_reference: Annotated[bool, typer.Option("--no-reference", help="Do not measure the PyTorch reference.")] = False,
+    sizes: Annotated[str, typer.Option("--sizes", help="Input sizes, N or HxW, comma-separated.")] = "256",
+    runs: Annotated[int, typer.Option("--runs", min=1, help="Timed runs per backend and size.")] = 30,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs first.")] = 3,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads for every runtime (default: all cores).")] = None,
+    provider: Annotated[str, typer.Option("--provider", help="ONNX Runtime: cpu, cuda or tensorrt.")] = "cpu",
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON.")] = None,
+):
+    """Latency p50/p95/p99, throughput, peak RSS and fraction of CPU peak, bundles and reference in one run."""
+    import json
+
+    from rich.progress import Progress
+
+    from restorekit.eval.bench import bench as run_bench, expand_bundles
+    from restorekit.fileio import atomic_write_text, check_writable_path
+
+    if json_path is not None:
+        check_writable_path(json_path)
+    dirs = expand_bundles(bundles)
+    size_list = _parse_sizes(sizes)
+    ref = None
+    if not no_reference:
+        from restorekit.bundle.manifest import read_manifest
+
+        ref = reference or _default_reference(read_manifest(dirs[0]))
+    with Progress(console=err_console, transient=True) as progress:
+        task = progress.add_task("bench", total=None)
+        data = run_bench(dirs, ref, size_list, runs=runs, warmup=warmup, threads=threads, provider=provider,
+                         on_step=lambda i, n, what: progress.update(task, completed=i, total=n, description=what))
+    table = Table(title=f"restorekit bench: {data['settings']['threads']} threads, {runs} runs after {warmup} warm-up, "
+                        f"each backend in its own process, one after the other")
+    cols = ("backend", "size", "tiles", "p50 ms", "p95 ms", "p99 ms", "img/s", "MP/s", "peak RSS MB",
+            "GFLOP/s", "% CPU peak", "vs reference")
+    for col in cols:
+        table.add_column(col, justify="left" if col == "backend" else "right")
+    for r in data["results"]:
+        if "error" in r:
+            table.add_row(r["name"], r["size"], "", f"[red]{r['error']}[/]", *[""] * (len(cols) - 4))
+            continue
+        pct = "–" if r["fraction_of_peak"] is None else f"{100 * r['fraction_of_peak']:.1f} %"
+        gf = "–" if r["gflops"] is None else f"{r['gflops']:.1f}"
+        sp = "–" if r["speedup_vs_reference"] is None else f"{r['speedup_vs_reference']:.2f}x"
+        table.add_row(r["name"], r["size"], str(r["tiles"]), f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
+                      f"{r['p99_ms']:.1f}", f"{r['images_per_s']:.1f}", f"{r['megapixels_per_s']:.2f}",
+                      f"{r['peak_rss_mb']:.0f}", gf, pct, sp)
+    out_console.print(table)
+    mach = data["machine"]
+    out_console.print(f"% CPU peak: GFLOP/s (2 x the model's MACs at the input size / p50; int8 bundles counted the same "
+                      f"way) over the measured fp32 peak {mach['peak_gflops']:.0f} GFLOP/s = {mach['peak_how']}. "
+                      f"Theoretical: {mach['theoretical_peak_gflops']:.0f} GFLOP/s = {mach['theoretical_peak_how']}"
+                      + (" (below the measured rate: the clock shown here is not the running clock)"
+                         if mach["theoretical_peak_gflops"] < mach["peak_gflops"] else ""))
+    for s in data["skipped"]:
+        out_console.print(f"skipped {s['name']}: {s['reason']}")
+    if json_path:
+        atomic_write_text(json_path, json.dumps(data, indent=2) + "\n")
+        out_console.print(f"wrote {json_path}")
+    if any("error" in r for r in data["results"]):
+        raise RestorekitError("some measurements failed: " + "; ".join(f"{r['name']} {r['size']}: {r['error']}"
+                                                                        for r in data["results"] if "error" in r))
+
+
+@app.command("trt-build")
+@user_errors
+def trt_build(
+    bundle_dir: Annotated[Path, typer.Argument(metavar="BUNDLE", help="An ONNX bundle directory.")],
+    cache: Annotated[Optional[Path], typer.Option("--cache", help="Engine cache directory (default: under $RESTOREKIT_CACHE or ~/.cache/restorekit/tensorrt).")] = None,
+):
+    """Build and cache TensorRT engines for an ONNX bundle (Jetson, NVIDIA GPUs)."""
+    import importlib.util
+
+    import numpy as np
+
+    from restorekit.bundle.manifest import read_manifest
+    from restorekit.errors import BackendUnavailableError
+    from restorekit.runtime.tensorrt import TENSORRT_INSTALL_HINT, build_engine, engine_plan, trt_cache_dir
+
+    manifest = read_manifest(bundle_dir)
+    plan = engine_plan(manifest)
+    cache_dir = cache or trt_cache_dir(manifest)
+    try:
+        import onnxruntime as ort
+
+        ort_trt = "TensorrtExecutionProvider" in ort.get_available_providers()
+    except ImportError:
+        ort_trt = False
+    has_trt = importlib.util.find_spec("tensorrt") is not None
+    if not ort_trt and not has_trt:
+        raise BackendUnavailableError("TensorRT is not available here: onnxruntime has no TensorrtExecutionProvider "
+                                      f"(install JetPack's onnxruntime-gpu) and {TENSORRT_INSTALL_HINT}")
+    out_console.print(f"profile {plan.input_name}: min {plan.shape(plan.min_hw)}, opt {plan.shape(plan.opt_hw)}, "
+                      f"max {plan.shape(plan.max_hw)}; fp16 {plan.fp16}, int8 {plan.int8}; cache {cache_dir}")
+    if ort_trt:
+        from restorekit.runtime.onnx import OnnxSession
+        from restorekit.runtime.tensorrt import tensorrt_options
+
+        with err_console.status("building ONNX Runtime's TensorRT engine (minutes on a Jetson) ..."):
+            session = OnnxSession(bundle_dir / manifest.model_file, manifest.input, manifest.output,
+                                  provider="tensorrt", trt_options=tensorrt_options(manifest, cache_dir))
+            session.run(np.zeros(plan.shape(plan.opt_hw), np.float32))
+        out_console.print(f"warmed ONNX Runtime's engine cache in {cache_dir} ({session.device}); "
+                          f"`restorekit run {bundle_dir} ... --provider tensorrt` reuses it")
+    if has_trt:
+        with err_console.status("building a standalone TensorRT engine ..."):
+            engine = build_engine(Path(bundle_dir), manifest, cache_dir)
+        out_console.print(f"wrote {engine} (for trtexec / DeepStream / your own TensorRT runtime)")
+    else:
+        out_console.print(f"no standalone engine: {TENSORRT_INSTALL_HINT}")
+
+
 def _default_reference(manifest) -> str:
     from restorekit.models import builtin
     from restorekit.fileio import sha256_file

@@ -25,7 +25,7 @@ def open_session(target: str, model_path: Path, manifest: Manifest, provider: st
                  threads: int | None = None) -> Session:
     """Open ``model_path`` with the backend module for ``target`` (same signature for all)."""
     module = importlib.import_module(f"restorekit.runtime.{target}")
-    return module.open_session(model_path, manifest.input, manifest.output, provider=provider, threads=threads)
+    return module.open_session(model_path, manifest, provider=provider, threads=threads)
 
 
 @dataclass

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from restorekit.bundle.manifest import TensorContract
+from restorekit.bundle.manifest import Manifest, TensorContract
 from restorekit.errors import BackendUnavailableError, require
 
 COREML_NEEDS_MACOS = "Core ML prediction needs macOS (coremltools can convert on Linux but not run models)"
@@ -39,7 +39,7 @@ class CoreMLSession:
         return np.concatenate(outs, axis=0)
 
 
-def open_session(model_path: Path, input: TensorContract, output: TensorContract,
-                 provider: str = "cpu", threads: int | None = None) -> CoreMLSession:
+def open_session(model_path: Path, manifest: Manifest, provider: str = "cpu",
+                 threads: int | None = None) -> CoreMLSession:
     """Open a .mlpackage as a Session (macOS only)."""
-    return CoreMLSession(model_path, input, output, provider=provider, threads=threads)
+    return CoreMLSession(model_path, manifest.input, manifest.output, provider=provider, threads=threads)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from restorekit.bundle.manifest import TensorContract
+from restorekit.bundle.manifest import Manifest, TensorContract
 from restorekit.errors import BadInputError, require
 
 PROVIDER_CHAINS = {
@@ -33,7 +33,7 @@ class OnnxSession:
     backend = "onnx"
 
     def __init__(self, model_path: Path, input: TensorContract, output: TensorContract,
-                 provider: str = "cpu", threads: int | None = None):
+                 provider: str = "cpu", threads: int | None = None, trt_options: dict[str, str] | None = None):
         ort = require("onnxruntime", "runtime")
         providers, missing = select_providers(provider, ort.get_available_providers())
         if provider != "cpu" and missing and missing[0] == PROVIDER_CHAINS[provider][0]:
@@ -47,6 +47,10 @@ class OnnxSession:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             opts.intra_op_num_threads = int(threads)
+        if trt_options and "TensorrtExecutionProvider" in providers:
+            Path(trt_options["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+            providers = [("TensorrtExecutionProvider", trt_options) if p == "TensorrtExecutionProvider" else p
+                         for p in providers]
         try:
             self._sess = ort.InferenceSession(str(model_path), sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
@@ -65,7 +69,13 @@ class OnnxSession:
         return from_model_output(y, self.output)
 
 
-def open_session(model_path: Path, input: TensorContract, output: TensorContract,
-                 provider: str = "cpu", threads: int | None = None) -> OnnxSession:
-    """Open an ONNX model file as a Session."""
-    return OnnxSession(model_path, input, output, provider=provider, threads=threads)
+def open_session(model_path: Path, manifest: Manifest, provider: str = "cpu",
+                 threads: int | None = None) -> OnnxSession:
+    """Open an ONNX model file as a Session; TensorRT gets options derived from the manifest."""
+    trt_options = None
+    if provider == "tensorrt":
+        from restorekit.runtime.tensorrt import tensorrt_options, trt_cache_dir
+
+        trt_options = tensorrt_options(manifest, trt_cache_dir(manifest))
+    return OnnxSession(model_path, manifest.input, manifest.output, provider=provider, threads=threads,
+                       trt_options=trt_options)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from restorekit.bundle.manifest import TensorContract
+from restorekit.bundle.manifest import Manifest, TensorContract
 from restorekit.errors import BadInputError, require
 
 
@@ -58,7 +58,7 @@ def _contract_from_details(details: dict, declared: TensorContract) -> TensorCon
                           value_range=declared.value_range, color_order=declared.color_order, quant=quant)
 
 
-def open_session(model_path: Path, input: TensorContract, output: TensorContract,
-                 provider: str = "cpu", threads: int | None = None) -> TFLiteSession:
+def open_session(model_path: Path, manifest: Manifest, provider: str = "cpu",
+                 threads: int | None = None) -> TFLiteSession:
     """Open a .tflite model file as a Session."""
-    return TFLiteSession(model_path, input, output, provider=provider, threads=threads)
+    return TFLiteSession(model_path, manifest.input, manifest.output, provider=provider, threads=threads)

@@ -157,6 +157,13 @@ def run(
     check_output_path(output)
     photo = read_image(input)
     b = load_bundle(bundle_dir, provider=provider, threads=threads)
+    if provider == "tensorrt" and b.manifest.target == "onnx" and tile is not None:
+        from restorekit.runtime.tensorrt import engine_plan
+
+        plan = engine_plan(b.manifest)
+        if not plan.min_hw[0] <= tile <= plan.max_hw[0]:
+            raise RestorekitError(f"with --provider tensorrt the tile must be {plan.min_hw[0]}..{plan.max_hw[0]} "
+                                  f"(the engine's optimisation profile), not {tile or 'whole image'}")
     with Progress(console=err_console, transient=True) as progress:
         task = progress.add_task(f"{b.manifest.name} ({b.session.device})", total=None)
         result = b.restore_photo(photo, tile=tile, overlap=overlap,

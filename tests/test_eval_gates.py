@@ -138,3 +138,12 @@ def test_int8_html_report_is_self_contained(builtin_bundles, tmp_path):
     # the int8 bundle keeps the reference's quality against the clean originals within 0.2 dB
     assert abs(q["bundle_psnr_db"] - q["reference_psnr_db"]) < 0.2
     assert data["gates"]["passed"] is True
+
+
+def test_example_policy_in_docs_parses_to_the_documented_gates():
+    from restorekit.eval.gates import Gates, load_policy
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "gates.example.yaml"
+    int8 = load_policy(path, ["onnx-int8", "restorekit-x2/onnx-int8"])
+    assert int8 == Gates(min_psnr=38, min_ssim=0.99, max_nonfinite=0, max_delta_e=1.0, max_drop=0.1)
+    assert load_policy(path, ["tflite-fp32"]).min_psnr == 60

@@ -60,3 +60,27 @@ def test_runtime_runs_onnx_and_tflite_without_torch(builtin_bundles, tmp_path, r
 def test_blocker_really_blocks():
     res = _run_isolated("import torch")
     assert res.returncode != 0 and "not part of restorekit[runtime]" in res.stderr
+
+
+def test_bench_runs_on_the_runtime_extra_alone(builtin_bundles):
+    """An edge box can benchmark its bundles: `bench --no-reference` and the worker, without torch."""
+    code = f"""
+        import sys
+        from restorekit.eval.bench_worker import measure, measure_peak
+        for name in ("onnx-int8", "tflite-int8"):
+            r = measure({{"kind": "bundle", "path": {str(builtin_bundles)!r} + "/" + name, "provider": "cpu",
+                         "size": [128, 128], "runs": 2, "warmup": 1, "threads": 1}})
+            assert len(r["latencies_ms"]) == 2 and r["peak_rss_kb"] > 0, r
+        assert measure_peak(1, n=256, repeats=2)["gflops"] > 0
+        sys.argv = ["restorekit", "bench", {str(builtin_bundles / "onnx-int8")!r}, "--no-reference",
+                    "--runs", "2", "--warmup", "0"]
+        from restorekit.cli.main import main
+        try:
+            main()
+        except SystemExit as e:
+            assert not e.code, e.code
+        assert "torch" not in sys.modules
+    """
+    res = _run_isolated(code)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "onnx-int8" in res.stdout and "p99 ms" in res.stdout

@@ -149,7 +149,8 @@ def build_bundles(
                     name=spec.name, task=spec.task, scale=spec.scale, target=target, precision=precision,
                     input=conv.input, output=conv.output,
                     tiling={"tile": size, "overlap": overlap, "multiple_of": spec.multiple_of},
-                    source={"checkpoint_sha256": spec.checkpoint_sha256, "architecture": spec.architecture,
+                    source={"checkpoint": spec.checkpoint, "checkpoint_sha256": spec.checkpoint_sha256,
+                            "architecture": spec.architecture,
                             "params": spec.params, "macs_per_megapixel": round(spec.macs_per_megapixel)},
                     recipe=conv.recipe,
                 )

@@ -394,12 +394,19 @@ def trt_build(
 
 
 def _default_reference(manifest) -> str:
-    from restorekit.models import builtin
+    """The checkpoint a bundle was made from: the built-in model, or the recorded path when the
+    file there still has the recorded sha256."""
     from restorekit.fileio import sha256_file
+    from restorekit.models import builtin
 
-    if manifest.source.get("checkpoint_sha256") == sha256_file(builtin.BUILTIN_WEIGHTS):
+    sha = manifest.source.get("checkpoint_sha256")
+    if sha and sha == sha256_file(builtin.BUILTIN_WEIGHTS):
         return "default"
-    raise RestorekitError("this bundle was not made from the built-in model: give its checkpoint with --reference")
+    recorded = manifest.source.get("checkpoint")
+    if recorded and Path(recorded).is_file() and sha256_file(recorded) == sha:
+        return recorded
+    where = f" (recorded: {recorded}, {'changed since' if recorded and Path(recorded).is_file() else 'not found here'})" if recorded else ""
+    raise RestorekitError(f"cannot find the checkpoint this bundle was made from{where}: give it with --reference")
 
 
 @app.command()

@@ -158,6 +158,7 @@ def load_model(ref: str | os.PathLike | None = None) -> LoadedModel:
     module = module.eval().float().cpu()
     spec.params = int(sum(p.numel() for p in module.parameters()))
     spec.checkpoint_sha256 = sha256_file(path)
+    spec.checkpoint = str(Path(path).resolve())
     try:
         size = max(64, spec.multiple_of * 8) if spec.fixed_size is None else spec.fixed_size
         spec.macs_per_megapixel = count_macs(module, spec.in_channels, size)

@@ -24,6 +24,7 @@ class ModelSpec:
     params: int = 0
     macs_per_megapixel: float = 0.0  # multiply-accumulates per megapixel of *input*
     checkpoint_sha256: str | None = None
+    checkpoint: str | None = None  # absolute path the model was loaded from
     tags: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:

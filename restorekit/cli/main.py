@@ -226,10 +226,10 @@ def eval_(
                           quality=clean, runs=runs)
     failures = check(result.data, gates, old)
     result.data["gates"] = {"thresholds": gates.active(), "baseline": str(baseline) if baseline else None,
-                            "passed": not failures, "failures": failures}
+                            "passed": not failures, "failures": [str(f) for f in failures]}
 
     data, s, lat = result.data, result.data["summary"], result.data["latency"]
-    failing = {f.split(":")[0] for f in failures}
+    failing = {f.image for f in failures}
     table = Table(title=f"{m.name} {m.target}-{m.precision} vs {ref.device}")
     for col in ("image", "PSNR dB", "SSIM", "max |diff|", "ΔE00", "non-finite", "new clipped"):
         table.add_column(col, justify="left" if col == "image" else "right")

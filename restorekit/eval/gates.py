@@ -16,6 +16,17 @@ from restorekit.errors import BadInputError
 
 
 @dataclass(frozen=True)
+class GateFailure:
+    """One failed check; ``image`` is set when it concerns one image (else the whole set)."""
+
+    text: str
+    image: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.image}: {self.text}" if self.image else self.text
+
+
+@dataclass(frozen=True)
 class Gates:
     """Thresholds; ``None`` means "not checked"."""
 
@@ -100,51 +111,51 @@ def _low(value: float, bound: float) -> bool:
     return not (isinstance(value, (int, float)) and math.isfinite(value)) or value < bound
 
 
-def check(result: dict, gates: Gates, baseline: dict | None = None) -> list[str]:
+def check(result: dict, gates: Gates, baseline: dict | None = None) -> list[GateFailure]:
     """Every gate failure of an eval result, one readable line each (empty list: all pass)."""
-    fails: list[str] = []
+    fails: list[GateFailure] = []
     rows, s = result["per_image"], result["summary"]
     if gates.min_psnr is not None:
-        fails += [f"{r['image']}: PSNR {r['psnr_db']:.2f} dB < {gates.min_psnr:g} dB"
+        fails += [GateFailure(f"PSNR {r['psnr_db']:.2f} dB < {gates.min_psnr:g} dB", r["image"])
                   for r in rows if _low(r["psnr_db"], gates.min_psnr)]
         if _low(s["psnr_db_mean"], gates.min_psnr):
-            fails.append(f"mean PSNR {s['psnr_db_mean']:.2f} dB < {gates.min_psnr:g} dB")
+            fails.append(GateFailure(f"mean PSNR {s['psnr_db_mean']:.2f} dB < {gates.min_psnr:g} dB"))
     if gates.min_ssim is not None:
-        fails += [f"{r['image']}: SSIM {r['ssim']:.4f} < {gates.min_ssim:g}"
+        fails += [GateFailure(f"SSIM {r['ssim']:.4f} < {gates.min_ssim:g}", r["image"])
                   for r in rows if _low(r["ssim"], gates.min_ssim)]
         if _low(s["ssim_mean"], gates.min_ssim):
-            fails.append(f"mean SSIM {s['ssim_mean']:.4f} < {gates.min_ssim:g}")
+            fails.append(GateFailure(f"mean SSIM {s['ssim_mean']:.4f} < {gates.min_ssim:g}"))
     if gates.max_delta_e is not None:
-        fails += [f"{r['image']}: colour difference ΔE00 {r['delta_e00']:.3f} > {gates.max_delta_e:g}"
+        fails += [GateFailure(f"colour difference ΔE00 {r['delta_e00']:.3f} > {gates.max_delta_e:g}", r["image"])
                   for r in rows if not r["delta_e00"] <= gates.max_delta_e]
     if gates.max_nonfinite is not None and s["nonfinite"] > gates.max_nonfinite:
         bad = ", ".join(f"{r['image']} ({r['nonfinite']})" for r in rows if r["nonfinite"])
-        fails.append(f"{s['nonfinite']} non-finite output values > {gates.max_nonfinite:g}: {bad}")
+        fails.append(GateFailure(f"{s['nonfinite']} non-finite output values > {gates.max_nonfinite:g}: {bad}"))
     if gates.max_clipped_new is not None and s["clipped_new"] > gates.max_clipped_new:
         bad = ", ".join(f"{r['image']} ({r['clipped_new']})" for r in rows if r["clipped_new"])
-        fails.append(f"{s['clipped_new']} newly clipped pixels > {gates.max_clipped_new:g}: {bad}")
+        fails.append(GateFailure(f"{s['clipped_new']} newly clipped pixels > {gates.max_clipped_new:g}: {bad}"))
     if baseline is not None:
         fails += _check_baseline(result, baseline, 0.0 if gates.max_drop is None else gates.max_drop)
     return fails
 
 
-def _check_baseline(result: dict, baseline: dict, max_drop: float) -> list[str]:
+def _check_baseline(result: dict, baseline: dict, max_drop: float) -> list[GateFailure]:
     fails = []
     old = {r["image"]: r for r in baseline["per_image"]}
     common = [r for r in result["per_image"] if r["image"] in old]
     if not common:
-        return [f"no image in common with the baseline ({', '.join(sorted(old)) or 'empty'})"]
+        return [GateFailure(f"no image in common with the baseline ({', '.join(sorted(old)) or 'empty'})")]
     missing = sorted(set(old) - {r["image"] for r in result["per_image"]})
     if missing:
-        fails.append(f"images of the baseline not evaluated: {', '.join(missing)}")
+        fails.append(GateFailure(f"images of the baseline not evaluated: {', '.join(missing)}"))
     for r in common:
         before, now = old[r["image"]]["psnr_db"], r["psnr_db"]
         if _low(now, before - max_drop):
-            fails.append(f"{r['image']}: PSNR dropped {before - now:.2f} dB vs baseline "
-                         f"({before:.2f} -> {now:.2f} dB, max drop {max_drop:g})")
+            fails.append(GateFailure(f"PSNR dropped {before - now:.2f} dB vs baseline "
+                                     f"({before:.2f} -> {now:.2f} dB, max drop {max_drop:g})", r["image"]))
     mean_old = sum(old[r["image"]]["psnr_db"] for r in common) / len(common)
     mean_new = sum(r["psnr_db"] for r in common) / len(common)
     if _low(mean_new, mean_old - max_drop):
-        fails.append(f"mean PSNR dropped {mean_old - mean_new:.2f} dB vs baseline "
-                     f"({mean_old:.2f} -> {mean_new:.2f} dB over {len(common)} images, max drop {max_drop:g})")
+        fails.append(GateFailure(f"mean PSNR dropped {mean_old - mean_new:.2f} dB vs baseline "
+                                 f"({mean_old:.2f} -> {mean_new:.2f} dB over {len(common)} images, max drop {max_drop:g})"))
     return fails

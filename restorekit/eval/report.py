@@ -163,18 +163,18 @@ def _latency_plot(lat: dict) -> str:
     return _plot_png_b64(draw)
 
 
-def eval_html(data: dict, panels, failures: list[str], gates: dict) -> str:
+def eval_html(data: dict, panels, failures: list, gates: dict) -> str:
     """The self-contained `eval` page: summary, gates, per-image rows, crops and plots."""
     b, s, lat = data["bundle"], data["summary"], data["latency"]
     esc = html.escape
-    verdict = ("<p class=bad><b>Gates failed</b></p><ul>" + "".join(f"<li>{esc(f)}</li>" for f in failures) + "</ul>"
+    verdict = ("<p class=bad><b>Gates failed</b></p><ul>" + "".join(f"<li>{esc(str(f))}</li>" for f in failures) + "</ul>"
                if failures else ("<p class=ok><b>All gates passed</b></p>" if gates else "<p>No gates given.</p>"))
     gate_text = ", ".join(f"{k} {v:g}" for k, v in gates.items()) or "none"
     summary = (f"<tr><td>{s['images']}</td><td>{_fmt(s['psnr_db_mean'], 2)}</td><td>{_fmt(s['psnr_db_min'], 2)}</td>"
                f"<td>{_fmt(s['ssim_mean'], 4)}</td><td>{_fmt(s['max_abs_err'], 4)}</td><td>{_fmt(s['delta_e00_mean'], 3)}</td>"
                f"<td>{s['nonfinite']}</td><td>{s['clipped_new']}</td><td>{_fmt(lat['bundle_ms_p50'])}</td>"
                f"<td>{_fmt(lat['reference_ms_p50'])}</td></tr>")
-    failing = {f.split(":")[0] for f in failures}
+    failing = {f.image for f in failures}
     rows = "".join(
         f"<tr class={'bad' if r['image'] in failing else 'ok'}><td style='text-align:left'>{esc(r['image'])}</td>"
         f"<td>{_fmt(r['psnr_db'], 2)}</td><td>{_fmt(r['ssim'], 4)}</td><td>{_fmt(r['max_abs_err'], 4)}</td>"

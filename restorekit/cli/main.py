@@ -411,6 +411,48 @@ def _default_reference(manifest) -> str:
 
 @app.command()
 @user_errors
+def degrade(
+    image: Annotated[Path, typer.Argument(help="A clean photo.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the degraded image (.png/.jpg/.tif).")],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same output).")] = 0,
+    mode: Annotated[str, typer.Option("--mode", help="damaged: aged look + scratches, dust, stains, tears; aged: the aged look only; pair: the training input of a --scale model (smaller).")] = "damaged",
+    scale: Annotated[int, typer.Option("--scale", min=1, help="For --mode pair: the model's upscale factor.")] = 2,
+    mask: Annotated[Optional[Path], typer.Option("--mask", help="For --mode damaged: also write the defect mask (scratches, hairs, dust, tears) as a PNG.")] = None,
+):
+    """Preview what training sees: synthetic degradation of a photo, deterministic with --seed."""
+    import numpy as np
+
+    from restorekit.distill.damage import damage_photo
+    from restorekit.distill.degrade import age_photo, degrade_pair
+    from restorekit.runtime.image import check_output_path, read_image, write_image
+
+    if mode not in ("damaged", "aged", "pair"):
+        raise RestorekitError(f"unknown --mode {mode!r}: choose damaged, aged or pair")
+    if mask is not None and mode != "damaged":
+        raise RestorekitError("--mask needs --mode damaged")
+    check_output_path(output)
+    if mask is not None:
+        check_output_path(mask)
+    photo = read_image(image)
+    rgb = photo.rgb
+    rng = np.random.default_rng(seed)
+    if mode == "pair":
+        h, w = (rgb.shape[0] // scale) * scale, (rgb.shape[1] // scale) * scale
+        result = degrade_pair(rgb[:h, :w], scale, rng)
+    else:
+        result = age_photo(rgb, rng)
+        if mode == "damaged":
+            damaged = damage_photo(result, rng)
+            result = damaged.image
+            if mask is not None:
+                write_image(mask, np.repeat(damaged.defects[:, :, None], 3, axis=2).astype(np.float32), gray=True)
+    write_image(output, result, photo.alpha if mode != "pair" else None, gray=photo.was_gray)
+    out_console.print(f"wrote {output} ({result.shape[1]}x{result.shape[0]}, {mode}, seed {seed})"
+                      + (f" and {mask}" if mask is not None else ""))
+
+
+@app.command()
+@user_errors
 def train(
     data: Annotated[list[Path], typer.Option("--data", help="Folder(s) of clean photos (repeatable).")],
     out: Annotated[Path, typer.Option("--out", help="Output weights (.safetensors).")],

@@ -411,6 +411,44 @@ def _default_reference(manifest) -> str:
 
 @app.command()
 @user_errors
+def assess(
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Photos to assess.")],
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the measurements as JSON.")] = None,
+):
+    """Damage assessment: B&W / sepia / colour, fading, colour cast, noise, blur, JPEG blockiness."""
+    import json
+
+    from restorekit.fileio import atomic_write_text, check_writable_path
+    from restorekit.runtime.assess import assess as measure
+    from restorekit.runtime.image import read_image
+
+    if json_path is not None:
+        check_writable_path(json_path)
+    rows = []
+    for path in images:
+        photo = read_image(path)
+        rows.append({"image": str(path), "size": list(photo.size), "alpha": photo.alpha is not None,
+                     "bit_depth": photo.bit_depth, **measure(photo.rgb).to_dict()})
+    table = Table(title="damage assessment")
+    cols = [("image", "image"), ("tone", "tone"), ("tonal range L*", "tonal_range"), ("contrast", "contrast"),
+            ("cast", "cast"), ("noise σ", "noise_sigma"), ("blur (Lap. var)", "blur"), ("blockiness", "blockiness")]
+    for title, _ in cols:
+        table.add_column(title, justify="left" if title in ("image", "tone") else "right")
+    for r in rows:
+        table.add_row(*(Path(r[k]).name if k == "image" else (f"{r[k]:.1f}" if isinstance(r[k], float) else str(r[k]))
+                        for _, k in cols))
+    out_console.print(table)
+    out_console.print("tone: bw = no chroma, sepia = weak chroma of one warm hue; tonal range: L* between the 1st and "
+                      "99th percentiles (faded < 75); cast: mean a*b* of the mid-tones; noise σ in 8-bit levels; "
+                      "blockiness 1 = no JPEG grid", highlight=False)
+    if json_path:
+        atomic_write_text(json_path, json.dumps({"schema_version": 1, "kind": "restorekit.assess", "images": rows},
+                                                indent=2) + "\n")
+        out_console.print(f"wrote {json_path}")
+
+
+@app.command()
+@user_errors
 def degrade(
     image: Annotated[Path, typer.Argument(help="A clean photo.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the degraded image (.png/.jpg/.tif).")],

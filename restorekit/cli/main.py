@@ -173,6 +173,130 @@ def run(
     out_console.print(f"wrote {output} ({w}x{h}{', alpha kept' if result.alpha is not None else ''})")
 
 
+def _pipeline_model(ref: Optional[str], task: str, provider: str, threads: Optional[int]):
+    """A pipeline Model from a bundle directory, a checkpoint, or (None) restorekit's own weights."""
+    from restorekit.runtime.restore import Model
+
+    if ref is not None and Path(ref).is_dir():
+        from restorekit.runtime import load_bundle
+
+        b = load_bundle(ref, provider=provider, threads=threads)
+        if b.manifest.task != task and not (task == "restore" and b.manifest.task == "sr"):
+            raise RestorekitError(f"{ref} is a {b.manifest.task} bundle; this stage needs a {task} model")
+        t = b.manifest.tiling
+        return Model(b.session, f"{b.manifest.name} {b.manifest.target}-{b.manifest.precision} ({b.session.device})",
+                     b.manifest.scale, t.get("tile"), t.get("overlap", 32), t.get("multiple_of", 1))
+    try:
+        from restorekit.models.loader import load_model
+        from restorekit.models.reference import TorchSession
+    except ImportError:
+        raise RestorekitError(f"no {task} model: pass a bundle directory (restorekit's own PyTorch weights need "
+                              "restorekit[all])") from None
+    if ref is None and task == "scratch":
+        from restorekit.models.builtin import SCRATCH_WEIGHTS
+
+        ref = str(SCRATCH_WEIGHTS)
+    loaded = load_model(ref)
+    if loaded.spec.task != task and not (task == "restore" and loaded.spec.task == "sr"):
+        raise RestorekitError(f"{loaded.spec.name} is a {loaded.spec.task} model; this stage needs a {task} model")
+    session = TorchSession(loaded.module)
+    return Model(session, f"{loaded.spec.name} ({session.device})", loaded.spec.scale,
+                 512 if task == "scratch" else 256, 32, loaded.spec.multiple_of)
+
+
+@app.command()
+@user_errors
+def restore(
+    input: Annotated[Path, typer.Argument(help="A photo, or a folder of photos.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output image, or output folder for a folder input.")],
+    bundle: Annotated[Optional[str], typer.Option("--bundle", help="Restoration bundle (or checkpoint); default: the built-in model in PyTorch.")] = None,
+    detector: Annotated[Optional[str], typer.Option("--detector", help="Scratch-detector bundle (or checkpoint); default: the shipped ScratchUNet in PyTorch.")] = None,
+    stages: Annotated[str, typer.Option("--stages", help="Comma-separated: defects, restore, tone, cast.")] = "defects,restore,tone,cast",
+    scale: Annotated[int, typer.Option("--scale", help="Output size: 1 = as the input, 2 = twice.")] = 1,
+    colorize: Annotated[bool, typer.Option("--colorize", help="Colorize (needs a colorization model: none ships yet; the stage is then reported skipped).")] = False,
+    compare: Annotated[Optional[Path], typer.Option("--compare", help="Also write original | result side by side (single photo).")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the log of every stage as JSON.")] = None,
+    provider: Annotated[str, typer.Option("--provider", help="ONNX bundles: cpu, cuda or tensorrt.")] = "cpu",
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1)] = None,
+):
+    """Restore old photos: damage assessment, scratch removal, restoration, tone and colour cast."""
+    import json
+
+    from rich.progress import Progress
+
+    from restorekit.fileio import atomic_write_text, check_writable_path
+    from restorekit.runtime.image import check_output_path, list_images, read_image, write_image
+    from restorekit.runtime.restore import RestoreOptions, restore_photo, side_by_side
+
+    opts = RestoreOptions(stages=tuple(x.strip() for x in stages.split(",") if x.strip()), scale=scale,
+                          colorize=colorize)
+    if not input.exists():
+        raise RestorekitError(f"input not found: {input}")
+    folder = input.is_dir()
+    if folder:
+        if compare is not None:
+            raise RestorekitError("--compare is for a single photo")
+        if not output.parent.is_dir():
+            raise RestorekitError(f"output directory does not exist: {output.parent}")
+        output.mkdir(exist_ok=True)
+        jobs = [(p, output / p.name) for p in sorted(input.iterdir())
+                if (p.is_file() or p.is_symlink()) and not p.name.startswith(".")]
+        jobs = [(p, o) for p, o in jobs if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")]
+    else:
+        check_output_path(output)
+        jobs = [(input, output)]
+    for path in (compare, json_path):
+        if path is not None:
+            check_writable_path(path)
+    restorer = _pipeline_model(bundle, "restore", provider, threads) if "restore" in opts.stages else None
+    finder = _pipeline_model(detector, "scratch", provider, threads) if "defects" in opts.stages else None
+
+    logs, failures, skipped = [], [], []
+    with Progress(console=err_console, transient=True) as progress:
+        task = progress.add_task("restore", total=len(jobs))
+        for src, dst in jobs:
+            progress.update(task, description=src.name)
+            if folder and dst.exists():
+                skipped.append(src.name)  # outputs are written atomically: present means finished
+                progress.advance(task)
+                continue
+            try:
+                photo = read_image(src)
+                result = restore_photo(photo, restorer, finder, opts,
+                                       on_stage=lambda st: progress.update(task, description=f"{src.name}: {st}"))
+                write_image(dst, result.photo.rgb, result.photo.alpha,
+                            bit_depth=16 if photo.bit_depth == 16 else 8, gray=photo.was_gray)
+                if compare is not None:
+                    write_image(compare, side_by_side(photo.rgb, result.photo.rgb))
+                logs.append({"input": str(src), "output": str(dst), **result.log})
+                for st in result.log["stages"]:
+                    if st["stage"] == "colorize" and colorize:
+                        err_console.print(f"{src.name}: colorize skipped: {st['reason']}")
+            except RestorekitError as exc:
+                if not folder:
+                    raise
+                failures.append((src.name, str(exc)))
+            progress.advance(task)
+    for entry in logs:
+        ran = [s["stage"] for s in entry["stages"] if s["ran"]]
+        out_console.print(f"wrote {entry['output']} ({entry['output_size'][1]}x{entry['output_size'][0]}; "
+                          f"{', '.join(ran)})")
+    if json_path:
+        atomic_write_text(json_path, json.dumps({"schema_version": 1, "kind": "restorekit.restore",
+                                                 "restorer": restorer.name if restorer else None,
+                                                 "detector": finder.name if finder else None,
+                                                 "photos": logs, "skipped_finished": skipped,
+                                                 "failed": [{"input": n, "error": e} for n, e in failures]},
+                                                indent=2) + "\n")
+    if skipped:
+        out_console.print(f"skipped {len(skipped)} already restored: {', '.join(skipped)}")
+    if failures:
+        err_console.print(f"[bold red]{len(failures)} of {len(jobs)} photos failed:[/]")
+        for name, err in failures:
+            err_console.print(f"  ✗ {name}: {err}", highlight=False)
+        raise typer.Exit(2)
+
+
 @app.command("eval")
 @user_errors
 def eval_(
@@ -236,9 +360,11 @@ def eval_(
     for r in data["per_image"]:
         style = "red" if r["image"] in failing else None
         table.add_row(r["image"], f"{r['psnr_db']:.2f}", f"{r['ssim']:.4f}", f"{r['max_abs_err']:.2e}",
-                      f"{r['delta_e00']:.3f}", str(r["nonfinite"]), str(r["clipped_new"]), style=style)
+                      "–" if r["delta_e00"] is None else f"{r['delta_e00']:.3f}", str(r["nonfinite"]),
+                      str(r["clipped_new"]), style=style)
     table.add_row("[bold]mean / worst[/]", f"{s['psnr_db_mean']:.2f} / {s['psnr_db_min']:.2f}", f"{s['ssim_mean']:.4f}",
-                  f"{s['max_abs_err']:.2e}", f"{s['delta_e00_mean']:.3f}", str(s["nonfinite"]), str(s["clipped_new"]))
+                  f"{s['max_abs_err']:.2e}", "–" if s["delta_e00_mean"] is None else f"{s['delta_e00_mean']:.3f}",
+                  str(s["nonfinite"]), str(s["clipped_new"]))
     out_console.print(table)
     if data["quality"]:
         q = data["quality"]["mean"]
@@ -494,26 +620,32 @@ def degrade(
 def train(
     data: Annotated[list[Path], typer.Option("--data", help="Folder(s) of clean photos (repeatable).")],
     out: Annotated[Path, typer.Option("--out", help="Output weights (.safetensors).")],
-    student: Annotated[str, typer.Option("--student", help="Architecture: edgenet (the built-in model's).")] = "edgenet",
+    student: Annotated[str, typer.Option("--student", help="edgenet: 2x restoration (the built-in model's architecture); scratch-unet: scratch/dust/tear detector supervised by synthetic damage masks.")] = "edgenet",
     steps: Annotated[int, typer.Option("--steps", min=1)] = 2000,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
-    patch_size: Annotated[int, typer.Option("--patch-size", min=16, help="HR patch size.")] = 96,
-    channels: Annotated[int, typer.Option("--channels", min=4)] = 48,
-    num_convs: Annotated[int, typer.Option("--num-convs", min=1)] = 6,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Default 16 (edgenet), 8 (scratch-unet).")] = None,
+    patch_size: Annotated[Optional[int], typer.Option("--patch-size", min=16, help="Training patch side (HR for edgenet). Default 96 (edgenet), 128 (scratch-unet).")] = None,
+    channels: Annotated[int, typer.Option("--channels", min=4, help="edgenet width.")] = 48,
+    num_convs: Annotated[int, typer.Option("--num-convs", min=1, help="edgenet depth.")] = 6,
+    width: Annotated[int, typer.Option("--width", min=4, help="scratch-unet width at full resolution.")] = 16,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="File names to hold out (repeatable).")] = None,
 ):
-    """Train a restoration student on synthetic degradations of clean photos (resumable)."""
-    if student != "edgenet":
-        raise RestorekitError(f"unknown student {student!r}: available: edgenet")
+    """Train a student on synthetic degradations of clean photos (resumable, deterministic)."""
+    if student not in ("edgenet", "scratch-unet"):
+        raise RestorekitError(f"unknown student {student!r}: available: edgenet, scratch-unet")
     if out.suffix != ".safetensors":
         raise RestorekitError(f"--out must end in .safetensors: {out}")
     if not out.parent.exists():
         raise RestorekitError(f"output directory does not exist: {out.parent}")
-    from restorekit.distill.train import train_supervised
+    from restorekit.distill.train import train_scratch_detector, train_supervised
 
-    path = train_supervised(data, out, steps=steps, seed=seed, batch_size=batch_size, patch_size=patch_size,
-                            model_kwargs={"channels": channels, "num_convs": num_convs}, exclude=set(exclude or ()))
+    if student == "edgenet":
+        path = train_supervised(data, out, steps=steps, seed=seed, batch_size=batch_size or 16,
+                                patch_size=patch_size or 96, model_kwargs={"channels": channels, "num_convs": num_convs},
+                                exclude=set(exclude or ()))
+    else:
+        path = train_scratch_detector(data, out, steps=steps, seed=seed, batch_size=batch_size or 8,
+                                      patch_size=patch_size or 128, width=width, exclude=set(exclude or ()))
     out_console.print(f"wrote {path}")
 
 

@@ -17,13 +17,15 @@ from one when present. The result is a ``.safetensors`` file whose metadata rebu
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,57 +201,33 @@ def _run_settings(model, seed: int, batch_size: int, patch_size: int, fingerprin
     }
 
 
-def train_supervised(
-    data_dirs: list[Path],
-    out: Path,
-    steps: int,
-    seed: int = 0,
-    batch_size: int = 16,
-    patch_size: int = 96,
-    lr: float = 2e-3,
-    model_kwargs: dict | None = None,
-    exclude: Iterable[str] = (),
-    resume: bool = True,
-    checkpoint_every: int = 250,
-    progress: bool = True,
-    device: str | None = None,
-    degradation: DegradationConfig | None = None,
-) -> Path:
-    """Train :class:`EdgeRestoreNet` on ``data_dirs`` and write its weights to ``out`` (.safetensors).
+@dataclass
+class TrainingTask:
+    """What a run learns: the net, the batch of each step, the loss, and the weights' metadata.
 
-    ``patch_size`` is the HR patch side (a multiple of the model's scale); ``exclude`` lists file
-    names never to train on (held-out images). Checkpoints go to ``out.with_suffix('.ckpt.pt')``
-    every ``checkpoint_every`` steps, at the end, and on Ctrl-C; with ``resume`` a run continues
-    from that file (it must come from the same data, seed, batch and patch size and net config).
-    Returns ``out``.
+    ``make_batch(step) -> (x, y)`` returns NHWC float32 arrays and must be a pure function of
+    the step (so resuming is exact); ``loss(model, x, y)`` takes NCHW tensors.
     """
+
+    model: Any
+    make_batch: Callable[[int], tuple[np.ndarray, np.ndarray]]
+    loss: Callable[[Any, Any, Any], Any]
+    metadata: dict[str, str]
+    description: str
+
+
+def run_training(task: TrainingTask, out: Path, steps: int, seed: int, lr: float, settings: dict,
+                 resume: bool = True, checkpoint_every: int = 250, progress: bool = True,
+                 device: str | None = None) -> Path:
+    """The training loop shared by every student: Adam with warm-up + cosine decay, resumable
+    checkpoints next to ``out`` (every ``checkpoint_every`` steps, at the end, on Ctrl-C), a
+    progress bar, and a byte-reproducible ``.safetensors`` at the end."""
     import torch
-    from torch.nn import functional as F
 
-    from restorekit.models.edgenet import EdgeRestoreNet
-
-    out = Path(out)
-    if out.suffix != ".safetensors":
-        raise BadInputError(f"output must be a .safetensors file, got {out}")
-    if steps < 0:
-        raise BadInputError(f"steps must be >= 0, got {steps}")
-    if batch_size < 1 or checkpoint_every < 1:
-        raise BadInputError("batch_size and checkpoint_every must be >= 1")
-    kwargs = dict(model_kwargs or {})
-    torch.manual_seed(int(seed))
-    model = EdgeRestoreNet(**kwargs)
-    init_weights(model)
-    if model.in_channels != 3:
-        raise BadInputError(f"train_supervised trains RGB nets (in_channels=3), got {model.in_channels}")
-    scale = model.scale
-    if patch_size % scale or patch_size < 2 * scale:
-        raise BadInputError(f"patch_size {patch_size} must be a multiple of the scale {scale} and >= {2 * scale}")
-
-    data = load_training_images(data_dirs, exclude, min_size=patch_size)
+    model = task.model
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    settings = _run_settings(model, seed, batch_size, patch_size, data.fingerprint)
 
     ckpt = checkpoint_path(out)
     start = 0
@@ -288,10 +266,7 @@ def train_supervised(
 
     console = Console(stderr=True)
     if progress:
-        console.print(
-            f"training EdgeRestoreNet {model.config} on {len(data.images)} images, {dev}, "
-            f"steps {start}->{steps}, batch {batch_size}, patch {patch_size}"
-        )
+        console.print(f"training {task.description}, {dev}, steps {start}->{steps}")
     bar = Progress(
         TextColumn("[bold]train"),
         BarColumn(),
@@ -308,21 +283,21 @@ def train_supervised(
     t0 = time.perf_counter()
     try:
         with bar:
-            task = bar.add_task("train", total=steps, completed=min(start, steps), loss=float("nan"))
+            bar_task = bar.add_task("train", total=steps, completed=min(start, steps), loss=float("nan"))
             while step < steps:
-                lr_np, hr_np = make_batch(data.images, seed, step, batch_size, patch_size, scale, degradation)
-                x = torch.from_numpy(lr_np).permute(0, 3, 1, 2).contiguous().to(dev)
-                y = torch.from_numpy(hr_np).permute(0, 3, 1, 2).contiguous().to(dev)
+                x_np, y_np = task.make_batch(step)
+                x = torch.from_numpy(x_np).permute(0, 3, 1, 2).contiguous().to(dev)
+                y = torch.from_numpy(y_np).permute(0, 3, 1, 2).contiguous().to(dev)
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(step, steps, lr)
-                loss = F.l1_loss(model(x), y)
+                loss = task.loss(model, x, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 step += 1
                 value = float(loss.detach())
                 ema = value if math.isnan(ema) else 0.98 * ema + 0.02 * value
-                bar.update(task, completed=step, loss=ema)
+                bar.update(bar_task, completed=step, loss=ema)
                 if step % checkpoint_every == 0 and step < steps:
                     save_checkpoint(step)
                     if progress and not console.is_terminal:  # a log line when nobody sees the bar
@@ -335,16 +310,159 @@ def train_supervised(
 
     model.eval()
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    metadata = {
-        "architecture": "EdgeRestoreNet",
-        "config": json.dumps(model.config),
-        "task": "restore",
-        "scale": str(scale),
-        "steps": str(steps),
-        "seed": str(seed),
-    }
+    metadata = {**task.metadata, "config": json.dumps(model.config), "steps": str(steps), "seed": str(seed)}
     payload = safetensors_bytes(tensors, metadata)
     _atomic_save(out, lambda tmp: Path(tmp).write_bytes(payload))
     if progress:
         console.print(f"wrote {out} ({time.perf_counter() - t0:.0f} s, final loss {ema:.4f})")
     return out
+
+
+def _check_run(out: Path, steps: int, batch_size: int, checkpoint_every: int) -> Path:
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise BadInputError(f"output must be a .safetensors file, got {out}")
+    if steps < 0:
+        raise BadInputError(f"steps must be >= 0, got {steps}")
+    if batch_size < 1 or checkpoint_every < 1:
+        raise BadInputError("batch_size and checkpoint_every must be >= 1")
+    return out
+
+
+def train_supervised(
+    data_dirs: list[Path],
+    out: Path,
+    steps: int,
+    seed: int = 0,
+    batch_size: int = 16,
+    patch_size: int = 96,
+    lr: float = 2e-3,
+    model_kwargs: dict | None = None,
+    exclude: Iterable[str] = (),
+    resume: bool = True,
+    checkpoint_every: int = 250,
+    progress: bool = True,
+    device: str | None = None,
+    degradation: DegradationConfig | None = None,
+) -> Path:
+    """Train :class:`EdgeRestoreNet` on ``data_dirs`` and write its weights to ``out`` (.safetensors).
+
+    ``patch_size`` is the HR patch side (a multiple of the model's scale); ``exclude`` lists file
+    names never to train on (held-out images). Checkpoints go to ``out.with_suffix('.ckpt.pt')``
+    every ``checkpoint_every`` steps, at the end, and on Ctrl-C; with ``resume`` a run continues
+    from that file (it must come from the same data, seed, batch and patch size and net config).
+    Returns ``out``.
+    """
+    import torch
+    from torch.nn import functional as F
+
+    from restorekit.models.edgenet import EdgeRestoreNet
+
+    out = _check_run(out, steps, batch_size, checkpoint_every)
+    kwargs = dict(model_kwargs or {})
+    torch.manual_seed(int(seed))
+    model = EdgeRestoreNet(**kwargs)
+    init_weights(model)
+    if model.in_channels != 3:
+        raise BadInputError(f"train_supervised trains RGB nets (in_channels=3), got {model.in_channels}")
+    scale = model.scale
+    if patch_size % scale or patch_size < 2 * scale:
+        raise BadInputError(f"patch_size {patch_size} must be a multiple of the scale {scale} and >= {2 * scale}")
+
+    data = load_training_images(data_dirs, exclude, min_size=patch_size)
+    task = TrainingTask(
+        model=model,
+        make_batch=lambda step: make_batch(data.images, seed, step, batch_size, patch_size, scale, degradation),
+        loss=lambda m, x, y: F.l1_loss(m(x), y),
+        metadata={"architecture": "EdgeRestoreNet", "task": "restore", "scale": str(scale)},
+        description=(f"EdgeRestoreNet {model.config} on {len(data.images)} images, "
+                     f"batch {batch_size}, patch {patch_size}"),
+    )
+    settings = _run_settings(model, seed, batch_size, patch_size, data.fingerprint)
+    return run_training(task, out, steps, seed, lr, settings, resume, checkpoint_every, progress, device)
+
+
+#: Scanning after the damage (the detector must find scratches through blur, noise and JPEG).
+SCAN_AFTER_DAMAGE = DegradationConfig(
+    blur=dataclasses.replace(DegradationConfig().blur, prob=0.5, sigma=(0.2, 0.8)),
+    noise=dataclasses.replace(DegradationConfig().noise, prob=0.5, sigma=(1.0 / 255, 8.0 / 255)),
+    grain=dataclasses.replace(DegradationConfig().grain, prob=0.3),
+    jpeg=dataclasses.replace(DegradationConfig().jpeg, prob=0.5, quality=(60, 95)),
+)
+
+
+def make_scratch_batch(images: Sequence[np.ndarray], seed: int, step: int, batch_size: int,
+                       patch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(damaged photo, defect mask) batch of step ``step`` for the scratch detector: NHWC float32,
+    a pure function of ``(seed, step)``. Each clean patch is aged (70 %), damaged by
+    ``damage_photo`` (scratches, hairs, dust, stains, tears) and scanned (``SCAN_AFTER_DAMAGE``);
+    the target is the mask of scratches, hairs, dust and tears (stains are not defects)."""
+    from restorekit.distill.damage import damage_photo
+    from restorekit.distill.degrade import age_photo
+
+    rng = np.random.default_rng([int(seed), int(step)])
+    xs, ys = [], []
+    for _ in range(batch_size):
+        img = images[int(rng.integers(len(images)))]
+        h, w = img.shape[:2]
+        y = int(rng.integers(h - patch_size + 1))
+        x = int(rng.integers(w - patch_size + 1))
+        patch = _augment(img[y : y + patch_size, x : x + patch_size], rng)
+        if rng.random() < 0.7:
+            patch = age_photo(patch, rng)
+        damaged = damage_photo(patch, rng)
+        xs.append(degrade_pair(damaged.image, 1, rng, SCAN_AFTER_DAMAGE))
+        ys.append(damaged.defects[:, :, None].astype(np.float32))
+    return np.stack(xs), np.stack(ys)
+
+
+def scratch_loss(model, x, y, pos_weight: float = 4.0):
+    """Binary cross-entropy (positives weighted: defects are a few % of the pixels) + soft Dice."""
+    import torch
+    from torch.nn import functional as F
+
+    logits = model.logits(x)
+    bce = F.binary_cross_entropy_with_logits(logits, y, pos_weight=torch.tensor(pos_weight, device=x.device))
+    p = torch.sigmoid(logits)
+    dice = 1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
+    return bce + dice
+
+
+def train_scratch_detector(
+    data_dirs: list[Path],
+    out: Path,
+    steps: int,
+    seed: int = 0,
+    batch_size: int = 8,
+    patch_size: int = 128,
+    lr: float = 2e-3,
+    width: int = 16,
+    exclude: Iterable[str] = (),
+    resume: bool = True,
+    checkpoint_every: int = 250,
+    progress: bool = True,
+    device: str | None = None,
+) -> Path:
+    """Train :class:`ScratchUNet` to find scratches, hairs, dust and tears, supervised by the
+    masks of synthetic damage drawn on clean photos from ``data_dirs``; same loop, checkpoints
+    and determinism as :func:`train_supervised`."""
+    import torch
+
+    from restorekit.models.unet import ScratchUNet
+
+    out = _check_run(out, steps, batch_size, checkpoint_every)
+    if patch_size % 4 or patch_size < 32:
+        raise BadInputError(f"patch_size {patch_size} must be a multiple of 4 and >= 32")
+    torch.manual_seed(int(seed))
+    model = ScratchUNet(width=width)
+    init_weights(model)
+    data = load_training_images(data_dirs, exclude, min_size=patch_size)
+    task = TrainingTask(
+        model=model,
+        make_batch=lambda step: make_scratch_batch(data.images, seed, step, batch_size, patch_size),
+        loss=scratch_loss,
+        metadata={"architecture": "ScratchUNet", "task": "scratch", "scale": "1"},
+        description=f"ScratchUNet {model.config} on {len(data.images)} images, batch {batch_size}, patch {patch_size}",
+    )
+    settings = _run_settings(model, seed, batch_size, patch_size, data.fingerprint)
+    return run_training(task, out, steps, seed, lr, settings, resume, checkpoint_every, progress, device)

@@ -56,7 +56,8 @@ def summarize(rows: list[dict]) -> dict:
         "ssim_mean": round(float(col("ssim").mean()), 5),
         "ssim_min": round(float(col("ssim").min()), 5),
         "max_abs_err": round(float(col("max_abs_err").max()), 6),
-        "delta_e00_mean": round(float(col("delta_e00").mean()), 4),
+        "delta_e00_mean": (round(float(np.mean(de)), 4)
+                           if (de := [r["delta_e00"] for r in rows if r["delta_e00"] is not None]) else None),
         "nonfinite": int(col("nonfinite").sum()),
         "clipped_new": int(col("clipped_new").sum()),
     }

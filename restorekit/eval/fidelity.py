@@ -73,7 +73,7 @@ def fidelity_row(name: str, out: np.ndarray, ref: np.ndarray) -> dict:
         "psnr_db": round(psnr(clean, ref), 3),
         "ssim": round(ssim(clean, ref), 5),
         "max_abs_err": round(max_abs_err(clean, ref), 6),
-        "delta_e00": round(delta_e00(clean, ref), 4),
+        "delta_e00": None if (de := delta_e00(clean, ref)) is None else round(de, 4),
         "nonfinite": nf,
         "clipped_new": new_clipped(out, ref),
     }

@@ -127,7 +127,7 @@ def check(result: dict, gates: Gates, baseline: dict | None = None) -> list[Gate
             fails.append(GateFailure(f"mean SSIM {s['ssim_mean']:.4f} < {gates.min_ssim:g}"))
     if gates.max_delta_e is not None:
         fails += [GateFailure(f"colour difference ΔE00 {r['delta_e00']:.3f} > {gates.max_delta_e:g}", r["image"])
-                  for r in rows if not r["delta_e00"] <= gates.max_delta_e]
+                  for r in rows if r["delta_e00"] is not None and not r["delta_e00"] <= gates.max_delta_e]
     if gates.max_nonfinite is not None and s["nonfinite"] > gates.max_nonfinite:
         bad = ", ".join(f"{r['image']} ({r['nonfinite']})" for r in rows if r["nonfinite"])
         fails.append(GateFailure(f"{s['nonfinite']} non-finite output values > {gates.max_nonfinite:g}: {bad}"))

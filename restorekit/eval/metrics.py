@@ -89,8 +89,11 @@ def ciede2000(lab1: np.ndarray, lab2: np.ndarray) -> np.ndarray:
     return np.sqrt((d_l / s_l) ** 2 + (d_c / s_c) ** 2 + (d_h / s_h) ** 2 + r_t * (d_c / s_c) * (d_h / s_h))
 
 
-def delta_e00(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean CIEDE2000 difference between two sRGB float images in [0, 1] (HxWx3, RGB order)."""
+def delta_e00(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Mean CIEDE2000 difference between two sRGB float images in [0, 1] (HxWx3, RGB order);
+    None for images that are not RGB (a mask has no colour)."""
+    if a.ndim != 3 or a.shape[2] != 3:
+        return None
     to_lab = lambda im: cv2.cvtColor(np.clip(np.nan_to_num(im), 0, 1).astype(np.float32), cv2.COLOR_RGB2Lab)  # noqa: E731
     return float(ciede2000(to_lab(a), to_lab(b)).mean())
 

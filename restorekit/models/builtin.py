@@ -15,6 +15,7 @@ from restorekit.errors import BadInputError
 from restorekit.models.edgenet import EdgeRestoreNet
 
 BUILTIN_WEIGHTS = Path(__file__).parent / "weights" / "restorekit_x2.safetensors"
+SCRATCH_WEIGHTS = Path(__file__).parent / "weights" / "scratch_unet.safetensors"  # scripts/train_scratch_detector.py
 ARCHITECTURE = "EdgeRestoreNet"
 
 
@@ -32,26 +33,39 @@ def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
         raise BadInputError(f"not a readable safetensors file: {path} ({exc})") from exc
 
 
-def load_edgenet_safetensors(path: str | os.PathLike) -> EdgeRestoreNet:
-    """Build an :class:`EdgeRestoreNet` from a safetensors file written by ``train_supervised``
-    (metadata ``architecture`` + ``config``) and load its weights strictly. Returned in eval mode."""
+def _student_classes() -> dict:
+    from restorekit.models.unet import ScratchUNet
+
+    return {"EdgeRestoreNet": EdgeRestoreNet, "ScratchUNet": ScratchUNet}
+
+
+def load_student_safetensors(path: str | os.PathLike, architecture: str | None = None):
+    """Build a restorekit student (EdgeRestoreNet, ScratchUNet) from a safetensors file written
+    by restorekit's trainer (metadata ``architecture`` + ``config``) and load its weights
+    strictly; ``architecture`` insists on one. Returned in eval mode."""
     from safetensors.torch import load_file
 
     path = Path(path)
     meta = read_safetensors_metadata(path)
     arch = meta.get("architecture")
-    if arch != ARCHITECTURE:
-        raise BadInputError(f"{path} holds architecture {arch!r}, not {ARCHITECTURE}")
+    classes = _student_classes()
+    if arch not in classes or (architecture is not None and arch != architecture):
+        raise BadInputError(f"{path} holds architecture {arch!r}, not {architecture or ' or '.join(classes)}")
     try:
         config = json.loads(meta.get("config", "{}"))
-        model = EdgeRestoreNet(**config)
+        model = classes[arch](**config)
     except (ValueError, TypeError) as exc:
-        raise BadInputError(f"{path}: bad EdgeRestoreNet config in metadata ({exc})") from exc
+        raise BadInputError(f"{path}: bad {arch} config in metadata ({exc})") from exc
     try:
         model.load_state_dict(load_file(str(path)), strict=True)
     except RuntimeError as exc:
         raise BadInputError(f"{path}: weights do not match the config {config} ({exc})") from exc
     return model.eval()
+
+
+def load_edgenet_safetensors(path: str | os.PathLike) -> EdgeRestoreNet:
+    """An :class:`EdgeRestoreNet` from a safetensors file written by ``train_supervised``."""
+    return load_student_safetensors(path, ARCHITECTURE)
 
 
 def load_builtin() -> EdgeRestoreNet:

@@ -149,10 +149,12 @@ def load_model(ref: str | os.PathLike | None = None) -> LoadedModel:
                 f"not a model checkpoint: {path} (expected one of {', '.join(CHECKPOINT_SUFFIXES)})"
             )
     sd, meta = read_state_dict(path)
-    if meta.get("architecture") == "EdgeRestoreNet":
-        module = builtin.load_edgenet_safetensors(path)
-        spec = ModelSpec(name=name, architecture="EdgeRestoreNet", task=meta.get("task", "restore"),
-                         scale=module.scale, licence="Apache-2.0 (restorekit)", tags=["restorekit", "edge"])
+    if meta.get("architecture") in ("EdgeRestoreNet", "ScratchUNet"):  # restorekit's own students
+        module = builtin.load_student_safetensors(path)
+        out_channels = 1 if meta["architecture"] == "ScratchUNet" else 3
+        spec = ModelSpec(name=name, architecture=meta["architecture"], task=meta.get("task", "restore"),
+                         scale=module.scale, out_channels=out_channels, multiple_of=getattr(module, "multiple_of", 1),
+                         licence="Apache-2.0 (restorekit)", tags=["restorekit", "edge"])
     else:
         module, spec = _from_spandrel(sd, path)
     module = module.eval().float().cpu()

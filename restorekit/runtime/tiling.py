@@ -73,7 +73,8 @@ def run_tiled(
     multiple_of: int = 1,
     on_tile: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """Run ``session`` over an HxWx3 float image in tiles; returns (H*scale)x(W*scale)x3 float32.
+    """Run ``session`` over an HxWx3 float image in tiles; returns (H*scale)x(W*scale)xC float32,
+    C the model's output channels (3 for restoration, 1 for a mask).
 
     ``tile`` None (or 0) runs the whole image at once when the session accepts any size.
     ``on_tile(done, total)`` is called after each tile (for progress bars).
@@ -97,7 +98,7 @@ def run_tiled(
     padded = pad_to(rgb, max(h, th), max(w, tw))
     ph, pw = padded.shape[:2]
     ys, xs = tile_starts(ph, th, overlap), tile_starts(pw, tw, overlap)
-    out = np.zeros((ph * scale, pw * scale, 3), dtype=np.float32)
+    out = None  # allocated at the first tile, with the model's output channels
     wsum = np.zeros((ph * scale, pw * scale, 1), dtype=np.float32)
     total, done = len(ys) * len(xs), 0
     for y0 in ys:
@@ -111,6 +112,8 @@ def run_tiled(
                 raise BadInputError(
                     f"model returned {y.shape[1]}x{y.shape[0]} for a {tw}x{th} tile; expected scale {scale}"
                 )
+            if out is None:
+                out = np.zeros((ph * scale, pw * scale, y.shape[2]), dtype=np.float32)
             weight = (wy[:, None] * wx[None, :])[:, :, None]
             ys_, xs_ = slice(y0 * scale, (y0 + th) * scale), slice(x0 * scale, (x0 + tw) * scale)
             out[ys_, xs_] += y * weight

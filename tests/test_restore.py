@@ -1,0 +1,100 @@
+"""`restorekit restore`: the staged pipeline on real old photos (../shared) and the samples."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from restorekit.cli.main import app
+from restorekit.runtime.image import read_image, write_image
+from restorekit.runtime.restore import remove_cast, stretch_tone
+from tests.conftest import SAMPLES, SHARED, need_shared
+
+runner = CliRunner()
+
+
+def _stages(log: dict) -> dict:
+    return {s["stage"]: s for s in log["stages"]}
+
+
+def test_scratched_print_is_repaired_and_logged(tmp_path):
+    src = need_shared(SHARED / "photos" / "old_scratched" / "bopb_scratch_b.png")
+    out, cmp_, log = tmp_path / "r.png", tmp_path / "c.png", tmp_path / "r.json"
+    res = runner.invoke(app, ["restore", str(src), "-o", str(out), "--compare", str(cmp_), "--json", str(log)])
+    assert res.exit_code == 0, res.output
+    photo, before = read_image(out), read_image(src)
+    assert photo.size == before.size and (photo.alpha is None) == (before.alpha is None)
+    assert read_image(cmp_).size[1] > 2 * before.size[1]  # side by side
+    st = _stages(json.loads(log.read_text())["photos"][0])
+    assert st["assess"]["found"]["tone"] == "sepia"
+    assert st["defects"]["ran"] and st["defects"]["found"]["coverage"] > 0.005  # the creases are found
+    assert st["restore"]["ran"] and "restorekit-x2" in st["restore"]["backend"]
+    assert st["cast"]["ran"] is False and "keeps its tone" in st["cast"]["reason"]
+    assert st["faces"]["ran"] is False and st["faces"]["reason"]
+
+
+def test_bw_photo_colorize_is_reported_skipped_and_stays_gray(tmp_path):
+    src = SAMPLES / "camera.png"
+    out, log = tmp_path / "bw.png", tmp_path / "bw.json"
+    res = runner.invoke(app, ["restore", str(src), "-o", str(out), "--colorize", "--json", str(log),
+                              "--stages", "restore", "--scale", "2"])
+    assert res.exit_code == 0, res.output
+    assert "colorize skipped: no colorization model" in res.output
+    photo = read_image(out)
+    assert photo.was_gray and photo.size == (1024, 1024)
+    st = _stages(json.loads(log.read_text())["photos"][0])
+    assert st["colorize"]["ran"] is False and st["defects"]["ran"] is False
+
+
+def test_rgba_keeps_alpha(tmp_path, rgb_photo):
+    src = tmp_path / "a.png"
+    alpha = np.zeros(rgb_photo.shape[:2], np.float32)
+    alpha[50:200, 60:300] = 1.0
+    write_image(src, rgb_photo, alpha)
+    out = tmp_path / "o.png"
+    res = runner.invoke(app, ["restore", str(src), "-o", str(out), "--stages", "restore"])
+    assert res.exit_code == 0, res.output
+    back = read_image(out)
+    assert back.alpha is not None and back.alpha[100, 100] > 0.99 and back.alpha[10, 10] < 0.01
+
+
+def test_folder_run_reports_bad_files_and_skips_finished_work(tmp_path, rgb_photo):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    write_image(src / "good.png", rgb_photo[:96, :128])
+    (src / "corrupt.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    os.symlink(tmp_path / "nowhere.png", src / "unreadable.png")  # a dangling link cannot be read
+    args = ["restore", str(src), "-o", str(dst), "--stages", "restore,tone"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert "2 of 3 photos failed" in res.output and "corrupt.jpg" in res.output and "unreadable.png" in res.output
+    assert (dst / "good.png").is_file() and not (dst / "corrupt.jpg").exists()
+    stamp = (dst / "good.png").stat().st_mtime_ns
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "skipped 1 already restored: good.png" in again.output
+    assert (dst / "good.png").stat().st_mtime_ns == stamp
+
+
+def test_bad_usage(tmp_path):
+    res = runner.invoke(app, ["restore", str(SAMPLES / "coffee.png"), "-o", str(tmp_path / "x.png"), "--stages", "magic"])
+    assert res.exit_code == 2 and "unknown stage(s) magic" in res.output
+    res = runner.invoke(app, ["restore", str(tmp_path / "missing.png"), "-o", str(tmp_path / "x.png")])
+    assert res.exit_code == 2 and "input not found" in res.output
+    res = runner.invoke(app, ["restore", str(SAMPLES / "coffee.png"), "-o", str(tmp_path / "x.png"), "--scale", "3"])
+    assert res.exit_code == 2 and "--scale must be 1 or 2" in res.output
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_tone_stretch_and_cast_removal(rgb_photo):
+    from restorekit.runtime.assess import assess
+
+    faded = 0.25 + 0.5 * rgb_photo
+    stretched, info = stretch_tone(faded)
+    assert assess(stretched).tonal_range > assess(faded).tonal_range + 15 and info["gain"] <= 1.6
+    cast = np.clip(rgb_photo * np.array([1.0, 0.95, 0.75], np.float32), 0, 1)
+    fixed, _ = remove_cast(cast)
+    assert assess(fixed).cast < 0.5 * assess(cast).cast

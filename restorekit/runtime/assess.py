@@ -1,12 +1,14 @@
 """Damage assessment of an old photo: what kind of print it is and what is wrong with it.
 
 numpy + OpenCV only. Every measure is a plain number with a documented scale, so the JSON log
-is readable and ``--auto`` decisions (``plan_stages``) can be explained:
+is readable and the choices of the restore pipeline (``runtime.restore``) can be explained:
 
-* ``tone``: ``bw`` (no chroma), ``sepia`` (weak chroma of one warm hue) or ``colour``;
+* ``tone``: ``bw`` (no chroma), ``sepia`` (weak chroma of one warm hue, a*b* hue angle 20-90°:
+  brown to yellow; a greenish autochrome is colour) or ``colour``;
 * ``tonal_range``: L* (0-100) between the 1st and 99th percentiles; faded prints have < 75;
 * ``contrast``: standard deviation of L*;
-* ``colour_cast``: mean a*, b* of the mid-tones and its magnitude (a neutral print is near 0);
+* ``cast_a``, ``cast_b``, ``cast``: mean a*, b* of the likely-neutral mid-tones (``neutral_cast``)
+  and its magnitude (a neutral print is near 0);
 * ``noise_sigma``: Gaussian noise std in 8-bit levels (Immerkær's fast estimator on each RGB
   channel, median of the three);
 * ``blur``: variance of the Laplacian of the gray image on the 8-bit scale (sharp > 100);
@@ -46,6 +48,18 @@ def lab(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.clip(rgb, 0, 1).astype(np.float32), cv2.COLOR_RGB2Lab)
 
 
+def neutral_cast(L: np.ndarray) -> tuple[float, float]:
+    """Mean a*, b* of the pixels most likely to be neutral surfaces: mid-tones (L* 25-80) with the
+    lowest 30 % chroma. A scene that is mostly one colour (foliage) does not read as a cast."""
+    l, a, b = L[:, :, 0], L[:, :, 1], L[:, :, 2]
+    mid = (l > 25) & (l < 80)
+    if not mid.any():
+        mid = np.ones(l.shape, bool)
+    chroma = np.hypot(a, b)
+    sel = mid & (chroma <= np.percentile(chroma[mid], 30))
+    return float(a[sel].mean()), float(b[sel].mean())
+
+
 def noise_sigma(gray255: np.ndarray) -> float:
     """Immerkær (1996): noise std from the response to a Laplacian-difference kernel."""
     k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
@@ -79,13 +93,12 @@ def assess(rgb: np.ndarray, defect_mask: np.ndarray | None = None) -> Assessment
     mean_hue = np.degrees(np.arctan2(b.mean(), a.mean()))
     if chroma_p95 < 4:
         tone = "bw"
-    elif spread < 0.45 and 20 <= mean_hue <= 110 and chroma_p95 < 35:  # one warm hue: yellow-brown
+    elif spread < 0.45 and 20 <= mean_hue <= 90 and chroma_p95 < 35:  # one warm hue: orange to yellow-brown
         tone = "sepia"
     else:
         tone = "colour"
     lo, hi = np.percentile(l, [1, 99])
-    mid = (l > 25) & (l < 80)
-    ca, cb = (float(a[mid].mean()), float(b[mid].mean())) if mid.any() else (float(a.mean()), float(b.mean()))
+    ca, cb = neutral_cast(L)
     gray255 = cv2.cvtColor(np.clip(rgb, 0, 1).astype(np.float32), cv2.COLOR_RGB2GRAY) * 255.0
     return Assessment(
         tone=tone, chroma_p95=chroma_p95, hue_spread=spread, tonal_range=float(hi - lo), contrast=float(l.std()),

@@ -8,8 +8,9 @@ what it found):
 3. ``restore``  denoise / deblock / deblur + 2x with a restoration session, tiled;
 4. ``tone``     contrast restoration on L* when the print is faded (tonal range < 85 or
                 contrast < 18): a percentile stretch with the gain capped at 1.6;
-5. ``cast``     colour-cast removal for colour prints (a*b* shift of the mid-tones when the cast
-                exceeds 6); sepia and B&W prints keep their tone;
+5. ``cast``     colour-cast removal for colour prints (a*b* shift that moves the likely-neutral
+                mid-tones 70 % of the way to neutral, at most 10 units, when their cast exceeds
+                6); sepia and B&W prints keep their tone;
 6. ``colorize`` needs a colorization model: none ships with this version, so asking for it logs
                 the stage as skipped with the reason (never silently).
 
@@ -27,7 +28,7 @@ import cv2
 import numpy as np
 
 from restorekit.errors import BadInputError
-from restorekit.runtime.assess import assess, lab
+from restorekit.runtime.assess import assess, lab, neutral_cast
 from restorekit.runtime.defects import detect_defects, inpaint
 from restorekit.runtime.image import Photo
 from restorekit.runtime.session import Session
@@ -85,12 +86,16 @@ def stretch_tone(rgb: np.ndarray) -> tuple[np.ndarray, dict]:
     return out, {"L_low": round(float(lo), 2), "L_high": round(float(hi), 2), "gain": round(float(gain), 3)}
 
 
-def remove_cast(rgb: np.ndarray, strength: float = 0.8) -> tuple[np.ndarray, dict]:
-    """Shift a*b* so the mid-tones' mean moves ``strength`` of the way to neutral."""
+def remove_cast(rgb: np.ndarray, strength: float = 0.7, max_shift: float = 10.0) -> tuple[np.ndarray, dict]:
+    """Shift a*b* so the likely-neutral mid-tones (``neutral_cast``) move ``strength`` of the way
+    to neutral, by at most ``max_shift`` a*b* units (a scene that really is one colour is not
+    pushed to its complement)."""
     L = lab(rgb)
-    mid = (L[:, :, 0] > 25) & (L[:, :, 0] < 80)
-    sel = mid if mid.any() else np.ones(mid.shape, bool)
-    da, db = -strength * float(L[:, :, 1][sel].mean()), -strength * float(L[:, :, 2][sel].mean())
+    ca, cb = neutral_cast(L)
+    da, db = -strength * ca, -strength * cb
+    norm = float(np.hypot(da, db))
+    if norm > max_shift:
+        da, db = da * max_shift / norm, db * max_shift / norm
     L[:, :, 1] += da
     L[:, :, 2] += db
     return np.clip(cv2.cvtColor(L, cv2.COLOR_Lab2RGB), 0, 1), {"shift_a": round(da, 2), "shift_b": round(db, 2)}

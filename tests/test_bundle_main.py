@@ -115,3 +115,18 @@ def test_int8_onnx_fidelity_on_photos_it_was_not_calibrated_on(builtin_bundles):
     res = CliRunner().invoke(app, ["eval", str(builtin_bundles / "onnx-int8"), "--images", str(bw), "--count", "3",
                                    "--min-psnr", "38"])
     assert res.exit_code == 0, res.output
+
+
+def test_bundles_are_readable_by_others(builtin_bundles):
+    """Bundles are copied to devices and served from shared folders: not owner-only (the temp
+    directory and files they are built in are 0700/0600)."""
+    import stat
+
+    from restorekit.fileio import current_umask
+
+    want_dir, want_file = 0o777 & ~current_umask(), 0o666 & ~current_umask()
+    for name in EXPECTED:
+        d = builtin_bundles / name
+        assert stat.S_IMODE(d.stat().st_mode) == want_dir, name
+        assert stat.S_IMODE((d / "manifest.json").stat().st_mode) == want_file, name
+    assert stat.S_IMODE((builtin_bundles / "report.html").stat().st_mode) == want_file

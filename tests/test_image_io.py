@@ -103,3 +103,16 @@ def test_gray_written_back_as_gray(tmp_path):
     assert back.shape == (4, 4) and int(back[0, 0]) == 128
     write_image(tmp_path / "ga.png", rgb, alpha=np.ones((4, 4), np.float32), gray=True)
     assert cv2.imread(str(tmp_path / "ga.png"), cv2.IMREAD_UNCHANGED).shape == (4, 4, 4)
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path):
+    """Atomic writes go through a private temp file; the result must not stay owner-only."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        write_image(tmp_path / "o.png", np.zeros((4, 4, 3), np.float32))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "o.png").stat().st_mode) == 0o644

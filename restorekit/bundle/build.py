@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import os
 import shutil
 import tempfile
 import time
@@ -66,6 +67,9 @@ def plan(targets: list[str], precisions: list[str] | None) -> BuildPlan:
 
 def _replace_dir(tmp: Path, final: Path) -> None:
     """Move a finished bundle into place; an older bundle at ``final`` is replaced whole."""
+    from restorekit.fileio import current_umask
+
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700: a bundle is meant to be copied and shared
     old = None
     if final.exists():
         old = final.with_name(f".old-{final.name}-{time.time_ns()}")

@@ -1,0 +1,108 @@
+"""Faces: RetinaFace detection on real group photos, FFHQ alignment round trip, seamless
+paste-back, small faces left alone, facial features protected from scratch inpainting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from restorekit.models.reference import TorchSession  # noqa: E402
+from restorekit.runtime.faces import (FFHQ_512, FaceOptions, alignment, detect_faces, enhance_faces,  # noqa: E402
+                                      feature_guard, warp_points)
+from restorekit.runtime.image import list_images, read_image  # noqa: E402
+from tests.conftest import SHARED, need_shared  # noqa: E402
+
+WEIGHTS = SHARED / "weights" / "retinaface_mobilenet0.25.pth"
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from restorekit.models.retinaface import load_retinaface
+
+    return TorchSession(load_retinaface(need_shared(WEIGHTS)))
+
+
+class Identity:
+    """A 'restorer' that returns its input: isolates alignment + paste-back."""
+
+    fixed_size = None
+    device = "identity"
+
+    def run(self, x):
+        return x
+
+
+def test_every_whole_photo_has_its_faces_detected(detector):
+    counts = {p.name: len(detect_faces(detector, read_image(p).rgb)) for p in list_images(SHARED / "photos" / "whole")}
+    assert all(n >= 1 for n in counts.values()), counts
+    assert counts["cf_00.jpg"] == 4  # four people, no duplicate boxes
+    assert counts["cf_03.jpg"] == 1  # one face; the other person shows the back of the head
+
+
+def test_boxes_contain_their_landmarks(detector):
+    faces = detect_faces(detector, read_image(SHARED / "photos" / "whole" / "cf_00.jpg").rgb)
+    for f in faces:
+        x0, y0, x1, y1 = f.box
+        assert np.all((f.landmarks[:, 0] > x0) & (f.landmarks[:, 0] < x1) & (f.landmarks[:, 1] > y0)
+                      & (f.landmarks[:, 1] < y1))
+        left, right = f.landmarks[0], f.landmarks[1]
+        assert left[0] < right[0] and f.landmarks[3:, 1].mean() > f.landmarks[:2, 1].mean()  # eyes above mouth
+
+
+def test_alignment_round_trip_is_below_a_pixel(detector):
+    import cv2
+
+    faces = detect_faces(detector, read_image(SHARED / "photos" / "whole" / "cf_00.jpg").rgb)
+    for f in faces:
+        m = alignment(f.landmarks)
+        back = warp_points(warp_points(f.landmarks, m), cv2.invertAffineTransform(m))
+        assert np.abs(back - f.landmarks).max() < 1.0
+        assert np.linalg.norm(warp_points(f.landmarks, m) - FFHQ_512, axis=1).mean() < 40  # near the template
+
+
+def test_paste_back_is_seamless(detector):
+    """Identity restorer at full strength: only the warp there and back changes the face."""
+    rgb = read_image(SHARED / "photos" / "whole" / "cf_03.jpg").rgb
+    out, log = enhance_faces(rgb, detector, Identity(), FaceOptions(strength=1.0, min_eye_distance=10))
+    assert any(f["enhanced"] for f in log)
+    from restorekit.eval.metrics import psnr
+
+    assert psnr(out, rgb) > 35  # a hard or misplaced paste would show as a large error along the seam
+    assert all(f["round_trip_error_px"] < 1.0 for f in log if f["enhanced"])
+
+
+def test_small_faces_are_left_alone(detector):
+    rgb = read_image(SHARED / "photos" / "whole" / "cf_00.jpg").rgb
+    out, log = enhance_faces(rgb, detector, Identity(), FaceOptions(min_eye_distance=1000))
+    assert np.array_equal(out, rgb) and log and not any(f["enhanced"] for f in log)
+    assert all("left alone" in f["reason"] for f in log)
+
+
+def test_feature_guard_covers_eyes_and_mouth(detector):
+    rgb = read_image(SHARED / "photos" / "whole" / "cf_00.jpg").rgb
+    faces = detect_faces(detector, rgb)
+    guard = feature_guard(rgb.shape[:2], faces)
+    for f in faces:
+        for x, y in f.landmarks:
+            assert guard[int(round(y)), int(round(x))]
+    assert guard.mean() < 0.2
+
+
+def test_restore_with_faces_reports_them(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from restorekit.cli.main import app
+
+    need_shared(WEIGHTS)
+    out, log = tmp_path / "o.png", tmp_path / "o.json"
+    res = CliRunner().invoke(app, ["restore", str(SHARED / "photos" / "whole" / "cf_00.jpg"), "-o", str(out),
+                                   "--face-detector", str(WEIGHTS), "--json", str(log)])
+    assert res.exit_code == 0, res.output
+    assert "faces found" in res.output
+    stages = {s["stage"]: s for s in json.loads(log.read_text())["photos"][0]["stages"]}
+    assert stages["faces"]["ran"] and stages["faces"]["found"]["count"] >= 4
+    assert stages["defects"]["found"]["face_features_protected"]["faces"] >= 4

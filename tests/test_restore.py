@@ -98,3 +98,19 @@ def test_tone_stretch_and_cast_removal(rgb_photo):
     cast = np.clip(rgb_photo * np.array([1.0, 0.95, 0.75], np.float32), 0, 1)
     fixed, info = remove_cast(cast)
     assert assess(fixed).cast < 0.6 * assess(cast).cast and np.hypot(info["shift_a"], info["shift_b"]) <= 10.01  # rounded in the log
+
+
+def test_reference_reports_each_edge_stage_against_pytorch(tmp_path, builtin_bundles):
+    """int8 restoration bundle vs the built-in PyTorch model, on the same stage input."""
+    src = SAMPLES / "coffee.png"
+    out, log = tmp_path / "r.png", tmp_path / "r.json"
+    res = runner.invoke(app, ["restore", str(src), "-o", str(out), "--bundle", str(builtin_bundles / "onnx-int8"),
+                              "--stages", "defects,restore", "--reference", "--json", str(log)])
+    assert res.exit_code == 0, res.output
+    assert "edge stages vs their full-precision references" in res.output
+    st = _stages(json.loads(log.read_text())["photos"][0])
+    v = st["restore"]["vs_reference"]
+    assert "onnx-int8" in st["restore"]["backend"] and "restorekit-x2" in v["backend"]
+    assert 38 < v["psnr_db"] < 100 and v["edge_seconds"] > 0 and v["reference_seconds"] > 0  # int8: close, not exact
+    d = st["defects"]["vs_reference"]  # the PyTorch detector is its own reference: identical
+    assert d["psnr_db"] >= 100 and d["mask_iou"] == 1.0

@@ -218,10 +218,11 @@ def restore(
     colorize: Annotated[bool, typer.Option("--colorize", help="Colorize (needs a colorization model: none ships yet; the stage is then reported skipped).")] = False,
     compare: Annotated[Optional[Path], typer.Option("--compare", help="Also write original | result side by side (single photo).")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the log of every stage as JSON.")] = None,
+    reference: Annotated[bool, typer.Option("--reference", help="Also run the restoration and scratch-detection stages with their full-precision PyTorch references; report each stage's fidelity and latency.")] = False,
     provider: Annotated[str, typer.Option("--provider", help="ONNX bundles: cpu, cuda or tensorrt.")] = "cpu",
     threads: Annotated[Optional[int], typer.Option("--threads", min=1)] = None,
 ):
-    """Restore old photos: damage assessment, scratch removal, restoration, tone and colour cast."""
+    """Restore old photos: damage assessment, scratch removal, restoration, faces, tone and colour cast."""
     import json
 
     from rich.progress import Progress
@@ -252,6 +253,17 @@ def restore(
             check_writable_path(path)
     restorer = _pipeline_model(bundle, "restore", provider, threads) if "restore" in opts.stages else None
     finder = _pipeline_model(detector, "scratch", provider, threads) if "defects" in opts.stages else None
+    references = {}
+    if reference:
+        for stage, model, ref_of, task in (("restore", restorer, bundle, "restore"), ("defects", finder, detector, "scratch")):
+            if model is None:
+                continue
+            if ref_of is not None and Path(ref_of).is_dir():  # a bundle: its source checkpoint in PyTorch
+                from restorekit.bundle.manifest import read_manifest
+
+                references[stage] = _pipeline_model(_default_reference(read_manifest(ref_of)), task, "cpu", threads)
+            else:
+                references[stage] = model  # already the full-precision model: the comparison is exact
     faces_model = None
     if face_detector is not None and "faces" in opts.stages:
         from restorekit.models.reference import TorchSession
@@ -274,7 +286,7 @@ def restore(
                 photo = read_image(src)
                 result = restore_photo(photo, restorer, finder, opts,
                                        on_stage=lambda st: progress.update(task, description=f"{src.name}: {st}"),
-                                       face_detector=faces_model)
+                                       face_detector=faces_model, references=references)
                 write_image(dst, result.photo.rgb, result.photo.alpha,
                             bit_depth=16 if photo.bit_depth == 16 else 8, gray=photo.was_gray)
                 if compare is not None:
@@ -294,6 +306,18 @@ def restore(
         out_console.print(f"wrote {entry['output']} ({entry['output_size'][1]}x{entry['output_size'][0]}; "
                           f"{', '.join(ran)}" + (f"; faces found {faces['count']}, enhanced {faces['enhanced']}"
                                                  if faces else "") + ")")
+    if reference and logs:
+        table = Table(title="edge stages vs their full-precision references (same stage input)")
+        for col in ("photo", "stage", "edge", "reference", "PSNR dB", "mask IoU", "edge s", "reference s"):
+            table.add_column(col, justify="left" if col in ("photo", "stage", "edge", "reference") else "right")
+        for entry in logs:
+            for st in entry["stages"]:
+                v = st.get("vs_reference")
+                if v:
+                    table.add_row(Path(entry["input"]).name, st["stage"], st["backend"], v["backend"],
+                                  f"{v['psnr_db']:.2f}", "–" if "mask_iou" not in v else f"{v['mask_iou']:.4f}",
+                                  f"{v['edge_seconds']:.2f}", f"{v['reference_seconds']:.2f}")
+        out_console.print(table)
     if json_path:
         atomic_write_text(json_path, json.dumps({"schema_version": 1, "kind": "restorekit.restore",
                                                  "restorer": restorer.name if restorer else None,

@@ -107,10 +107,26 @@ def remove_cast(rgb: np.ndarray, strength: float = 0.7, max_shift: float = 10.0)
     return np.clip(cv2.cvtColor(L, cv2.COLOR_Lab2RGB), 0, 1), {"shift_a": round(da, 2), "shift_b": round(db, 2)}
 
 
+def _compare(edge_out: np.ndarray, edge_s: float, ref: Model, run_ref) -> dict:
+    """Run the reference on the same stage input and score the edge stage against it."""
+    from restorekit.eval.metrics import psnr
+
+    t0 = time.perf_counter()
+    ref_out = run_ref()
+    return {"backend": ref.name, "psnr_db": round(psnr(np.clip(edge_out, 0, 1), np.clip(ref_out, 0, 1)), 2),
+            "edge_seconds": round(edge_s, 3), "reference_seconds": round(time.perf_counter() - t0, 3),
+            "_output": ref_out}
+
+
 def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
                   options: RestoreOptions | None = None, on_stage=None,
-                  face_detector: Model | None = None) -> RestoreResult:
-    """Run the pipeline on one photo; returns the restored photo and the JSON-ready log."""
+                  face_detector: Model | None = None, references: dict | None = None) -> RestoreResult:
+    """Run the pipeline on one photo; returns the restored photo and the JSON-ready log.
+
+    ``references`` ({"defects": Model, "restore": Model}) runs those stages a second time with
+    the full-precision reference on the same stage input and logs the edge stage's fidelity
+    (PSNR against the reference) and both latencies."""
+    references = references or {}
     opts = options or RestoreOptions()
     say = on_stage or (lambda name: None)
     stages: list[dict] = []
@@ -127,6 +143,13 @@ def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
         say("defects")
         prob = detect_defects(detector.session, rgb, tile=detector.tile or 512, overlap=detector.overlap)
         mask = prob >= opts.defect_threshold
+        vs_ref = None
+        if "defects" in references:
+            ref = references["defects"]
+            vs_ref = _compare(prob, time.perf_counter() - t0, ref, lambda: detect_defects(
+                ref.session, rgb, tile=ref.tile or 512, overlap=ref.overlap))
+            ref_mask = vs_ref.pop("_output") >= opts.defect_threshold
+            vs_ref["mask_iou"] = round(float((mask & ref_mask).sum() / max((mask | ref_mask).sum(), 1)), 4)
         guarded = None
         if face_detector is not None and "faces" in opts.stages:
             from restorekit.runtime.faces import detect_faces, feature_guard
@@ -141,7 +164,7 @@ def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
         _stage(stages, "defects", t0, True, backend=detector.name, settings={"threshold": opts.defect_threshold,
                "inpaint": "OpenCV Telea, radius 3, mask grown 1 px"},
                found={"coverage": round(found.defects, 5), "pixels": int(mask.sum()),
-                      "face_features_protected": guarded})
+                      "face_features_protected": guarded}, **({"vs_reference": vs_ref} if vs_ref else {}))
     else:
         _stage(stages, "defects", t0, False, reason="not requested" if "defects" not in opts.stages
                else "no scratch detector")
@@ -150,11 +173,18 @@ def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
     scale_now = 1
     if "restore" in opts.stages and restorer is not None:
         say("restore")
-        rgb = np.clip(run_tiled(restorer.session, rgb, restorer.scale, tile=restorer.tile, overlap=restorer.overlap,
-                                multiple_of=restorer.multiple_of), 0, 1)
+        run = lambda m: np.clip(run_tiled(m.session, stage_in, m.scale, tile=m.tile, overlap=m.overlap,  # noqa: E731
+                                          multiple_of=m.multiple_of), 0, 1)
+        stage_in = rgb
+        rgb = run(restorer)
         scale_now = restorer.scale
+        vs_ref = None
+        if "restore" in references:
+            vs_ref = _compare(rgb, time.perf_counter() - t0, references["restore"], lambda: run(references["restore"]))
+            vs_ref.pop("_output")
         _stage(stages, "restore", t0, True, backend=restorer.name,
-               settings={"tile": restorer.tile, "overlap": restorer.overlap, "scale": restorer.scale})
+               settings={"tile": restorer.tile, "overlap": restorer.overlap, "scale": restorer.scale},
+               **({"vs_reference": vs_ref} if vs_ref else {}))
     else:
         _stage(stages, "restore", t0, False, reason="not requested" if "restore" not in opts.stages
                else "no restoration model")

@@ -106,3 +106,19 @@ def test_restore_with_faces_reports_them(tmp_path):
     stages = {s["stage"]: s for s in json.loads(log.read_text())["photos"][0]["stages"]}
     assert stages["faces"]["ran"] and stages["faces"]["found"]["count"] >= 4
     assert stages["defects"]["found"]["face_features_protected"]["faces"] >= 4
+
+
+def test_bad_face_detector_files_are_one_line_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from restorekit.cli.main import app
+
+    from tests.conftest import SAMPLES
+
+    src = SAMPLES / "coffee.png"
+    for bad, message in ((tmp_path / "nope.pth", "RetinaFace weights not found"),
+                         (tmp_path / "junk.pth", "not a PyTorch state dict")):
+        if bad.name == "junk.pth":
+            bad.write_bytes(b"junk")
+        res = CliRunner().invoke(app, ["restore", str(src), "-o", str(tmp_path / "o.png"), "--face-detector", str(bad)])
+        assert res.exit_code == 2 and message in res.output, res.output

@@ -266,8 +266,11 @@ def restore(
                 references[stage] = model  # already the full-precision model: the comparison is exact
     faces_model = None
     if face_detector is not None and "faces" in opts.stages:
-        from restorekit.models.reference import TorchSession
-        from restorekit.models.retinaface import load_retinaface
+        try:
+            from restorekit.models.reference import TorchSession
+            from restorekit.models.retinaface import load_retinaface
+        except ImportError:
+            raise RestorekitError("--face-detector runs RetinaFace in PyTorch: it needs restorekit[all]") from None
         from restorekit.runtime.restore import Model
 
         session = TorchSession(load_retinaface(face_detector))

@@ -133,8 +133,11 @@ def load_retinaface(path: str | Path) -> RetinaFace:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise BadInputError(f"cannot read RetinaFace weights {path}: {str(exc).splitlines()[0]}") from exc
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
+        raise BadInputError(f"cannot read RetinaFace weights {path}: not a PyTorch state dict that loads with "
+                            "weights_only=True") from exc
+    if not isinstance(state, dict):
+        raise BadInputError(f"{path} is not a RetinaFace-MobileNet0.25 state dict")
+    state = state.get("state_dict", state)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     model = RetinaFace()
     missing, unexpected = model.load_state_dict(state, strict=False)

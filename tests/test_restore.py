@@ -6,7 +6,6 @@ import json
 import os
 
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 from restorekit.cli.main import app

@@ -228,7 +228,7 @@ def restore(
     from rich.progress import Progress
 
     from restorekit.fileio import atomic_write_text, check_writable_path
-    from restorekit.runtime.image import check_output_path, list_images, read_image, write_image
+    from restorekit.runtime.image import check_output_path, read_image, write_image
     from restorekit.runtime.restore import RestoreOptions, restore_photo, side_by_side
 
     opts = RestoreOptions(stages=tuple(x.strip() for x in stages.split(",") if x.strip()), scale=scale,

@@ -148,12 +148,20 @@ class FaceOptions:
     size: int = 512
 
 
-def enhance_faces(image: np.ndarray, detector: Session, restorer, options: FaceOptions | None = None,
-                  restorer_scale: int = 1, restorer_tile: int | None = None) -> tuple[np.ndarray, list[dict]]:
-    """Detect, align, restore, blend and paste back every face large enough; returns the image
-    and one log entry per face (box, score, eye distance, what was done)."""
+def scaled(faces: list[Face], k: float) -> list[Face]:
+    """The same faces in an image ``k`` times larger."""
+    return [Face(box=f.box * k, score=f.score, landmarks=f.landmarks * k) for f in faces]
+
+
+def enhance_faces(image: np.ndarray, detector: Session | None, restorer, options: FaceOptions | None = None,
+                  restorer_scale: int = 1, restorer_tile: int | None = None,
+                  faces: list[Face] | None = None) -> tuple[np.ndarray, list[dict]]:
+    """Detect (unless ``faces`` are given), align, restore, blend and paste back every face
+    large enough; returns the image and one log entry per face (box, score, eye distance, what
+    was done)."""
     opts = options or FaceOptions()
-    faces = detect_faces(detector, image, threshold=opts.threshold)
+    if faces is None:
+        faces = detect_faces(detector, image, threshold=opts.threshold)
     out = image.copy()
     log = []
     for k, f in enumerate(faces):

@@ -138,6 +138,7 @@ def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
     found = assess(rgb)
     _stage(stages, "assess", t0, True, found=found.to_dict())
 
+    faces_found = None  # face detections on the input, shared by the defects guard and the faces stage
     t0 = time.perf_counter()
     if "defects" in opts.stages and detector is not None:
         say("defects")
@@ -154,9 +155,9 @@ def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
         if face_detector is not None and "faces" in opts.stages:
             from restorekit.runtime.faces import detect_faces, feature_guard
 
-            faces_here = detect_faces(face_detector.session, rgb)
-            guard = feature_guard(mask.shape, faces_here)
-            guarded = {"faces": len(faces_here), "pixels_kept": int((mask & guard).sum())}
+            faces_found = detect_faces(face_detector.session, rgb)
+            guard = feature_guard(mask.shape, faces_found)
+            guarded = {"faces": len(faces_found), "pixels_kept": int((mask & guard).sum())}
             mask &= ~guard
         hole = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         rgb = inpaint(rgb, hole)
@@ -191,11 +192,12 @@ def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
 
     t0 = time.perf_counter()
     if "faces" in opts.stages and face_detector is not None and restorer is not None:
-        from restorekit.runtime.faces import FaceOptions, enhance_faces
+        from restorekit.runtime.faces import FaceOptions, enhance_faces, scaled
 
         say("faces")
+        known = None if faces_found is None else scaled(faces_found, rgb.shape[0] / h)
         rgb, faces = enhance_faces(rgb, face_detector.session, restorer.session,
-                                   FaceOptions(strength=opts.face_strength), restorer.scale, restorer.tile)
+                                   FaceOptions(strength=opts.face_strength), restorer.scale, restorer.tile, faces=known)
         _stage(stages, "faces", t0, True, backend=f"{face_detector.name}; faces restored by {restorer.name}",
                settings={"strength": opts.face_strength, "aligned_size": 512, "min_eye_distance_px": 32},
                found={"count": len(faces), "enhanced": sum(f["enhanced"] for f in faces), "faces": faces})

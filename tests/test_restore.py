@@ -113,3 +113,9 @@ def test_reference_reports_each_edge_stage_against_pytorch(tmp_path, builtin_bun
     assert 38 < v["psnr_db"] < 100 and v["edge_seconds"] > 0 and v["reference_seconds"] > 0  # int8: close, not exact
     d = st["defects"]["vs_reference"]  # the PyTorch detector is its own reference: identical
     assert d["psnr_db"] >= 100 and d["mask_iou"] == 1.0
+
+
+def test_failed_start_leaves_no_output_folder(tmp_path):
+    res = runner.invoke(app, ["restore", str(SAMPLES), "-o", str(tmp_path / "out"), "--detector", str(tmp_path / "nope")])
+    assert res.exit_code == 2 and "model not found" in res.output
+    assert not (tmp_path / "out").exists()

@@ -228,7 +228,7 @@ def restore(
     from rich.progress import Progress
 
     from restorekit.fileio import atomic_write_text, check_writable_path
-    from restorekit.runtime.image import check_output_path, read_image, write_image
+    from restorekit.runtime.image import IMAGE_SUFFIXES, check_output_path, read_image, write_image
     from restorekit.runtime.restore import RestoreOptions, restore_photo, side_by_side
 
     opts = RestoreOptions(stages=tuple(x.strip() for x in stages.split(",") if x.strip()), scale=scale,
@@ -241,10 +241,9 @@ def restore(
             raise RestorekitError("--compare is for a single photo")
         if not output.parent.is_dir():
             raise RestorekitError(f"output directory does not exist: {output.parent}")
-        output.mkdir(exist_ok=True)
+        # like list_images, but a dangling link is kept so it is reported as a failure, not skipped
         jobs = [(p, output / p.name) for p in sorted(input.iterdir())
-                if (p.is_file() or p.is_symlink()) and not p.name.startswith(".")]
-        jobs = [(p, o) for p, o in jobs if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")]
+                if (p.is_file() or p.is_symlink()) and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES]
     else:
         check_output_path(output)
         jobs = [(input, output)]
@@ -276,6 +275,8 @@ def restore(
         session = TorchSession(load_retinaface(face_detector))
         faces_model = Model(session, f"RetinaFace-MobileNet0.25 ({session.device})")
 
+    if folder:
+        output.mkdir(exist_ok=True)  # only now that every model loaded: a failed start leaves nothing behind
     logs, failures, skipped = [], [], []
     with Progress(console=err_console, transient=True) as progress:
         task = progress.add_task("restore", total=len(jobs))

@@ -468,15 +468,18 @@ def bench(
         check_writable_path(json_path)
     dirs = expand_bundles(bundles)
     size_list = _parse_sizes(sizes)
-    ref = None
+    ref = ref_macs = None
     if not no_reference:
         from restorekit.bundle.manifest import read_manifest
 
-        ref = reference or _default_reference(read_manifest(dirs[0]))
+        first = read_manifest(dirs[0])
+        ref = reference or _default_reference(first)
+        ref_macs = None if reference else first.source.get("macs_per_megapixel")  # the bundles' own source
     with Progress(console=err_console, transient=True) as progress:
         task = progress.add_task("bench", total=None)
         data = run_bench(dirs, ref, size_list, runs=runs, warmup=warmup, threads=threads, provider=provider,
-                         on_step=lambda i, n, what: progress.update(task, completed=i, total=n, description=what))
+                         on_step=lambda i, n, what: progress.update(task, completed=i, total=n, description=what),
+                         reference_macs=ref_macs)
     table = Table(title=f"restorekit bench: {data['settings']['threads']} threads, {runs} runs after {warmup} warm-up, "
                         f"each backend in its own process, one after the other")
     cols = ("backend", "size", "tiles", "p50 ms", "p95 ms", "p99 ms", "img/s", "MP/s", "peak RSS MB",

@@ -144,8 +144,12 @@ def _row(label: str, kind: str, size: tuple[int, int], threads: int, macs_per_mp
 
 
 def bench(bundles: list[Path], reference: str | None, sizes: list[tuple[int, int]], runs: int = 30,
-          warmup: int = 3, threads: int | None = None, provider: str = "cpu", on_step=None) -> dict:
-    """Measure every bundle (and the reference, if given) at every size; return the JSON payload."""
+          warmup: int = 3, threads: int | None = None, provider: str = "cpu", on_step=None,
+          reference_macs: float | None = None) -> dict:
+    """Measure every bundle (and the reference, if given) at every size; return the JSON payload.
+
+    ``reference_macs`` (MACs per input megapixel) spares loading the reference in this process
+    when a bundle's manifest already says it (the reference then loads only in its worker)."""
     peak = cpu_peak()
     threads = int(threads or peak.cores)
     jobs, skipped = [], []
@@ -159,11 +163,12 @@ def bench(bundles: list[Path], reference: str | None, sizes: list[tuple[int, int
         for size in sizes:
             jobs.append((label, "bundle", size, macs, {"kind": "bundle", "path": str(path), "provider": provider}))
     if reference is not None:
-        from restorekit.models.loader import load_model
+        if reference_macs is None:  # a checkpoint not described by any manifest: load it once to count
+            from restorekit.models.loader import load_model
 
-        spec = load_model(reference).spec
+            reference_macs = load_model(reference).spec.macs_per_megapixel
         for size in sizes:
-            jobs.append(("pytorch-fp32 (reference)", "reference", size, spec.macs_per_megapixel,
+            jobs.append(("pytorch-fp32 (reference)", "reference", size, reference_macs,
                          {"kind": "reference", "model": reference}))
     if not jobs:
         raise RestorekitError("nothing to benchmark here: " + "; ".join(f"{s['name']}: {s['reason']}" for s in skipped))

@@ -116,8 +116,11 @@ def test_bad_face_detector_files_are_one_line_errors(tmp_path):
     from tests.conftest import SAMPLES
 
     src = SAMPLES / "coffee.png"
-    for bad, message in ((tmp_path / "nope.pth", "RetinaFace weights not found"),
-                         (tmp_path / "junk.pth", "not a PyTorch state dict")):
+    from restorekit.models.builtin import BUILTIN_WEIGHTS
+
+    for bad, message in ((tmp_path / "nope.pth", "face detector not found"),
+                         (tmp_path / "junk.pth", "not a loadable weights file"),
+                         (BUILTIN_WEIGHTS, "is a restore model; this stage needs a detect model")):
         if bad.name == "junk.pth":
             bad.write_bytes(b"junk")
         res = CliRunner().invoke(app, ["restore", str(src), "-o", str(tmp_path / "o.png"), "--face-detector", str(bad)])

@@ -83,8 +83,8 @@ def test_bad_usage(tmp_path):
     assert res.exit_code == 2 and "unknown stage(s) magic" in res.output
     res = runner.invoke(app, ["restore", str(tmp_path / "missing.png"), "-o", str(tmp_path / "x.png")])
     assert res.exit_code == 2 and "input not found" in res.output
-    res = runner.invoke(app, ["restore", str(SAMPLES / "coffee.png"), "-o", str(tmp_path / "x.png"), "--scale", "3"])
-    assert res.exit_code == 2 and "--scale must be 1 or 2" in res.output
+    res = runner.invoke(app, ["restore", str(SAMPLES / "coffee.png"), "-o", str(tmp_path / "x.png"), "--scale", "9"])
+    assert res.exit_code == 2 and "--scale must be within 1..8" in res.output
     assert not (tmp_path / "x.png").exists()
 
 
@@ -119,3 +119,25 @@ def test_failed_start_leaves_no_output_folder(tmp_path):
     res = runner.invoke(app, ["restore", str(SAMPLES), "-o", str(tmp_path / "out"), "--detector", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "model not found" in res.output
     assert not (tmp_path / "out").exists()
+
+
+def test_sr_stage_upscales_and_is_compared_with_its_reference(tmp_path, builtin_bundles):
+    """--sr: restoration at the input's size, then the SR bundle upscales; --reference scores it."""
+    src = SAMPLES / "coffee.png"
+    out, log = tmp_path / "s.png", tmp_path / "s.json"
+    res = runner.invoke(app, ["restore", str(src), "-o", str(out), "--stages", "restore,sr", "--scale", "2",
+                              "--sr", str(builtin_bundles / "onnx-int8"), "--reference", "--json", str(log)])
+    assert res.exit_code == 0, res.output
+    entry = json.loads(log.read_text())["photos"][0]
+    st = _stages(entry)
+    assert st["restore"]["settings"]["output"] == "1x" and st["sr"]["ran"]
+    v = st["sr"]["vs_reference"]
+    assert "onnx-int8" in st["sr"]["backend"] and "restorekit-x2" in v["backend"] and 38 < v["psnr_db"] < 100
+    h, w = entry["input_size"]
+    assert entry["output_size"] == [2 * h, 2 * w]
+
+
+def test_scale_beyond_the_models_is_refused(tmp_path):
+    res = runner.invoke(app, ["restore", str(SAMPLES / "coffee.png"), "-o", str(tmp_path / "x.png"), "--scale", "4"])
+    assert res.exit_code == 2 and "needs an upscaler of at least that scale" in res.output
+    assert not (tmp_path / "x.png").exists()

@@ -21,6 +21,12 @@ DEFAULT_PRECISIONS = {"onnx": ("fp32", "fp16", "int8"), "tflite": ("fp32", "fp16
 #: A bundle passes validation when its mean PSNR vs the fp32 PyTorch reference reaches this.
 MIN_FIDELITY_DB = {"fp32": 60.0, "fp16": 45.0, "int8": 38.0}
 #: Keys every manifest's metrics carry (None when not measured, e.g. Core ML off macOS).
+#: Detector bundles: raw outputs within this of the reference at fp32; at every precision the
+#: decoded faces must match the reference's one to one, boxes overlapping at least MIN_DETECT_IOU.
+MAX_DETECT_ERR_FP32, MIN_DETECT_IOU = 1e-3, 0.9
+#: Fixed input side of detector bundles whose target needs static shapes (TFLite); photos are
+#: fitted inside it and padded.
+DETECT_SIZE = 640
 METRIC_KEYS = ("fidelity_psnr_db", "fidelity_ssim", "max_abs_err", "nonfinite", "latency_ms_p50", "latency_ms_p95",
                "reference_latency_ms_p50", "device", "validated", "not_validated_reason")
 
@@ -65,6 +71,19 @@ def plan(targets: list[str], precisions: list[str] | None) -> BuildPlan:
     return BuildPlan(pairs, skipped)
 
 
+def _for_task(build: BuildPlan, task: str) -> BuildPlan:
+    """Drop (with a note) the targets that do not take models of ``task``."""
+    from restorekit.convert import TARGETS
+
+    keep = [(t, p) for t, p in build.pairs if TARGETS[t].converts(task)]
+    dropped = sorted({t for t, _ in build.pairs} - {t for t, _ in keep})
+    notes = build.skipped + [f"{t}: does not take {task} models in this version" for t in dropped]
+    if not keep:
+        raise BadInputError(f"no requested target takes {task} models: use "
+                            f"{', '.join(t for t, p in TARGETS.items() if p.converts(task))}")
+    return BuildPlan(keep, notes)
+
+
 def _replace_dir(tmp: Path, final: Path) -> None:
     """Move a finished bundle into place; an older bundle at ``final`` is replaced whole."""
     from restorekit.fileio import current_umask
@@ -102,7 +121,7 @@ def build_bundles(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from restorekit.eval.fidelity import eval_tiles
+    from restorekit.eval.fidelity import eval_photos, eval_tiles
     from restorekit.eval.report import write_reports
     from restorekit.models.loader import load_model
     from restorekit.models.reference import TorchSession
@@ -127,11 +146,16 @@ def build_bundles(
         calibration_tiles(calib_dir, tile=16, count=1)
     loaded = load_model(model_ref)
     spec = loaded.spec
-    size = spec.fixed_size or tile
+    build = _for_task(build, spec.task)
+    size = spec.fixed_size or (DETECT_SIZE if spec.task == "detect" else tile)
     calib = calibration_tiles(calib_dir, tile=size, count=calib_count) if needs_calib else None
-    tiles = eval_tiles(eval_dir, size=size, count=eval_count)
     reference = TorchSession(loaded.module)
-    refs = [reference.run(t.x) for t in tiles]
+    if spec.task == "detect":  # detectors are validated on whole photos (faces are not cut by a crop)
+        tiles = eval_photos(eval_dir, max_side=size, count=eval_count)
+        refs = []
+    else:
+        tiles = eval_tiles(eval_dir, size=size, count=eval_count)
+        refs = [reference.run(t.x) for t in tiles]
     for note in build.skipped:
         console.print(f"[yellow]skipped[/] {note}")
 
@@ -152,7 +176,9 @@ def build_bundles(
                 manifest = Manifest(
                     name=spec.name, task=spec.task, scale=spec.scale, target=target, precision=precision,
                     input=conv.input, output=conv.output,
-                    tiling={"tile": size, "overlap": overlap, "multiple_of": spec.multiple_of},
+                    tiling=({"tile": size, "overlap": overlap, "multiple_of": spec.multiple_of} if spec.task != "detect"
+                            else {"tile": None if conv.input.shape[2] is None else size, "overlap": 0,
+                                  "multiple_of": 1}),
                     source={"checkpoint": spec.checkpoint, "checkpoint_sha256": spec.checkpoint_sha256,
                             "architecture": spec.architecture,
                             "params": spec.params, "macs_per_megapixel": round(spec.macs_per_megapixel)},
@@ -203,6 +229,8 @@ def _validate(bundle_dir: Path, manifest: Manifest, tiles, refs, reference, load
             detail += f", PyTorch fp16 simulation {sim:.1f} dB"
         return st["ok"], detail, {}
     bundle = load_bundle(bundle_dir)
+    if manifest.task == "detect":
+        return _validate_detector(bundle, manifest, tiles, reference, latency_runs)
     fid = compare(bundle.session, tiles, refs)
     (p50, p95), (r50, r95) = latency_side_by_side(bundle.session, reference, tiles[0].x, runs=latency_runs)
     fid.latency_ms_p50, fid.latency_ms_p95, fid.reference_latency_ms_p50, fid.reference_latency_ms_p95 = p50, p95, r50, r95
@@ -216,6 +244,32 @@ def _validate(bundle_dir: Path, manifest: Manifest, tiles, refs, reference, load
     out = bundle.session.run(tiles[0].x)
     crops = {"input": tiles[0].x, "reference": refs[0], "bundle": out}
     return passed, detail, crops
+
+
+def _validate_detector(bundle, manifest: Manifest, tiles, reference, latency_runs: int):
+    """A detector bundle against its reference on the eval photos: raw outputs and decoded faces."""
+    from restorekit.eval.detection import compare_detector
+    from restorekit.eval.fidelity import latency_side_by_side
+    from restorekit.runtime.faces import detector_input
+
+    images = [(t.name, t.x[0].transpose(1, 2, 0)) for t in tiles]
+    res = compare_detector(bundle.session, reference, images)
+    x, _ = detector_input(bundle.session, images[0][1], 1.0)
+    (p50, p95), (r50, _) = latency_side_by_side(bundle.session, reference, x, runs=latency_runs)
+    m = manifest.metrics
+    m.update({k: v for k, v in res.items()})
+    m.update({"latency_ms_p50": round(p50, 3), "latency_ms_p95": round(p95, 3), "reference_latency_ms_p50": round(r50, 3),
+              "latency_input": "x".join(map(str, x.shape)), "device": bundle.session.device,
+              "reference_device": reference.device, "validated": True, "not_validated_reason": None,
+              "min_box_iou": MIN_DETECT_IOU})
+    raw_ok = manifest.precision != "fp32" or res["max_abs_err"] <= MAX_DETECT_ERR_FP32
+    iou_ok = res["mean_box_iou"] is None or res["mean_box_iou"] >= MIN_DETECT_IOU
+    passed = res["nonfinite"] == 0 and res["detections_agree"] and raw_ok and iou_ok
+    iou = "–" if res["mean_box_iou"] is None else f"{res['mean_box_iou']:.3f}"
+    detail = (f"{'✓' if passed else '✗'} faces {res['faces_matched']}/{res['faces_reference']} matched "
+              f"({res['faces_bundle']} found), box IoU {iou}, landmarks ≤ {res['max_landmark_err_px'] or 0:.2f} px, "
+              f"raw max |diff| {res['max_abs_err']:.2e}" + (f" (bar {MAX_DETECT_ERR_FP32:g})" if manifest.precision == "fp32" else ""))
+    return passed, detail, {}
 
 
 def _simulate_fp16(module, tiles, refs) -> float:

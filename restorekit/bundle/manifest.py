@@ -26,10 +26,10 @@ class TensorContract:
     """How a bundle's input or output tensor is laid out and scaled."""
 
     name: str
-    layout: str = "NCHW"  # NCHW | NHWC
+    layout: str = "NCHW"  # NCHW | NHWC for images; NPC (batch, priors, values) for detector outputs
     dtype: str = "float32"  # float32 | float16 | int8 | uint8
     shape: list[int | None] = field(default_factory=lambda: [1, 3, None, None])
-    value_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    value_range: list[float] | None = field(default_factory=lambda: [0.0, 1.0])  # None: raw values, not pixels
     color_order: str = "RGB"
     quant: dict[str, float] | None = None  # {"scale": s, "zero_point": z} for integer tensors
 

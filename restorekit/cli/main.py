@@ -53,20 +53,29 @@ def _split(value: str | None) -> list[str] | None:
 
 def _results_table(results) -> Table:
     table = Table(title="bundles")
-    for col, just in (("", "center"), ("bundle", "left"), ("PSNR dB mean/worst", "right"), ("max |diff|", "right"),
+    for col, just in (("", "center"), ("bundle", "left"), ("fidelity", "right"), ("max |diff|", "right"),
                       ("p50 ms", "right"), ("ref p50 ms", "right"), ("KiB", "right"), ("check", "left")):
         table.add_column(col, justify=just, no_wrap=col != "check")
     for r in results:
         m = r.manifest.metrics
         v = bool(m.get("validated"))
+        detect = r.manifest.task == "detect"
+        if not v:
+            fidelity, check = "–", "structure ✓" if r.passed else "structure ✗"
+        elif detect:  # a detector: the faces it finds, not pixels
+            iou = m.get("mean_box_iou")
+            fidelity = f"faces {m['faces_matched']}/{m['faces_reference']}, IoU {'–' if iou is None else f'{iou:.3f}'}"
+            check = f"same faces, IoU >= {m['min_box_iou']:g}"
+        else:
+            fidelity = f"{m['fidelity_psnr_db']:.1f}/{m['fidelity_psnr_min_db']:.1f} dB"
+            check = f">= {m['min_fidelity_db']:.0f} dB"
         table.add_row(
-            "[green]✓[/]" if r.passed else "[red]✗[/]", f"{r.target}-{r.precision}",
-            f"{m['fidelity_psnr_db']:.1f}/{m['fidelity_psnr_min_db']:.1f}" if v else "–",
+            "[green]✓[/]" if r.passed else "[red]✗[/]", f"{r.target}-{r.precision}", fidelity,
             f"{m['max_abs_err']:.1e}" if v else "–",
             f"{m['latency_ms_p50']:.1f}" if v else "–",
             f"{m['reference_latency_ms_p50']:.1f}" if v else "–",
             f"{sum(f['bytes'] for f in r.manifest.files) / 1024:.0f}",
-            f">= {m['min_fidelity_db']:.0f} dB" if v else ("structure ✓" if r.passed else "structure ✗"),
+            check,
         )
     return table
 
@@ -173,6 +182,12 @@ def run(
     out_console.print(f"wrote {output} ({w}x{h}{', alpha kept' if result.alpha is not None else ''})")
 
 
+def _fits_stage(task: str, scale: int, need: str) -> bool:
+    """Whether a model of ``task`` at ``scale`` can serve a stage that needs ``need``: an SR model
+    restores too, and a restoration model that upscales serves the sr stage."""
+    return task == need or (need == "restore" and task == "sr") or (need == "sr" and task == "restore" and scale > 1)
+
+
 def _pipeline_model(ref: Optional[str], task: str, provider: str, threads: Optional[int]):
     """A pipeline Model from a bundle directory, a checkpoint, or (None) restorekit's own weights."""
     from restorekit.runtime.restore import Model
@@ -181,7 +196,7 @@ def _pipeline_model(ref: Optional[str], task: str, provider: str, threads: Optio
         from restorekit.runtime import load_bundle
 
         b = load_bundle(ref, provider=provider, threads=threads)
-        if b.manifest.task != task and not (task == "restore" and b.manifest.task == "sr"):
+        if not _fits_stage(b.manifest.task, b.manifest.scale, task):
             raise RestorekitError(f"{ref} is a {b.manifest.task} bundle; this stage needs a {task} model")
         t = b.manifest.tiling
         return Model(b.session, f"{b.manifest.name} {b.manifest.target}-{b.manifest.precision} ({b.session.device})",
@@ -197,11 +212,20 @@ def _pipeline_model(ref: Optional[str], task: str, provider: str, threads: Optio
 
         ref = str(SCRATCH_WEIGHTS)
     loaded = load_model(ref)
-    if loaded.spec.task != task and not (task == "restore" and loaded.spec.task == "sr"):
+    if not _fits_stage(loaded.spec.task, loaded.spec.scale, task):
         raise RestorekitError(f"{loaded.spec.name} is a {loaded.spec.task} model; this stage needs a {task} model")
     session = TorchSession(loaded.module)
     return Model(session, f"{loaded.spec.name} ({session.device})", loaded.spec.scale,
                  512 if task == "scratch" else 256, 32, loaded.spec.multiple_of)
+
+
+def _stage_fidelity(v: dict) -> str:
+    """One cell: how an edge stage compares with its reference (PSNR, mask IoU, or the faces found)."""
+    if "faces_reference" in v:
+        iou = "–" if v["mean_box_iou"] is None else f"{v['mean_box_iou']:.3f}"
+        lm = "" if v["max_landmark_err_px"] is None else f", landmarks ≤ {v['max_landmark_err_px']:.2f} px"
+        return f"faces {v['matched']}/{v['faces_reference']} matched ({v['faces_bundle']} found), box IoU {iou}{lm}"
+    return f"{v['psnr_db']:.2f} dB" + (f", mask IoU {v['mask_iou']:.4f}" if "mask_iou" in v else "")
 
 
 @app.command()
@@ -211,14 +235,15 @@ def restore(
     output: Annotated[Path, typer.Option("-o", "--output", help="Output image, or output folder for a folder input.")],
     bundle: Annotated[Optional[str], typer.Option("--bundle", help="Restoration bundle (or checkpoint); default: the built-in model in PyTorch.")] = None,
     detector: Annotated[Optional[str], typer.Option("--detector", help="Scratch-detector bundle (or checkpoint); default: the shipped ScratchUNet in PyTorch.")] = None,
-    face_detector: Annotated[Optional[Path], typer.Option("--face-detector", help="RetinaFace-MobileNet0.25 weights (.pth): enables the faces stage.")] = None,
+    face_detector: Annotated[Optional[str], typer.Option("--face-detector", help="RetinaFace-MobileNet0.25: a detect bundle, or its weights (.pth) run in PyTorch. Enables the faces stage.")] = None,
     strength: Annotated[float, typer.Option("--strength", help="Faces: blend of the restored face with the input (0.5-0.9 typical).")] = 0.7,
-    stages: Annotated[str, typer.Option("--stages", help="Comma-separated: defects, restore, faces, tone, cast.")] = "defects,restore,faces,tone,cast",
-    scale: Annotated[int, typer.Option("--scale", help="Output size: 1 = as the input, 2 = twice.")] = 1,
+    sr: Annotated[Optional[str], typer.Option("--sr", help="Super-resolution bundle (or checkpoint) for the sr stage, e.g. a Real-ESRGAN x4 bundle: restoration then runs at the input's size and this model upscales.")] = None,
+    stages: Annotated[str, typer.Option("--stages", help="Comma-separated: defects, restore, faces, tone, cast, sr.")] = "defects,restore,faces,tone,cast,sr",
+    scale: Annotated[int, typer.Option("--scale", help="Output size: 1 = as the input, 2 = twice (the built-in model), up to the --sr model's scale.")] = 1,
     colorize: Annotated[bool, typer.Option("--colorize", help="Colorize (needs a colorization model: none ships yet; the stage is then reported skipped).")] = False,
     compare: Annotated[Optional[Path], typer.Option("--compare", help="Also write original | result side by side (single photo).")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the log of every stage as JSON.")] = None,
-    reference: Annotated[bool, typer.Option("--reference", help="Also run the restoration and scratch-detection stages with their full-precision PyTorch references; report each stage's fidelity and latency.")] = False,
+    reference: Annotated[bool, typer.Option("--reference", help="Also run the restoration, scratch-detection, face-detection and sr stages with their full-precision PyTorch references; report each stage's fidelity and latency.")] = False,
     provider: Annotated[str, typer.Option("--provider", help="ONNX bundles: cpu, cuda or tensorrt.")] = "cpu",
     threads: Annotated[Optional[int], typer.Option("--threads", min=1)] = None,
 ):
@@ -229,7 +254,7 @@ def restore(
 
     from restorekit.fileio import atomic_write_text, check_writable_path
     from restorekit.runtime.image import IMAGE_SUFFIXES, check_output_path, read_image, write_image
-    from restorekit.runtime.restore import RestoreOptions, restore_photo, side_by_side
+    from restorekit.runtime.restore import RestoreOptions, check_scale, restore_photo, side_by_side
 
     opts = RestoreOptions(stages=tuple(x.strip() for x in stages.split(",") if x.strip()), scale=scale,
                           colorize=colorize, face_strength=strength)
@@ -252,9 +277,18 @@ def restore(
             check_writable_path(path)
     restorer = _pipeline_model(bundle, "restore", provider, threads) if "restore" in opts.stages else None
     finder = _pipeline_model(detector, "scratch", provider, threads) if "defects" in opts.stages else None
+    faces_model = None
+    if face_detector is not None and "faces" in opts.stages:
+        if not Path(face_detector).exists():
+            raise RestorekitError(f"face detector not found: {face_detector} (a detect bundle directory or "
+                                  "RetinaFace-MobileNet0.25 weights)")
+        faces_model = _pipeline_model(face_detector, "detect", provider, threads)
+    upscaler = _pipeline_model(sr, "sr", provider, threads) if sr is not None and "sr" in opts.stages else None
+    check_scale(opts, restorer, upscaler)
     references = {}
     if reference:
-        for stage, model, ref_of, task in (("restore", restorer, bundle, "restore"), ("defects", finder, detector, "scratch")):
+        for stage, model, ref_of, task in (("restore", restorer, bundle, "restore"), ("defects", finder, detector, "scratch"),
+                                           ("face-detect", faces_model, face_detector, "detect"), ("sr", upscaler, sr, "sr")):
             if model is None:
                 continue
             if ref_of is not None and Path(ref_of).is_dir():  # a bundle: its source checkpoint in PyTorch
@@ -263,17 +297,6 @@ def restore(
                 references[stage] = _pipeline_model(_default_reference(read_manifest(ref_of)), task, "cpu", threads)
             else:
                 references[stage] = model  # already the full-precision model: the comparison is exact
-    faces_model = None
-    if face_detector is not None and "faces" in opts.stages:
-        try:
-            from restorekit.models.reference import TorchSession
-            from restorekit.models.retinaface import load_retinaface
-        except ImportError:
-            raise RestorekitError("--face-detector runs RetinaFace in PyTorch: it needs restorekit[all]") from None
-        from restorekit.runtime.restore import Model
-
-        session = TorchSession(load_retinaface(face_detector))
-        faces_model = Model(session, f"RetinaFace-MobileNet0.25 ({session.device})")
 
     if folder:
         output.mkdir(exist_ok=True)  # only now that every model loaded: a failed start leaves nothing behind
@@ -290,7 +313,7 @@ def restore(
                 photo = read_image(src)
                 result = restore_photo(photo, restorer, finder, opts,
                                        on_stage=lambda st: progress.update(task, description=f"{src.name}: {st}"),
-                                       face_detector=faces_model, references=references)
+                                       face_detector=faces_model, references=references, upscaler=upscaler)
                 write_image(dst, result.photo.rgb, result.photo.alpha,
                             bit_depth=16 if photo.bit_depth == 16 else 8, gray=photo.was_gray)
                 if compare is not None:
@@ -312,14 +335,13 @@ def restore(
                                                  if faces else "") + ")")
     if reference and logs:
         table = Table(title="edge stages vs their full-precision references (same stage input)")
-        for col in ("photo", "stage", "edge", "reference", "PSNR dB", "mask IoU", "edge s", "reference s"):
-            table.add_column(col, justify="left" if col in ("photo", "stage", "edge", "reference") else "right")
+        for col in ("photo", "stage", "edge", "reference", "fidelity", "edge s", "reference s"):
+            table.add_column(col, justify="right" if col.endswith(" s") else "left")
         for entry in logs:
             for st in entry["stages"]:
                 v = st.get("vs_reference")
                 if v:
-                    table.add_row(Path(entry["input"]).name, st["stage"], st["backend"], v["backend"],
-                                  f"{v['psnr_db']:.2f}", "–" if "mask_iou" not in v else f"{v['mask_iou']:.4f}",
+                    table.add_row(Path(entry["input"]).name, st["stage"], st["backend"], v["backend"], _stage_fidelity(v),
                                   f"{v['edge_seconds']:.2f}", f"{v['reference_seconds']:.2f}")
         out_console.print(table)
     if json_path:

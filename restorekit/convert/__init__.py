@@ -21,6 +21,10 @@ class ConversionError(RestorekitError):
     """A converter could not handle the model (an op or pattern it lacks)."""
 
 
+#: Image-to-image tasks; a ``detect`` model (face detector) outputs ``[N, priors, values]`` instead.
+IMAGE_TASKS = ("sr", "restore", "face", "colorize", "inpaint", "scratch")
+
+
 @dataclass(frozen=True)
 class TargetProfile:
     """What a target supports and how it is validated."""
@@ -31,11 +35,17 @@ class TargetProfile:
     dynamic_shape: bool
     min_fidelity_db: float  # fp32 conversion must reach this PSNR vs PyTorch
     runs_here: str  # where predictions can run
+    tasks: tuple[str, ...] = ()  # model tasks it converts (``IMAGE_TASKS`` when empty)
+
+    def converts(self, task: str) -> bool:
+        return task in (self.tasks or IMAGE_TASKS)
 
 
 TARGETS: dict[str, TargetProfile] = {
-    "onnx": TargetProfile("onnx", ("fp32", "fp16", "int8"), "NCHW", True, 60.0, "any OS (onnxruntime)"),
-    "tflite": TargetProfile("tflite", ("fp32", "fp16", "int8"), "NHWC", False, 60.0, "any OS (ai-edge-litert)"),
+    "onnx": TargetProfile("onnx", ("fp32", "fp16", "int8"), "NCHW", True, 60.0, "any OS (onnxruntime)",
+                          IMAGE_TASKS + ("detect",)),
+    "tflite": TargetProfile("tflite", ("fp32", "fp16", "int8"), "NHWC", False, 60.0, "any OS (ai-edge-litert)",
+                            IMAGE_TASKS + ("detect",)),
     "coreml": TargetProfile("coreml", ("fp32", "fp16"), "NCHW", False, 60.0, "macOS only"),
 }
 
@@ -63,10 +73,24 @@ def check_target(target: str, precision: str) -> TargetProfile:
     return profile
 
 
+def output_contract(spec, layout: str, size: int | None) -> TensorContract:
+    """The output tensor contract of ``spec``'s model for a target ``layout`` and input ``size``
+    (None = dynamic): an image at ``scale`` x, or a detector's raw ``[1, priors, values]``."""
+    if spec.task == "detect":
+        return TensorContract(name="output", layout="NPC", dtype="float32", shape=[1, None, spec.out_channels],
+                              value_range=None, color_order="none")
+    side = size * spec.scale if size else None
+    shape = [1, side, side, spec.out_channels] if layout == "NHWC" else [1, spec.out_channels, side, side]
+    return TensorContract(name="output", layout=layout, dtype="float32", shape=shape)
+
+
 def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp32", tile: int = 256,
                   calib=None) -> Converted:
     """Convert ``model`` for ``target`` into ``out_dir/<model file>`` (the bundle's model file)."""
     check_target(target, precision)
+    if not TARGETS[target].converts(spec.task):
+        raise ConversionError(f"{target} does not take {spec.task} models in this version "
+                              f"(targets for {spec.task}: {', '.join(t for t, p in TARGETS.items() if p.converts(spec.task))})")
     from restorekit.quiet import captured_native_output
 
     module = importlib.import_module(f"restorekit.convert.{target}")

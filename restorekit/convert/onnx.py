@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from restorekit.bundle.manifest import TensorContract
-from restorekit.convert import Converted
+from restorekit.convert import Converted, output_contract
 from restorekit.models.spec import ModelSpec
 
 OPSET = 18
@@ -45,9 +45,8 @@ def convert(model: torch.nn.Module, spec: ModelSpec, out_path: Path, precision: 
 
     size = spec.fixed_size
     in_shape = [1, spec.in_channels, size, size]
-    out_shape = [1, spec.out_channels, size * spec.scale if size else None, size * spec.scale if size else None]
     contract_in = TensorContract(name="input", layout="NCHW", dtype="float32", shape=in_shape)
-    contract_out = TensorContract(name="output", layout="NCHW", dtype="float32", shape=out_shape)
+    contract_out = output_contract(spec, "NCHW", size)
     if precision == "fp32":
         export_fp32(model, spec, out_path, tile)
         return Converted(out_path, contract_in, contract_out, {"scheme": "fp32"})

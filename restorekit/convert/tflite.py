@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from restorekit.bundle.manifest import TensorContract
-from restorekit.convert import Converted
+from restorekit.convert import Converted, output_contract
 from restorekit.errors import require
 from restorekit.models.spec import ModelSpec
 
@@ -18,7 +18,8 @@ def export_fp32(model: torch.nn.Module, spec: ModelSpec, path: Path, tile: int) 
     """litert_torch.convert with channel-last io at a fixed ``tile`` x ``tile`` input."""
     litert_torch = require("litert_torch")
     size = spec.fixed_size or tile
-    nhwc = litert_torch.to_channel_last_io(model.eval(), args=[0], outputs=[0])
+    # images in and out are channel-last; a detector's [N, priors, values] output stays as it is
+    nhwc = litert_torch.to_channel_last_io(model.eval(), args=[0], outputs=[] if spec.task == "detect" else [0])
     sample = torch.rand(1, size, size, spec.in_channels)
     edge = litert_torch.convert(nhwc, (sample,))
     edge.export(str(path))
@@ -31,8 +32,7 @@ def convert(model: torch.nn.Module, spec: ModelSpec, out_path: Path, precision: 
 
     size = spec.fixed_size or tile
     contract_in = TensorContract(name="input", layout="NHWC", dtype="float32", shape=[1, size, size, spec.in_channels])
-    contract_out = TensorContract(name="output", layout="NHWC", dtype="float32",
-                                  shape=[1, size * spec.scale, size * spec.scale, spec.out_channels])
+    contract_out = output_contract(spec, "NHWC", size)
     if precision == "fp32":
         export_fp32(model, spec, out_path, tile)
         return Converted(out_path, contract_in, contract_out, {"scheme": "fp32"})

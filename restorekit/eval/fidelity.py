@@ -42,6 +42,27 @@ def eval_tiles(folder: str | Path, size: int, count: int = 8) -> list[EvalTile]:
     return tiles
 
 
+def eval_photos(folder: str | Path, max_side: int, count: int = 8) -> list[EvalTile]:
+    """Whole photos from ``folder``, reduced (area) to at most ``max_side`` px on the long side."""
+    import cv2
+
+    photos = []
+    for p in list_images(folder):
+        try:
+            rgb = read_image(p).rgb
+        except BadInputError:
+            continue
+        k = min(1.0, max_side / max(rgb.shape[:2]))
+        if k < 1:
+            rgb = cv2.resize(rgb, (round(rgb.shape[1] * k), round(rgb.shape[0] * k)), interpolation=cv2.INTER_AREA)
+        photos.append(EvalTile(p.name, np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)))
+        if len(photos) >= count:
+            break
+    if not photos:
+        raise BadInputError(f"no readable images in evaluation folder {folder}")
+    return photos
+
+
 @dataclass
 class Fidelity:
     """Bundle vs reference on a set of tiles, plus latency measured in the same run."""

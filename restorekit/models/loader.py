@@ -149,7 +149,14 @@ def load_model(ref: str | os.PathLike | None = None) -> LoadedModel:
                 f"not a model checkpoint: {path} (expected one of {', '.join(CHECKPOINT_SUFFIXES)})"
             )
     sd, meta = read_state_dict(path)
-    if meta.get("architecture") in ("EdgeRestoreNet", "ScratchUNet"):  # restorekit's own students
+    from restorekit.models import retinaface
+
+    if retinaface.is_retinaface_state_dict(sd):  # a face detector, not an image-to-image network
+        module = retinaface.RetinaFaceDetector(retinaface.retinaface_from_state_dict(sd, path.name))
+        spec = ModelSpec(name=name, architecture=retinaface.ARCHITECTURE, task="detect", scale=1,
+                         out_channels=retinaface.OUTPUT_WIDTH, licence="MIT (biubug6/Pytorch_Retinaface)",
+                         tags=["face", "detector", "landmarks"])
+    elif meta.get("architecture") in ("EdgeRestoreNet", "ScratchUNet"):  # restorekit's own students
         module = builtin.load_student_safetensors(path)
         out_channels = 1 if meta["architecture"] == "ScratchUNet" else 3
         spec = ModelSpec(name=name, architecture=meta["architecture"], task=meta.get("task", "restore"),

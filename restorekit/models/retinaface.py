@@ -19,6 +19,8 @@ from torch import nn
 from torch.nn import functional as F
 
 LEAKY = 0.1  # leaky-ReLU slope used throughout the MobileNet-0.25 variant
+ARCHITECTURE = "RetinaFace-MobileNet0.25"
+OUTPUT_WIDTH = 16  # per prior: 4 box offsets, 2 class logits, 10 landmark offsets
 
 
 def _conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, act: bool = True, groups: int = 1) -> nn.Sequential:
@@ -123,8 +125,50 @@ class RetinaFace(nn.Module):
         return torch.cat([flat(self.BboxHead, 4), flat(self.ClassHead, 2), flat(self.LandmarkHead, 10)], dim=2)
 
 
-def load_retinaface(path: str | Path) -> RetinaFace:
-    """RetinaFace-MobileNet0.25 from its published checkpoint (``weights_only=True``)."""
+class RetinaFaceDetector(nn.Module):
+    """RetinaFace behind restorekit's standard input contract: NCHW RGB float in [0, 1].
+
+    The network's own preprocessing (RGB -> BGR, x255, minus the BGR mean) is part of the graph,
+    so a converted bundle takes the same input as every other bundle and the runtime needs no
+    model-specific code. Output: ``[N, priors, 16]`` (see the module docstring)."""
+
+    def __init__(self, net: RetinaFace):
+        super().__init__()
+        self.net = net
+        self.register_buffer("bgr_mean", torch.tensor([104.0, 117.0, 123.0]).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x):
+        return self.net(x.flip(1) * 255.0 - self.bgr_mean)
+
+
+#: State-dict key prefixes that identify this RetinaFace layout (facexlib uses the same).
+KEY_PREFIXES = ("body.stage1.", "fpn.output1.", "ssh1.", "ClassHead.0.", "BboxHead.0.", "LandmarkHead.0.")
+
+
+def is_retinaface_state_dict(state: dict) -> bool:
+    """True when the keys are those of RetinaFace-MobileNet0.25 (after a ``module.`` prefix)."""
+    keys = [k.removeprefix("module.") for k in state]
+    return all(any(k.startswith(p) for k in keys) for p in KEY_PREFIXES) and any(
+        k.startswith("body.stage1.0.0.") for k in keys)
+
+
+def retinaface_from_state_dict(state: dict, name: str = "checkpoint") -> RetinaFace:
+    """Build RetinaFace-MobileNet0.25 from a state dict (strict: every weight must match)."""
+    from restorekit.errors import BadInputError
+
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    model = RetinaFace()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise BadInputError(f"{name} is not a RetinaFace-MobileNet0.25 checkpoint "
+                            f"(missing {missing[:3]}, unexpected {list(unexpected)[:3]})")
+    return model.eval()
+
+
+def load_retinaface(path: str | Path) -> RetinaFaceDetector:
+    """RetinaFace-MobileNet0.25 from its published checkpoint (``weights_only=True``), taking
+    RGB in [0, 1] like every restorekit model."""
     from restorekit.errors import BadInputError
 
     path = Path(path)
@@ -137,12 +181,4 @@ def load_retinaface(path: str | Path) -> RetinaFace:
                             "weights_only=True") from exc
     if not isinstance(state, dict):
         raise BadInputError(f"{path} is not a RetinaFace-MobileNet0.25 state dict")
-    state = state.get("state_dict", state)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    model = RetinaFace()
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise BadInputError(f"{path} is not a RetinaFace-MobileNet0.25 checkpoint "
-                            f"(missing {missing[:3]}, unexpected {list(unexpected)[:3]})")
-    return model.eval()
+    return RetinaFaceDetector(retinaface_from_state_dict(state.get("state_dict", state), str(path))).eval()

@@ -1,8 +1,9 @@
 """Faces: RetinaFace decoding (numpy), 5-point alignment to the FFHQ template, enhancement and
 feathered paste-back. Torch-free: the detector and the face restorer are Sessions.
 
-The detector is any Session returning ``[N, priors, 16]`` (4 box offsets, 2 logits, 10 landmark
-offsets per prior), e.g. RetinaFace-MobileNet0.25 (``restorekit.models.retinaface``).
+The detector is any Session taking RGB in [0, 1] and returning ``[N, priors, 16]`` (4 box
+offsets, 2 logits, 10 landmark offsets per prior): RetinaFace-MobileNet0.25 in PyTorch
+(``restorekit.models.retinaface``) or its ONNX/TFLite "detect" bundle.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from restorekit.runtime.tiling import run_tiled
 MIN_SIZES = ((10, 20), (32, 64), (128, 256))
 STEPS = (8, 16, 32)
 VARIANCE = (0.1, 0.2)
-BGR_MEAN = np.array([104.0, 117.0, 123.0], np.float32)
 #: Eyes, nose tip, mouth corners of the FFHQ alignment at 512x512 (the face models' input).
 FFHQ_512 = np.array([[192.98, 239.95], [318.90, 240.19], [256.63, 314.02], [201.26, 371.41], [313.09, 371.15]],
                     np.float32)
@@ -68,11 +68,24 @@ def decode(raw: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.nda
     return boxes, lms, e[:, 1] / e.sum(axis=1)
 
 
-def _detect_at(session: Session, rgb: np.ndarray, k: float, threshold: float):
+def detector_input(session: Session, rgb: np.ndarray, k: float) -> tuple[np.ndarray, float]:
+    """The NCHW input for detecting faces on ``rgb`` resized by ``k`` (<= 1), and the factor
+    actually used. A detector with a fixed input size gets the resized photo fitted inside it
+    and padded at the bottom and right (padding moves no coordinates)."""
     h, w = rgb.shape[:2]
+    fixed = session.fixed_size
+    if fixed is not None:
+        k = min(k, fixed[0] / h, fixed[1] / w)
     img = cv2.resize(rgb, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA) if k < 1 else rgb
-    x = np.ascontiguousarray((img[:, :, ::-1].astype(np.float32) * 255.0 - BGR_MEAN).transpose(2, 0, 1)[None])
-    boxes, lms, scores = decode(session.run(x)[0], img.shape[0], img.shape[1])
+    if fixed is not None and img.shape[:2] != tuple(fixed):
+        img = cv2.copyMakeBorder(img, 0, fixed[0] - img.shape[0], 0, fixed[1] - img.shape[1], cv2.BORDER_CONSTANT)
+    return np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32), k
+
+
+def _detect_at(session: Session, rgb: np.ndarray, k: float, threshold: float):
+    """Detections on ``rgb`` resized by ``k``, mapped back to ``rgb``'s pixels."""
+    x, k = detector_input(session, rgb, k)
+    boxes, lms, scores = decode(session.run(x)[0], x.shape[2], x.shape[3])
     keep = scores >= threshold
     return boxes[keep] / k, lms[keep] / k, scores[keep]
 

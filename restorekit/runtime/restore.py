@@ -6,20 +6,24 @@ what it found):
 1. ``assess``   damage assessment (``runtime.assess``): drives the ``auto`` choices below;
 2. ``defects``  scratch/dust/tear mask from a detector session, filled by OpenCV inpainting;
 3. ``restore``  denoise / deblock / deblur + 2x with a restoration session, tiled;
-4. ``faces``    (given a face detector) RetinaFace detection, alignment of each face to the
-                512x512 FFHQ template, restoration by the restoration model, blend with the
-                input face by ``face_strength``, feathered paste-back (``runtime.faces``); faces
-                under 32 px across the eyes are reported and left alone;
+4. ``faces``    (given a face detector: a detect bundle or RetinaFace weights) detection,
+                logged as ``face-detect`` and run on the input before ``defects`` so facial
+                features are kept from inpainting; alignment of each face to the 512x512 FFHQ
+                template, restoration by the restoration model, blend with the input face by
+                ``face_strength``, feathered paste-back (``runtime.faces``); faces under 32 px
+                across the eyes are reported and left alone;
 5. ``tone``     contrast restoration on L* when the print is faded (tonal range < 85 or
                 contrast < 18): a percentile stretch with the gain capped at 1.6;
 6. ``cast``     colour-cast removal for colour prints (a*b* shift that moves the likely-neutral
                 mid-tones 70 % of the way to neutral, at most 10 units, when their cast exceeds
                 6); sepia and B&W prints keep their tone;
-7. ``colorize`` needs a colorization model: none ships with this version, so asking for it logs
+7. ``sr``       (given an upscaler, ``--sr``) super-resolution by any SR bundle, tiled; the
+                restoration stage then works at the input's size;
+8. ``colorize`` needs a colorization model: none ships with this version, so asking for it logs
                 the stage as skipped with the reason (never silently).
 
 The output keeps the input's alpha (resized with it) and is at ``scale`` x the input (1 = same
-size, the restored 2x image is reduced with area averaging; 2 = the model's output size).
+size, a larger result is reduced with area averaging; up to the upscaler's or restorer's scale).
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from restorekit.runtime.image import Photo
 from restorekit.runtime.session import Session
 from restorekit.runtime.tiling import run_tiled
 
-STAGES = ("defects", "restore", "faces", "tone", "cast")
+STAGES = ("defects", "restore", "faces", "tone", "cast", "sr")
+MAX_SCALE = 8
 FADED_RANGE, FLAT_CONTRAST, MAX_TONE_GAIN = 85.0, 18.0, 1.6
 CAST_LIMIT = 6.0
 
@@ -66,8 +71,8 @@ class RestoreOptions:
         unknown = set(self.stages) - set(STAGES)
         if unknown:
             raise BadInputError(f"unknown stage(s) {', '.join(sorted(unknown))}: choose from {', '.join(STAGES)}")
-        if self.scale not in (1, 2):
-            raise BadInputError(f"--scale must be 1 or 2 (the restoration model is 2x), got {self.scale}")
+        if not 1 <= self.scale <= MAX_SCALE:
+            raise BadInputError(f"--scale must be within 1..{MAX_SCALE}, got {self.scale}")
         if not 0.0 <= self.face_strength <= 1.0:
             raise BadInputError(f"--strength must be within 0..1, got {self.face_strength}")
 
@@ -118,16 +123,30 @@ def _compare(edge_out: np.ndarray, edge_s: float, ref: Model, run_ref) -> dict:
             "_output": ref_out}
 
 
+def check_scale(options: RestoreOptions, restorer: Model | None, upscaler: Model | None) -> None:
+    """``options.scale`` must be reachable by a model of the pipeline (or be 1 or 2, which the
+    built-in 2x restorer, or at worst bicubic, reaches): no silent 8x bicubic."""
+    top = max(2, upscaler.scale if upscaler is not None and "sr" in options.stages else 1,
+              restorer.scale if restorer is not None and "restore" in options.stages else 1)
+    if options.scale > top:
+        raise BadInputError(f"--scale {options.scale} needs an upscaler of at least that scale (--sr MODEL); "
+                            f"the models given reach {top}x")
+
+
 def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
                   options: RestoreOptions | None = None, on_stage=None,
-                  face_detector: Model | None = None, references: dict | None = None) -> RestoreResult:
+                  face_detector: Model | None = None, references: dict | None = None,
+                  upscaler: Model | None = None) -> RestoreResult:
     """Run the pipeline on one photo; returns the restored photo and the JSON-ready log.
 
-    ``references`` ({"defects": Model, "restore": Model}) runs those stages a second time with
-    the full-precision reference on the same stage input and logs the edge stage's fidelity
-    (PSNR against the reference) and both latencies."""
+    ``references`` ({"defects": Model, "restore": Model, "face-detect": Model}) runs those stages
+    a second time with the full-precision reference on the same stage input and logs the edge
+    stage's fidelity (PSNR against the reference; mask IoU; matched faces, box IoU and landmark
+    error for the face detector) and both latencies."""
     references = references or {}
     opts = options or RestoreOptions()
+    check_scale(opts, restorer, upscaler)
+    use_sr = upscaler is not None and "sr" in opts.stages
     say = on_stage or (lambda name: None)
     stages: list[dict] = []
     rgb = photo.rgb.astype(np.float32)
@@ -139,6 +158,25 @@ def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
     _stage(stages, "assess", t0, True, found=found.to_dict())
 
     faces_found = None  # face detections on the input, shared by the defects guard and the faces stage
+    t0 = time.perf_counter()
+    if "faces" in opts.stages and face_detector is not None:
+        from restorekit.runtime.faces import detect_faces
+
+        say("face-detect")
+        faces_found = detect_faces(face_detector.session, rgb)
+        vs_ref = None
+        if "face-detect" in references:
+            from restorekit.eval.detection import SameInput, match_faces
+
+            ref = references["face-detect"]
+            edge_s = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            ref_faces = detect_faces(SameInput(ref.session, face_detector.session.fixed_size), rgb)
+            vs_ref = {"backend": ref.name, **match_faces(ref_faces, faces_found).to_dict(),
+                      "edge_seconds": round(edge_s, 3), "reference_seconds": round(time.perf_counter() - t1, 3)}
+        _stage(stages, "face-detect", t0, True, backend=face_detector.name,
+               found={"count": len(faces_found), "eye_distances_px": [round(f.eye_distance, 1) for f in faces_found]},
+               **({"vs_reference": vs_ref} if vs_ref else {}))
     t0 = time.perf_counter()
     if "defects" in opts.stages and detector is not None:
         say("defects")
@@ -152,10 +190,9 @@ def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
             ref_mask = vs_ref.pop("_output") >= opts.defect_threshold
             vs_ref["mask_iou"] = round(float((mask & ref_mask).sum() / max((mask | ref_mask).sum(), 1)), 4)
         guarded = None
-        if face_detector is not None and "faces" in opts.stages:
-            from restorekit.runtime.faces import detect_faces, feature_guard
+        if faces_found is not None:
+            from restorekit.runtime.faces import feature_guard
 
-            faces_found = detect_faces(face_detector.session, rgb)
             guard = feature_guard(mask.shape, faces_found)
             guarded = {"faces": len(faces_found), "pixels_kept": int((mask & guard).sum())}
             mask &= ~guard
@@ -183,9 +220,12 @@ def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
         if "restore" in references:
             vs_ref = _compare(rgb, time.perf_counter() - t0, references["restore"], lambda: run(references["restore"]))
             vs_ref.pop("_output")
+        if use_sr and scale_now > 1:  # the sr stage does the upscaling: restore at the input's size
+            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+            scale_now = 1
         _stage(stages, "restore", t0, True, backend=restorer.name,
-               settings={"tile": restorer.tile, "overlap": restorer.overlap, "scale": restorer.scale},
-               **({"vs_reference": vs_ref} if vs_ref else {}))
+               settings={"tile": restorer.tile, "overlap": restorer.overlap, "scale": restorer.scale,
+                         "output": f"{scale_now}x"}, **({"vs_reference": vs_ref} if vs_ref else {}))
     else:
         _stage(stages, "restore", t0, False, reason="not requested" if "restore" not in opts.stages
                else "no restoration model")
@@ -195,7 +235,7 @@ def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
         from restorekit.runtime.faces import FaceOptions, enhance_faces, scaled
 
         say("faces")
-        known = None if faces_found is None else scaled(faces_found, rgb.shape[0] / h)
+        known = scaled(faces_found, rgb.shape[0] / h)
         rgb, faces = enhance_faces(rgb, face_detector.session, restorer.session,
                                    FaceOptions(strength=opts.face_strength), restorer.scale, restorer.tile, faces=known)
         _stage(stages, "faces", t0, True, backend=f"{face_detector.name}; faces restored by {restorer.name}",
@@ -226,6 +266,25 @@ def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
                f"{found.tone} print keeps its tone" if found.tone != "colour" else
                f"cast {found.cast:.1f} <= {CAST_LIMIT:g}")
         _stage(stages, "cast", t0, False, reason=why)
+
+    t0 = time.perf_counter()
+    if use_sr:
+        say("sr")
+        sr_in = rgb
+        run_sr = lambda m: np.clip(run_tiled(m.session, sr_in, m.scale, tile=m.tile, overlap=m.overlap,  # noqa: E731
+                                             multiple_of=m.multiple_of), 0, 1)
+        rgb = run_sr(upscaler)
+        scale_now *= upscaler.scale
+        vs_ref = None
+        if "sr" in references:
+            vs_ref = _compare(rgb, time.perf_counter() - t0, references["sr"], lambda: run_sr(references["sr"]))
+            vs_ref.pop("_output")
+        _stage(stages, "sr", t0, True, backend=upscaler.name,
+               settings={"tile": upscaler.tile, "overlap": upscaler.overlap, "scale": upscaler.scale},
+               **({"vs_reference": vs_ref} if vs_ref else {}))
+    else:
+        _stage(stages, "sr", t0, False, reason="not requested" if "sr" not in opts.stages else
+               "no upscaler (pass --sr MODEL)" + (f"; {scale_now}x from the restoration model" if scale_now > 1 else ""))
 
     t0 = time.perf_counter()
     if opts.colorize or found.tone == "bw":

@@ -28,7 +28,7 @@ class Session(Protocol):
 
 def to_model_input(x: np.ndarray, contract: TensorContract) -> np.ndarray:
     """NCHW float32 in [0, 1] -> the tensor the model file expects (layout, dtype, quantization)."""
-    lo, hi = contract.value_range
+    lo, hi = contract.value_range or (0.0, 1.0)
     if (lo, hi) != (0.0, 1.0):
         x = x * (hi - lo) + lo
     if contract.layout == "NHWC":
@@ -47,7 +47,7 @@ def from_model_output(y: np.ndarray, contract: TensorContract) -> np.ndarray:
     y = y.astype(np.float32, copy=False)
     if contract.layout == "NHWC":
         y = y.transpose(0, 3, 1, 2)
-    lo, hi = contract.value_range
+    lo, hi = contract.value_range or (0.0, 1.0)  # None: raw values (e.g. detector outputs), passed as they are
     if (lo, hi) != (0.0, 1.0):
         y = (y - lo) / (hi - lo)
     return np.ascontiguousarray(y)

@@ -77,6 +77,16 @@ def test_degrade_cli_writes_image_and_mask(tmp_path, rgb_photo):
     pair = tmp_path / "lr.png"
     assert runner.invoke(app, ["degrade", str(src), "-o", str(pair), "--mode", "pair", "--scale", "2"]).exit_code == 0
     assert read_image(pair).size == (100, 120)
+    lr = tmp_path / "lr4.png"
+    assert runner.invoke(app, ["degrade", str(src), "-o", str(lr), "--mode", "second-order", "--scale", "4"]).exit_code == 0
+    assert read_image(lr).size == (50, 60)
+    aged = tmp_path / "print.png"
+    for seed in range(6):  # each print effect fires with its training probability: some seed changes the photo
+        assert runner.invoke(app, ["degrade", str(src), "-o", str(aged), "--mode", "print", "--seed", str(seed)]).exit_code == 0
+        if np.abs(read_image(aged).rgb - read_image(src).rgb).mean() > 0.01:
+            break
+    else:
+        raise AssertionError("--mode print changed nothing in 6 seeds")
 
 
 @pytest.mark.parametrize("args, message", [

@@ -645,8 +645,8 @@ def degrade(
     image: Annotated[Path, typer.Argument(help="A clean photo.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the degraded image (.png/.jpg/.tif).")],
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same output).")] = 0,
-    mode: Annotated[str, typer.Option("--mode", help="damaged: aged look + scratches, dust, stains, tears; aged: the aged look only; pair: the training input of a --scale model (smaller).")] = "damaged",
-    scale: Annotated[int, typer.Option("--scale", min=1, help="For --mode pair: the model's upscale factor.")] = 2,
+    mode: Annotated[str, typer.Option("--mode", help="damaged: aged look + scratches, dust, stains, tears; aged: the aged look only; print: colour-print ageing (cyan dye loss, silver mirroring, halftone; each at its training probability); pair: the training input of a --scale model (smaller); second-order: Real-ESRGAN-style two-round degradation at --scale.")] = "damaged",
+    scale: Annotated[int, typer.Option("--scale", min=1, help="For --mode pair / second-order: the model's upscale factor.")] = 2,
     mask: Annotated[Optional[Path], typer.Option("--mask", help="For --mode damaged: also write the defect mask (scratches, hairs, dust, tears) as a PNG.")] = None,
 ):
     """Preview what training sees: synthetic degradation of a photo, deterministic with --seed."""
@@ -656,8 +656,9 @@ def degrade(
     from restorekit.distill.degrade import age_photo, degrade_pair
     from restorekit.runtime.image import check_output_path, read_image, write_image
 
-    if mode not in ("damaged", "aged", "pair"):
-        raise RestorekitError(f"unknown --mode {mode!r}: choose damaged, aged or pair")
+    modes = ("damaged", "aged", "print", "pair", "second-order")
+    if mode not in modes:
+        raise RestorekitError(f"unknown --mode {mode!r}: choose {', '.join(modes)}")
     if mask is not None and mode != "damaged":
         raise RestorekitError("--mask needs --mode damaged")
     check_output_path(output)
@@ -666,9 +667,15 @@ def degrade(
     photo = read_image(image)
     rgb = photo.rgb
     rng = np.random.default_rng(seed)
-    if mode == "pair":
+    if mode in ("pair", "second-order"):
+        from restorekit.distill.second_order import second_order_pair
+
         h, w = (rgb.shape[0] // scale) * scale, (rgb.shape[1] // scale) * scale
-        result = degrade_pair(rgb[:h, :w], scale, rng)
+        result = degrade_pair(rgb[:h, :w], scale, rng) if mode == "pair" else second_order_pair(rgb[:h, :w], rng, scale)[0]
+    elif mode == "print":
+        from restorekit.distill.aging import apply_aging
+
+        result = apply_aging(rgb, rng)
     else:
         result = age_photo(rgb, rng)
         if mode == "damaged":
@@ -676,7 +683,7 @@ def degrade(
             result = damaged.image
             if mask is not None:
                 write_image(mask, np.repeat(damaged.defects[:, :, None], 3, axis=2).astype(np.float32), gray=True)
-    write_image(output, result, photo.alpha if mode != "pair" else None, gray=photo.was_gray)
+    write_image(output, result, photo.alpha if mode not in ("pair", "second-order") else None, gray=photo.was_gray)
     out_console.print(f"wrote {output} ({result.shape[1]}x{result.shape[0]}, {mode}, seed {seed})"
                       + (f" and {mask}" if mask is not None else ""))
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from restorekit.cli.common import err_console, out_console, user_errors
+from restorekit.cli.zoo import zoo_app
 from restorekit.errors import RestorekitError
 
 app = typer.Typer(
@@ -21,30 +21,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-# Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
-out_console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+app.add_typer(zoo_app, name="zoo")
 
 # Options declared once and reused.
-ModelArg = Annotated[Optional[str], typer.Argument(help="Checkpoint (.pth/.pt/.ckpt/.safetensors) or 'default' (the built-in model).")]
+ModelArg = Annotated[Optional[str], typer.Argument(help="Checkpoint (.pth/.pt/.ckpt/.safetensors), a zoo name (restorekit zoo list) or 'default' (the built-in model).")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Directory that receives <model-name>/<target>-<precision>/ bundles.")]
 CalibOpt = Annotated[Optional[Path], typer.Option("--calib", help="Folder of real photos for int8 calibration (default: sample_images/).")]
 EvalOpt = Annotated[Optional[Path], typer.Option("--eval-images", help="Folder of photos for validation (default: sample_images/).")]
 TileOpt = Annotated[int, typer.Option("--tile", min=16, help="Fixed tile size (TFLite/Core ML input, ONNX validation).")]
-
-
-def user_errors(fn):
-    """Turn RestorekitError into a one-line message on stderr and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except RestorekitError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
-
-    return wrapper
 
 
 def _split(value: str | None) -> list[str] | None:

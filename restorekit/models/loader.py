@@ -138,7 +138,9 @@ def load_model(ref: str | os.PathLike | None = None) -> LoadedModel:
         if not path.is_file():
             raise BadInputError(f"built-in weights missing from the installation: {path}")
     else:
-        path = Path(ref)
+        from restorekit.models.zoo import resolve_model_ref
+
+        path = Path(resolve_model_ref(ref))  # a zoo name -> its verified download
         name = path.stem
         if not path.exists():
             raise BadInputError(f"model not found: {path} (give a checkpoint path or 'default')")

@@ -166,14 +166,15 @@ def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
         faces_found = detect_faces(face_detector.session, rgb)
         vs_ref = None
         if "face-detect" in references:
-            from restorekit.eval.detection import SameInput, match_faces
+            from restorekit.eval.detection import SameInput, faces_agreement
 
             ref = references["face-detect"]
             edge_s = time.perf_counter() - t0
             t1 = time.perf_counter()
-            ref_faces = detect_faces(SameInput(ref.session, face_detector.session.fixed_size), rgb)
-            vs_ref = {"backend": ref.name, **match_faces(ref_faces, faces_found).to_dict(),
-                      "edge_seconds": round(edge_s, 3), "reference_seconds": round(time.perf_counter() - t1, 3)}
+            detect_faces(SameInput(ref.session, face_detector.session.fixed_size), rgb)  # timed like the edge stage
+            ref_s = time.perf_counter() - t1
+            vs_ref = {"backend": ref.name, **faces_agreement(ref.session, face_detector.session, rgb).to_dict(),
+                      "edge_seconds": round(edge_s, 3), "reference_seconds": round(ref_s, 3)}
         _stage(stages, "face-detect", t0, True, backend=face_detector.name,
                found={"count": len(faces_found), "eye_distances_px": [round(f.eye_distance, 1) for f in faces_found]},
                **({"vs_reference": vs_ref} if vs_ref else {}))

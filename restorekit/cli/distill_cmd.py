@@ -1,0 +1,66 @@
+"""``restorekit distill``: teacher checkpoint -> small named EdgeRestoreNet student (+ model card).
+
+Registered in :mod:`restorekit.cli.main` as ``app.command("distill")(user_errors(distill_command))``.
+Multi-GPU / multi-process: ``torchrun --nproc_per_node N -m restorekit.cli.main distill ...``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from restorekit.errors import RestorekitError
+
+DEGRADATION_HELP = ("second-order: Real-ESRGAN two-round blur/resize/noise/JPEG (+ sinc); "
+                    "classic: one round (restorekit's degrade_pair).")
+
+
+def distill_command(
+    teacher: Annotated[str, typer.Argument(help="Teacher checkpoint (.pth/.pt/.ckpt/.safetensors) or a zoo name, e.g. realesr-animevideov3.pth (x4).")],
+    data: Annotated[list[Path], typer.Option("--data", help="Folder(s) of clean photos (repeatable).")],
+    out: Annotated[Path, typer.Option("--out", help="Output student weights (.safetensors); the model card goes next to it (.md).")],
+    student: Annotated[str, typer.Option("--student", help="Student preset edge-{s,m,l}-x{1,2,4}; its scale must match the teacher's.")] = "edge-s-x4",
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Float training steps.")] = 20000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Global batch (split over torchrun processes).")] = 8,
+    patch_size: Annotated[int, typer.Option("--patch-size", min=4, help="LR (input) patch side; the HR crop is patch x scale.")] = 64,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate (warm-up + cosine decay).")] = 2e-3,
+    degradation: Annotated[str, typer.Option("--degradation", help=DEGRADATION_HELP)] = "second-order",
+    gt_weight: Annotated[float, typer.Option("--gt-weight", min=0.0, max=1.0, help="Mix of the clean HR into the target (0 = teacher only).")] = 0.0,
+    edge_weight: Annotated[float, typer.Option("--edge-weight", min=0.0, help="Weight of the L1 loss on Sobel gradients.")] = 0.0,
+    val_every: Annotated[int, typer.Option("--val-every", min=1, help="Validate on the held-out crops every N steps.")] = 250,
+    holdout: Annotated[Optional[int], typer.Option("--holdout", min=0, help="Photos held out for validation (default: 10 %, 1 to 8).")] = None,
+    qat: Annotated[bool, typer.Option("--qat/--no-qat", help="Finish with quantization-aware fine-tuning (int8 weights, uint8 activations).")] = False,
+    qat_steps: Annotated[Optional[int], typer.Option("--qat-steps", min=0, help="QAT steps after the float ones (default: 10 % of --steps).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:N.")] = "auto",
+    resume: Annotated[bool, typer.Option("--resume/--restart", help="Continue from <out>.ckpt.pt when present.")] = True,
+):
+    """Distil a teacher into a small edge student on degraded photos (resumable, deterministic, torchrun-ready)."""
+    from restorekit.distill.distill import DEGRADATIONS, distill
+    from restorekit.models.students import student_spec
+
+    if out.suffix != ".safetensors":
+        raise RestorekitError(f"--out must end in .safetensors: {out}")
+    if not out.parent.exists():
+        raise RestorekitError(f"output directory does not exist: {out.parent}")
+    if degradation not in DEGRADATIONS:
+        raise RestorekitError(f"unknown --degradation {degradation!r}: choose {', '.join(DEGRADATIONS)}")
+    student_spec(student)  # unknown names fail here, before the teacher loads
+    if device != "auto" and not (device == "cpu" or device.startswith("cuda")):
+        raise RestorekitError(f"unknown --device {device!r}: auto, cpu, cuda or cuda:N")
+    result = distill(teacher, student, data, out, steps=steps, seed=seed, batch_size=batch_size,
+                     patch_size=patch_size, lr=lr, degradation=degradation, gt_weight=gt_weight,
+                     edge_weight=edge_weight, val_every=val_every, holdout=holdout, qat=qat, qat_steps=qat_steps,
+                     resume=resume, device=None if device == "auto" else device)
+    import os
+
+    if int(os.environ.get("RANK", 0)) == 0:
+        from rich.console import Console
+
+        final = result.val[-1] if result.val else {}
+        Console().print(f"wrote {result.out} and {result.card}" + (
+            f" (held-out PSNR vs teacher {final['psnr_student']:.2f} dB, bicubic {final['psnr_bicubic']:.2f} dB)"
+            if final else ""), highlight=False)
+    return result

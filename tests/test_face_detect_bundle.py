@@ -90,3 +90,15 @@ def test_detector_only_goes_to_targets_that_take_it(tmp_path):
                               "--eval-images", str(SAMPLES)])
     assert res.exit_code == 2 and "no requested target takes detect models" in res.output
     assert not (tmp_path / "b").exists()
+
+
+def test_faces_restored_by_the_face_model_given(tmp_path, detect_bundles, builtin_bundles):
+    """--face-model: aligned faces go to that bundle (here a TFLite one: fixed 256x256 input at x2)."""
+    log = tmp_path / "f.json"
+    res = runner.invoke(app, ["restore", str(WHOLE / "cf_00.jpg"), "-o", str(tmp_path / "f.png"), "--stages", "faces",
+                              "--face-detector", str(detect_bundles["onnx-fp32"].path),
+                              "--face-model", str(builtin_bundles / "tflite-fp32"), "--json", str(log)])
+    assert res.exit_code == 0, res.output
+    st = {s["stage"]: s for s in json.loads(log.read_text())["photos"][0]["stages"]}
+    assert st["faces"]["ran"] and "faces restored by restorekit-x2 tflite-fp32" in st["faces"]["backend"]
+    assert st["faces"]["found"]["enhanced"] >= 1 and not st["restore"]["ran"]

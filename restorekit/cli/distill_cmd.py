@@ -59,8 +59,5 @@ def distill_command(
     if int(os.environ.get("RANK", 0)) == 0:
         from rich.console import Console
 
-        final = result.val[-1] if result.val else {}
-        Console().print(f"wrote {result.out} and {result.card}" + (
-            f" (held-out PSNR vs teacher {final['psnr_student']:.2f} dB, bicubic {final['psnr_bicubic']:.2f} dB)"
-            if final else ""), highlight=False)
+        Console().print(f"wrote {result.out} and {result.card}", highlight=False)
     return result

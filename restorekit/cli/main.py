@@ -168,8 +168,10 @@ def run(
 
 def _fits_stage(task: str, scale: int, need: str) -> bool:
     """Whether a model of ``task`` at ``scale`` can serve a stage that needs ``need``: an SR model
-    restores too, and a restoration model that upscales serves the sr stage."""
-    return task == need or (need == "restore" and task == "sr") or (need == "sr" and task == "restore" and scale > 1)
+    restores too, a restoration model that upscales serves the sr stage, and any restoration
+    model can restore aligned faces."""
+    return (task == need or (need == "restore" and task == "sr") or (need == "sr" and task == "restore" and scale > 1)
+            or (need == "face" and task in ("restore", "sr")))
 
 
 def _pipeline_model(ref: Optional[str], task: str, provider: str, threads: Optional[int]):
@@ -220,6 +222,7 @@ def restore(
     bundle: Annotated[Optional[str], typer.Option("--bundle", help="Restoration bundle (or checkpoint); default: the built-in model in PyTorch.")] = None,
     detector: Annotated[Optional[str], typer.Option("--detector", help="Scratch-detector bundle (or checkpoint); default: the shipped ScratchUNet in PyTorch.")] = None,
     face_detector: Annotated[Optional[str], typer.Option("--face-detector", help="RetinaFace-MobileNet0.25: a detect bundle, or its weights (.pth) run in PyTorch. Enables the faces stage.")] = None,
+    face_model: Annotated[Optional[str], typer.Option("--face-model", help="Face restorer for aligned 512x512 faces: a face bundle (GFPGAN/CodeFormer) or checkpoint; default: the restoration model.")] = None,
     strength: Annotated[float, typer.Option("--strength", help="Faces: blend of the restored face with the input (0.5-0.9 typical).")] = 0.7,
     sr: Annotated[Optional[str], typer.Option("--sr", help="Super-resolution bundle (or checkpoint) for the sr stage, e.g. a Real-ESRGAN x4 bundle: restoration then runs at the input's size and this model upscales.")] = None,
     stages: Annotated[str, typer.Option("--stages", help="Comma-separated: defects, restore, faces, tone, cast, sr.")] = "defects,restore,faces,tone,cast,sr",
@@ -268,6 +271,8 @@ def restore(
                                   "RetinaFace-MobileNet0.25 weights)")
         faces_model = _pipeline_model(face_detector, "detect", provider, threads)
     upscaler = _pipeline_model(sr, "sr", provider, threads) if sr is not None and "sr" in opts.stages else None
+    face_fixer = (_pipeline_model(face_model, "face", provider, threads)
+                  if face_model is not None and faces_model is not None else None)
     check_scale(opts, restorer, upscaler)
     references = {}
     if reference:
@@ -297,7 +302,8 @@ def restore(
                 photo = read_image(src)
                 result = restore_photo(photo, restorer, finder, opts,
                                        on_stage=lambda st: progress.update(task, description=f"{src.name}: {st}"),
-                                       face_detector=faces_model, references=references, upscaler=upscaler)
+                                       face_detector=faces_model, references=references, upscaler=upscaler,
+                                       face_restorer=face_fixer)
                 write_image(dst, result.photo.rgb, result.photo.alpha,
                             bit_depth=16 if photo.bit_depth == 16 else 8, gray=photo.was_gray)
                 if compare is not None:

@@ -9,7 +9,8 @@ what it found):
 4. ``faces``    (given a face detector: a detect bundle or RetinaFace weights) detection,
                 logged as ``face-detect`` and run on the input before ``defects`` so facial
                 features are kept from inpainting; alignment of each face to the 512x512 FFHQ
-                template, restoration by the restoration model, blend with the input face by
+                template, restoration by the face model (``--face-model``; else the restoration
+                model), blend with the input face by
                 ``face_strength``, feathered paste-back (``runtime.faces``); faces under 32 px
                 across the eyes are reported and left alone;
 5. ``tone``     contrast restoration on L* when the print is faded (tonal range < 85 or
@@ -136,7 +137,7 @@ def check_scale(options: RestoreOptions, restorer: Model | None, upscaler: Model
 def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
                   options: RestoreOptions | None = None, on_stage=None,
                   face_detector: Model | None = None, references: dict | None = None,
-                  upscaler: Model | None = None) -> RestoreResult:
+                  upscaler: Model | None = None, face_restorer: Model | None = None) -> RestoreResult:
     """Run the pipeline on one photo; returns the restored photo and the JSON-ready log.
 
     ``references`` ({"defects": Model, "restore": Model, "face-detect": Model}) runs those stages
@@ -232,14 +233,16 @@ def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
                else "no restoration model")
 
     t0 = time.perf_counter()
-    if "faces" in opts.stages and face_detector is not None and restorer is not None:
+    fixer = face_restorer or restorer
+    if "faces" in opts.stages and face_detector is not None and fixer is not None:
         from restorekit.runtime.faces import FaceOptions, enhance_faces, scaled
 
         say("faces")
         known = scaled(faces_found, rgb.shape[0] / h)
-        rgb, faces = enhance_faces(rgb, face_detector.session, restorer.session,
-                                   FaceOptions(strength=opts.face_strength), restorer.scale, restorer.tile, faces=known)
-        _stage(stages, "faces", t0, True, backend=f"{face_detector.name}; faces restored by {restorer.name}",
+        rgb, faces = enhance_faces(rgb, face_detector.session, fixer.session,
+                                   FaceOptions(strength=opts.face_strength), fixer.scale, fixer.tile, faces=known)
+        _stage(stages, "faces", t0, True, backend=f"{face_detector.name}; faces restored by {fixer.name}"
+               + ("" if face_restorer else " (the restoration model: no --face-model given)"),
                settings={"strength": opts.face_strength, "aligned_size": 512, "min_eye_distance_px": 32},
                found={"count": len(faces), "enhanced": sum(f["enhanced"] for f in faces), "faces": faces})
     else:

@@ -54,6 +54,13 @@ def test_profile_respects_the_size_multiple_and_fixed_shapes():
     assert fixed.min_hw == fixed.opt_hw == fixed.max_hw == (512, 512)
 
 
+def test_detector_profile_covers_whole_photos_up_to_the_detection_cap():
+    import dataclasses
+
+    plan = engine_plan(dataclasses.replace(_manifest(tile=None), task="detect"))
+    assert plan.min_hw == (64, 64) and plan.opt_hw == (640, 640) and plan.max_hw == (1600, 1600)
+
+
 def test_only_onnx_nchw_bundles():
     with pytest.raises(BadInputError, match="from ONNX bundles"):
         engine_plan(_manifest(target="tflite"))

@@ -55,7 +55,8 @@ def engine_plan(manifest: Manifest) -> EnginePlan:
 
     A fixed-shape model gets that shape for all three. A dynamic one is run tile by tile
     (``manifest.tiling``), so opt = max = the tile, and min = 64 (rounded up to the model's size
-    multiple) for photos smaller than a tile, which are run whole.
+    multiple) for photos smaller than a tile, which are run whole. A dynamic detector sees whole
+    photos: min 64, opt 640 (the large-face pass), max 1600 (the detection cap).
     """
     if manifest.target != "onnx":
         raise BadInputError(f"TensorRT builds from ONNX bundles; this one is {manifest.target}-{manifest.precision}")
@@ -67,6 +68,10 @@ def engine_plan(manifest: Manifest) -> EnginePlan:
     if isinstance(h, int) and isinstance(w, int):
         fixed = (h, w)
         lo = opt = hi = fixed
+    elif manifest.task == "detect":  # detectors see whole photos (runtime.faces): up to the long-side cap
+        from restorekit.runtime.faces import LARGE_FACE_SIDE, MAX_DETECT_SIDE
+
+        lo, opt, hi = (MIN_PROFILE_SIDE,) * 2, (LARGE_FACE_SIDE,) * 2, (MAX_DETECT_SIDE,) * 2
     else:
         tile = int(manifest.tiling.get("tile") or 256)
         mult = int(manifest.tiling.get("multiple_of") or 1)

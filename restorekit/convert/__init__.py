@@ -36,6 +36,7 @@ class TargetProfile:
     min_fidelity_db: float  # fp32 conversion must reach this PSNR vs PyTorch
     runs_here: str  # where predictions can run
     tasks: tuple[str, ...] = ()  # model tasks it converts (``IMAGE_TASKS`` when empty)
+    rewrites: tuple[str, ...] = ()  # edge rewrites applied before export (``convert.rewrites.REWRITES``)
 
     def converts(self, task: str) -> bool:
         return task in (self.tasks or IMAGE_TASKS)
@@ -45,7 +46,7 @@ TARGETS: dict[str, TargetProfile] = {
     "onnx": TargetProfile("onnx", ("fp32", "fp16", "int8"), "NCHW", True, 60.0, "any OS (onnxruntime)",
                           IMAGE_TASKS + ("detect",)),
     "tflite": TargetProfile("tflite", ("fp32", "fp16", "int8"), "NHWC", False, 60.0, "any OS (ai-edge-litert)",
-                            IMAGE_TASKS + ("detect",)),
+                            IMAGE_TASKS + ("detect",), rewrites=("prelu",)),
     "coreml": TargetProfile("coreml", ("fp32", "fp16"), "NCHW", False, 60.0, "macOS only"),
 }
 
@@ -94,10 +95,18 @@ def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp3
     from restorekit.quiet import captured_native_output
 
     module = importlib.import_module(f"restorekit.convert.{target}")
+    applied = {}
+    if TARGETS[target].rewrites:
+        from restorekit.convert.rewrites import apply_rewrites
+
+        model, applied = apply_rewrites(model, TARGETS[target].rewrites)
     try:
         with captured_native_output():  # converters print progress bars and C++ logs of their own
-            return module.convert(model, spec, Path(out_dir) / MODEL_FILES[target], precision=precision,
+            conv = module.convert(model, spec, Path(out_dir) / MODEL_FILES[target], precision=precision,
                                   tile=tile, calib=calib)
+        if applied:
+            conv.recipe = {**(conv.recipe or {}), "rewrites": applied}
+        return conv
     except RestorekitError:
         raise
     except Exception as exc:

@@ -29,7 +29,7 @@ def _fails_cleanly(args, *, match: str, out_dir=None):
 
 
 @pytest.mark.parametrize("cmd", ["bundle", "convert", "quantize", "run", "eval", "bench", "train", "inspect", "restore",
-                                 "assess", "degrade", "zoo"])
+                                 "assess", "degrade", "zoo", "distill"])
 def test_every_command_has_help(cmd):
     res = runner.invoke(app, [cmd, "--help"])
     assert res.exit_code == 0 and "Usage" in res.output

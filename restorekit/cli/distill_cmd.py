@@ -1,6 +1,7 @@
 """``restorekit distill``: teacher checkpoint -> small named EdgeRestoreNet student (+ model card).
 
 Registered in :mod:`restorekit.cli.main` as ``app.command("distill")(user_errors(distill_command))``.
+Usage: ``restorekit distill --teacher MODEL --student ARCH --data DIR [--steps N] --out S.safetensors``.
 Multi-GPU / multi-process: ``torchrun --nproc_per_node N -m restorekit.cli.main distill ...``.
 """
 
@@ -18,8 +19,8 @@ DEGRADATION_HELP = ("second-order: Real-ESRGAN two-round blur/resize/noise/JPEG 
 
 
 def distill_command(
-    teacher: Annotated[str, typer.Argument(help="Teacher checkpoint (.pth/.pt/.ckpt/.safetensors) or a zoo name, e.g. realesr-animevideov3.pth (x4).")],
-    data: Annotated[list[Path], typer.Option("--data", help="Folder(s) of clean photos (repeatable).")],
+    teacher: Annotated[str, typer.Option("--teacher", help="Teacher checkpoint (.pth/.pt/.ckpt/.safetensors) or a zoo name, e.g. realesr-animevideov3.pth (x4).")],
+    data: Annotated[list[Path], typer.Option("--data", help="Folder(s) of clean photos (repeatable; sub-folders with images are included).")],
     out: Annotated[Path, typer.Option("--out", help="Output student weights (.safetensors); the model card goes next to it (.md).")],
     student: Annotated[str, typer.Option("--student", help="Student preset edge-{s,m,l}-x{1,2,4}; its scale must match the teacher's.")] = "edge-s-x4",
     steps: Annotated[int, typer.Option("--steps", min=1, help="Float training steps.")] = 20000,
@@ -54,10 +55,4 @@ def distill_command(
                      patch_size=patch_size, lr=lr, degradation=degradation, gt_weight=gt_weight,
                      edge_weight=edge_weight, val_every=val_every, holdout=holdout, qat=qat, qat_steps=qat_steps,
                      resume=resume, device=None if device == "auto" else device)
-    import os
-
-    if int(os.environ.get("RANK", 0)) == 0:
-        from rich.console import Console
-
-        Console().print(f"wrote {result.out} and {result.card}", highlight=False)
     return result

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from restorekit.cli.common import err_console, out_console, user_errors
+from restorekit.cli.distill_cmd import distill_command
 from restorekit.cli.zoo import zoo_app
 from restorekit.errors import RestorekitError
 
@@ -22,6 +23,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(zoo_app, name="zoo")
+app.command("distill")(user_errors(distill_command))
 
 # Options declared once and reused.
 ModelArg = Annotated[Optional[str], typer.Argument(help="Checkpoint (.pth/.pt/.ckpt/.safetensors), a zoo name (restorekit zoo list) or 'default' (the built-in model).")]
@@ -714,17 +716,33 @@ def train(
 
 @app.command()
 @user_errors
-def inspect(model: ModelArg = None):
-    """Describe a model: architecture, task, scale, parameters, MACs."""
+def inspect(
+    model: ModelArg = None,
+    size: Annotated[Optional[str], typer.Option("--size", help="Input size HxW for the MACs count and the trace (default: 64x64, or the model's fixed size).")] = None,
+):
+    """Describe a model: architecture, task, scale, params, MACs, and what each target makes of it."""
+    from restorekit.convert.compat import compatibility
     from restorekit.models.loader import load_model
 
-    spec = load_model(model).spec
+    hw = _parse_sizes(size)[0] if size else None
+    loaded = load_model(model)
+    spec = loaded.spec
     table = Table(title=spec.name, show_header=False)
     table.add_column("field", no_wrap=True)
     table.add_column("value", overflow="fold")
     for k, v in spec.to_dict().items():
-        table.add_row(k, f"{v / 1e9:.2f} G" if k == "macs_per_megapixel" else str(v))
+        table.add_row(k, f"{v / 1e9:.2f} G" if k == "macs_per_megapixel" else f"{v:,}" if k == "params" else str(v))
+    if hw is not None:
+        macs = spec.macs_per_megapixel * hw[0] * hw[1] / 1e6  # fully convolutional: MACs scale with the pixels
+        table.add_row(f"MACs at {hw[0]}x{hw[1]}", f"{macs / 1e9:.2f} G")
     out_console.print(table)
+    compat = Table(title=f"{spec.name}: per-target compatibility (static analysis of the traced graph; "
+                         "`restorekit bundle` measures)")
+    for col in ("target", "", "findings"):
+        compat.add_column(col, overflow="fold", no_wrap=col != "findings")
+    for r in compatibility(loaded.module, spec, hw):
+        compat.add_row(r.target, r.mark, "\n".join(r.findings))
+    out_console.print(compat)
 
 
 def main() -> None:

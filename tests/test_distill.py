@@ -1,0 +1,167 @@
+"""distill: teacher -> named edge student; output reloads, resumes bit-exactly, DDP matches one
+process, bad input fails before training, QAT is recorded. Tiny runs on the real Compact teacher."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+pytest.importorskip("spandrel")
+
+from restorekit.distill import distill as distill_mod  # noqa: E402
+from restorekit.distill.distill import distill  # noqa: E402
+from restorekit.distill.train import checkpoint_path  # noqa: E402
+from restorekit.errors import BadInputError, RestorekitError  # noqa: E402
+from restorekit.models.builtin import read_safetensors_metadata  # noqa: E402
+from restorekit.models.students import STUDENTS, build_student, student_names  # noqa: E402
+from tests.conftest import REALESR, ROOT, SAMPLES, need_shared  # noqa: E402
+
+TINY = dict(batch_size=2, patch_size=12, val_every=3, val_crops=2, progress=False, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return str(need_shared(REALESR))
+
+
+def test_registry_names_macs_and_errors():
+    from restorekit.models.loader import count_macs
+    from restorekit.models.students import COMPACT_MACS_PER_MEGAPIXEL, student_spec
+
+    assert student_names()[:3] == ["edge-s-x1", "edge-s-x2", "edge-s-x4"] and len(STUDENTS) == 9
+    for name, spec in STUDENTS.items():
+        net = build_student(name)
+        assert net.scale == spec.scale and count_macs(net) == pytest.approx(spec.macs_per_megapixel)
+        if name.startswith("edge-s"):
+            assert spec.macs_per_megapixel <= COMPACT_MACS_PER_MEGAPIXEL / 8
+    with pytest.raises(BadInputError, match=r"did you mean 'edge-s-x4'.*known: edge-s-x1"):
+        student_spec("edge-s-x3")
+
+
+def test_distill_writes_a_student_that_loads_back(teacher, tmp_path):
+    from restorekit.models.loader import count_macs, load_model
+
+    out = tmp_path / "s.safetensors"
+    res = distill(teacher, "edge-s-x4", [SAMPLES], out, steps=4, **TINY)
+    assert res.out == out and out.is_file() and res.card == tmp_path / "s.md" and res.card.is_file()
+    assert len(res.losses) == 4 and [r["step"] for r in res.val] == [0, 3, 4]
+    meta = read_safetensors_metadata(out)
+    assert meta["architecture"] == "EdgeRestoreNet" and meta["student"] == "edge-s-x4" and meta["qat"] == "false"
+    assert meta["steps"] == "4" and meta["seed"] == "0" and len(meta["teacher_sha256"]) == 64
+    assert len(meta["data_fingerprint"]) == 64 and float(meta["val_psnr_student_db"]) > 10
+    loaded = load_model(out)
+    assert loaded.spec.architecture == "EdgeRestoreNet" and loaded.spec.scale == 4
+    assert loaded.module(torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)
+    teacher_macs = count_macs(load_model(teacher).module)
+    assert count_macs(loaded.module) <= teacher_macs / 8 and loaded.spec.macs_per_megapixel <= teacher_macs / 8
+    card = res.card.read_text()
+    assert "realesr-animevideov3" in card and meta["teacher_sha256"] in card and meta["data_fingerprint"] in card
+    assert "held out: rocket.jpg" in card and "| 3 |" in card and "bicubic" in card
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+def test_interrupted_runs_resume_bit_exactly_and_qat_is_recorded(teacher, tmp_path, monkeypatch):
+    kw = dict(steps=3, qat=True, qat_steps=2, **TINY)
+    ref = distill(teacher, "edge-s-x4", [SAMPLES], tmp_path / "ref.safetensors", resume=False, **kw)
+    meta = read_safetensors_metadata(ref.out)
+    assert meta["qat"] == "true" and meta["qat_steps"] == "2" and len(ref.losses) == 5
+    assert "psnr_fakequant" in ref.val[-1] and "QAT" in ref.card.read_text()
+
+    real, seen = distill_mod.distill_batch, []
+
+    def interrupting(stop):
+        def batch(images, seed, step, *args, **kwargs):
+            seen.append(step)
+            if step == stop:
+                raise KeyboardInterrupt
+            return real(images, seed, step, *args, **kwargs)
+        return batch
+
+    out = tmp_path / "m.safetensors"
+    for stop in (1, 4):  # once in the float phase, once in the QAT phase
+        monkeypatch.setattr(distill_mod, "distill_batch", interrupting(stop))
+        with pytest.raises(KeyboardInterrupt):
+            distill(teacher, "edge-s-x4", [SAMPLES], out, **kw)
+        assert torch.load(checkpoint_path(out), weights_only=True)["step"] == stop and not out.exists()
+    monkeypatch.setattr(distill_mod, "distill_batch", interrupting(-1))
+    seen.clear()
+    res = distill(teacher, "edge-s-x4", [SAMPLES], out, **kw)
+    assert seen == [4]  # only the missing step ran
+    assert res.losses == ref.losses and res.val == ref.val
+    assert out.read_bytes() == ref.out.read_bytes()  # same weights and metadata, bit for bit
+    with pytest.raises(BadInputError, match="seed"):  # a checkpoint of other settings is refused
+        distill(teacher, "edge-s-x4", [SAMPLES], out, **{**kw, "seed": 1})
+
+
+def test_ddp_two_processes_match_one_process_on_the_same_global_batch(teacher, tmp_path):
+    kw = dict(steps=3, batch_size=4, patch_size=12, val_every=100, val_crops=1, progress=False, device="cpu")
+    single = distill(teacher, "edge-s-x4", [SAMPLES], tmp_path / "one.safetensors", **kw)
+    script = tmp_path / "ddp.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        from restorekit.distill.distill import distill
+        r = distill(sys.argv[1], "edge-s-x4", [sys.argv[2]], sys.argv[3], **{kw!r})
+        assert r.world_size == 2, r.world_size
+    """))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+                           str(script), teacher, str(SAMPLES), str(tmp_path / "two.safetensors")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = torch.load(checkpoint_path(tmp_path / "two.safetensors"), weights_only=True)
+    assert two["step"] == 3
+    torch.testing.assert_close(two["losses"].float(), torch.tensor(single.losses), rtol=1e-4, atol=1e-6)
+    one = torch.load(checkpoint_path(single.out), weights_only=True)["model"]
+    for k, v in one.items():
+        torch.testing.assert_close(two["model"][k], v, rtol=1e-3, atol=1e-5)
+
+
+def test_bad_input_fails_before_training(teacher, tmp_path, monkeypatch):
+    from restorekit.cli.distill_cmd import distill_command
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(distill_mod, "distill_batch", no_training)
+    out = tmp_path / "bad.safetensors"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BadInputError, match=r"x4 but the student is x2"):
+        distill(teacher, "edge-s-x2", [SAMPLES], out, steps=2, **TINY)
+    with pytest.raises(BadInputError, match="no images"):
+        distill(teacher, "edge-s-x4", [empty], out, steps=2, **TINY)
+    with pytest.raises(BadInputError, match="unknown student 'tiny-x4'"):
+        distill(teacher, "tiny-x4", [SAMPLES], out, steps=2, **TINY)
+    with pytest.raises(BadInputError, match="multiple of the number of processes"):
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        distill(teacher, "edge-s-x4", [SAMPLES], out, steps=2, **{**TINY, "batch_size": 3})
+    monkeypatch.delenv("WORLD_SIZE")
+    with pytest.raises(RestorekitError, match="unknown student"):
+        distill_command(teacher, [SAMPLES], out, student="edge-q-x4")
+    with pytest.raises(RestorekitError, match="degradation"):
+        distill_command(teacher, [SAMPLES], out, degradation="third-order")
+    assert not out.exists() and not checkpoint_path(out).exists() and not out.with_suffix(".md").exists()
+
+
+def test_cli_takes_the_teacher_option_and_a_folder_of_collections(teacher, tmp_path):
+    """The issue's command shape: --teacher, and --data ../shared/photos (images only in sub-folders)."""
+    from typer.testing import CliRunner
+
+    from restorekit.cli.main import app
+    from tests.conftest import SHARED
+
+    photos = need_shared(SHARED / "photos")
+    out = tmp_path / "s.safetensors"
+    res = CliRunner().invoke(app, ["distill", "--teacher", teacher, "--student", "edge-s-x4", "--data", str(photos),
+                                   "--steps", "2", "--batch-size", "2", "--patch-size", "12", "--val-every", "2",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    card = out.with_suffix(".md").read_text()
+    n = int(card.split(" training images")[0].rsplit("| ", 1)[-1])
+    assert n >= 20  # the collections under photos/ (old, faces, bw, whole, ...), not zero images

@@ -13,7 +13,7 @@ def test_inspect_realesr():
     need_shared(REALESR)
     res = CliRunner().invoke(app, ["inspect", str(REALESR)])
     assert res.exit_code == 0, res.output
-    assert "RealESRGAN Compact" in res.output and "621424" in res.output
+    assert "RealESRGAN Compact" in res.output and "621,424" in res.output
 
 
 def test_bundle_realesr_onnx_tflite_fp32(tmp_path):

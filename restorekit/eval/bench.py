@@ -153,12 +153,13 @@ def bench(bundles: list[Path], reference: str | None, sizes: list[tuple[int, int
     peak = cpu_peak()
     threads = int(threads or peak.cores)
     jobs, skipped = [], []
-    for path in bundles:
-        m = read_manifest(path)  # checksums verified before anything runs
+    manifests = [read_manifest(path) for path in bundles]  # checksums verified before anything runs
+    several_models = len({m.name for m in manifests}) > 1
+    for path, m in zip(bundles, manifests):
         if m.target == "coreml" and platform.system() != "Darwin":
             skipped.append({"name": f"{m.target}-{m.precision}", "reason": "Core ML runs only on macOS"})
             continue
-        label = f"{m.target}-{m.precision}"
+        label = f"{m.name} {m.target}-{m.precision}" if several_models else f"{m.target}-{m.precision}"
         macs = m.source.get("macs_per_megapixel")
         for size in sizes:
             jobs.append((label, "bundle", size, macs, {"kind": "bundle", "path": str(path), "provider": provider}))

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 class ReluFormPReLU(nn.Module):
     """PReLU as ``relu(x) - a * relu(-x)``: the same values bit for bit, lowered to RELU, MUL and
     SUB, which the TFLite GPU delegate accepts (a PReLU lowered to GREATER + SELECT it rejects).
-    litert-torch 0.8 already lowers ``nn.PReLU`` to RELU/MUL/SUB (checked here on Real-ESRGAN
+    litert-torch 0.10 already lowers ``nn.PReLU`` to RELU/MUL/SUB (checked here on Real-ESRGAN
     Compact); the rewrite keeps TFLite bundles so whatever the converter version does."""
 
     def __init__(self, prelu: nn.PReLU):

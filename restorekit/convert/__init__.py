@@ -100,12 +100,21 @@ def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp3
         from restorekit.convert.rewrites import apply_rewrites
 
         model, applied = apply_rewrites(model, TARGETS[target].rewrites)
+    prepared = None
+    if precision == "int8" and calib:
+        from restorekit.quantize.prepare import prepare_for_int8
+
+        model, prepared = prepare_for_int8(model, calib)
     try:
         with captured_native_output():  # converters print progress bars and C++ logs of their own
             conv = module.convert(model, spec, Path(out_dir) / MODEL_FILES[target], precision=precision,
                                   tile=tile, calib=calib)
         if applied:
             conv.recipe = {**(conv.recipe or {}), "rewrites": applied}
+        if prepared:
+            conv.recipe = {**(conv.recipe or {}), "float_preparation": {
+                **prepared, "how": "cross-layer range equalization (alpha 0.5) + GPTQ rounding onto the per-channel "
+                               "int8 grid, on the calibration tiles"}}
         return conv
     except RestorekitError:
         raise

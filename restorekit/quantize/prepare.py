@@ -1,0 +1,162 @@
+"""Float-model preparation before int8 post-training quantization (PyTorch, before export).
+
+Two steps that leave the fp32 function unchanged (equalization) or change it only within the
+int8 weight grid (rounding), measured on Real-ESRGAN Compact in ``benchmarks/int8_study``:
+
+* :func:`equalize_ranges` - cross-layer range equalization over ``Conv -> (P)ReLU -> Conv``
+  pairs: output channel ``c`` of the first conv is divided by ``s_c`` and input channel ``c`` of
+  the second multiplied by it (ReLU and PReLU commute with a positive per-channel scale), with
+  ``s_c = a_c^alpha / w_c^(1 - alpha)`` balancing the activation range ``a_c`` against the next
+  weights' range ``w_c``. Exact in fp32 (up to rounding).
+* :func:`gptq_round` - Hessian-aware rounding of every plain conv's weights onto the symmetric
+  per-output-channel int8 grid (scale ``max|w| / 127``, what ONNX Runtime and LiteRT use): each
+  column's rounding error is pushed onto the columns not yet rounded, weighted by the inverse of
+  the input second-moment matrix ``E[u u^T]`` (GPTQ, Frantar et al. 2023). The converter then
+  quantizes weights that already lie on its grid.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+_ACTS = (nn.ReLU, nn.PReLU)
+
+
+def _plain_conv(m) -> bool:
+    return isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros"
+
+
+def _pairs(model: nn.Module) -> list[tuple[str, str, str]]:
+    """(conv, activation, conv) module names chained with no other use of their outputs (torch.fx)."""
+    import torch.fx as fx
+
+    try:
+        graph = fx.symbolic_trace(model).graph
+    except Exception:  # data-dependent control flow: no equalization for this model
+        return []
+    mods = dict(model.named_modules())
+    out = []
+    for node in graph.nodes:
+        if node.op != "call_module" or not _plain_conv(mods.get(node.target)) or len(node.users) != 1:
+            continue
+        act = next(iter(node.users))
+        is_act = ((act.op == "call_module" and isinstance(mods.get(act.target), _ACTS))
+                  or (act.op == "call_function" and act.target in (F.relu, torch.relu)))
+        if not is_act or len(act.users) != 1:
+            continue
+        nxt = next(iter(act.users))
+        if nxt.op == "call_module" and _plain_conv(mods.get(nxt.target)):
+            out.append((node.target, str(act.target), nxt.target))
+    return out
+
+
+@torch.no_grad()
+def _channel_ranges(model: nn.Module, names: list[str], tiles: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    """Per-output-channel max |output| of the named convs over the calibration tiles."""
+    mods = dict(model.named_modules())
+    ranges: dict[str, torch.Tensor] = {}
+
+    def hook(name):
+        def fn(_m, _i, out):
+            r = out.detach().abs().amax(dim=(0, 2, 3))
+            ranges[name] = r if name not in ranges else torch.maximum(ranges[name], r)
+        return fn
+
+    handles = [mods[n].register_forward_hook(hook(n)) for n in names]
+    try:
+        for t in tiles:
+            model(torch.from_numpy(t))
+    finally:
+        for h in handles:
+            h.remove()
+    return ranges
+
+
+@torch.no_grad()
+def equalize_ranges(model: nn.Module, tiles: list[np.ndarray], alpha: float = 0.5) -> tuple[nn.Module, int]:
+    """A copy of ``model`` with its Conv-(P)ReLU-Conv pairs range-equalized; returns it and the pair count."""
+    model = copy.deepcopy(model).eval()
+    pairs = _pairs(model)
+    if not pairs:
+        return model, 0
+    mods = dict(model.named_modules())
+    ranges = _channel_ranges(model, [a for a, _, _ in pairs], tiles)
+    for first, _act, second in pairs:
+        c1, c2 = mods[first], mods[second]
+        a = ranges[first].clamp_min(1e-6)
+        w = c2.weight.abs().amax(dim=(0, 2, 3)).clamp_min(1e-6)
+        s = a.pow(alpha) / w.pow(1 - alpha)
+        s = s / torch.exp(torch.log(s).mean())  # scale-free: geometric mean 1
+        c1.weight.div_(s.view(-1, 1, 1, 1))
+        if c1.bias is not None:
+            c1.bias.div_(s)
+        c2.weight.mul_(s.view(1, -1, 1, 1))
+    return model, len(pairs)
+
+
+@torch.no_grad()
+def gptq_round(model: nn.Module, tiles: list[np.ndarray], damp: float = 0.01, max_columns: int = 8192,
+               seed: int = 0) -> tuple[nn.Module, int]:
+    """A copy of ``model`` whose plain convs have GPTQ-rounded int8-grid weights; returns it and
+    the number of convs rounded. The second-moment matrices come from the float model's own
+    inputs to each conv on ``tiles`` (at most ``max_columns`` sampled positions per tile)."""
+    model = copy.deepcopy(model).eval()
+    convs = {n: m for n, m in model.named_modules() if _plain_conv(m)}
+    hess: dict[str, torch.Tensor] = {}
+    gen = torch.Generator().manual_seed(seed)
+
+    def hook(name, conv):
+        def fn(_m, inp, _out):
+            u = F.unfold(inp[0].detach(), conv.kernel_size, conv.dilation, conv.padding, conv.stride)
+            u = u.permute(1, 0, 2).reshape(u.shape[1], -1)
+            if u.shape[1] > max_columns:
+                u = u[:, torch.randperm(u.shape[1], generator=gen)[:max_columns]]
+            h = (u @ u.T).double() / u.shape[1]
+            hess[name] = h if name not in hess else hess[name] + h
+        return fn
+
+    handles = [m.register_forward_hook(hook(n, m)) for n, m in convs.items()]
+    try:
+        for t in tiles:
+            model(torch.from_numpy(t))
+    finally:
+        for h in handles:
+            h.remove()
+    for name, conv in convs.items():
+        if name in hess:
+            conv.weight.copy_(_gptq_layer(conv.weight, hess[name] / len(tiles), damp))
+    return model, len(hess)
+
+
+def _gptq_layer(weight: torch.Tensor, hess: torch.Tensor, damp: float) -> torch.Tensor:
+    """Round one conv's weights (rows = output channels) onto the symmetric per-row int8 grid."""
+    w = weight.reshape(weight.shape[0], -1).double().clone()
+    scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
+    h = hess.clone()
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    perm = torch.argsort(torch.diag(h), descending=True)  # most active inputs first
+    w, h = w[:, perm], h[perm][:, perm]
+    h += damp * torch.mean(torch.diag(h)) * torch.eye(h.shape[0], dtype=h.dtype)
+    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    q = torch.zeros_like(w)
+    for i in range(w.shape[1]):
+        col = w[:, i]
+        q[:, i] = torch.clamp(torch.round(col / scale), -127, 127) * scale
+        err = (col - q[:, i]) / hinv[i, i]
+        w[:, i + 1:] -= err[:, None] * hinv[i, i + 1:][None, :]
+    q = q[:, torch.argsort(perm)]
+    return q.reshape(weight.shape).to(weight.dtype)
+
+
+def prepare_for_int8(model: nn.Module, tiles: list[np.ndarray]) -> tuple[nn.Module, dict]:
+    """Equalize, then GPTQ-round: the float model to hand to an int8 converter, and what was done."""
+    model, pairs = equalize_ranges(model, tiles)
+    model, rounded = gptq_round(model, tiles)
+    return model, {"equalized_pairs": pairs, "gptq_rounded_convs": rounded}

@@ -1,0 +1,72 @@
+"""Float preparation before int8: range equalization is exact, GPTQ rounding lands on the int8
+grid and beats round-to-nearest on the layer's own inputs, and int8 bundles record both."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+from restorekit.quantize.prepare import equalize_ranges, gptq_round  # noqa: E402
+
+
+class Chain(nn.Module):
+    """conv -> PReLU -> conv -> relu (functional) -> conv, with badly balanced channel ranges."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.act, self.c2, self.c3 = nn.Conv2d(3, 8, 3, padding=1), nn.PReLU(8), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+        with torch.no_grad():
+            self.c1.weight.mul_(torch.logspace(-2, 1, 8).view(-1, 1, 1, 1))  # channel ranges over 3 decades
+            self.act.weight.uniform_(-0.5, 0.5)
+
+    def forward(self, x):
+        return self.c3(F.relu(self.c2(self.act(self.c1(x)))))
+
+
+def _tiles(n=4, size=24, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.random((1, 3, size, size), dtype=np.float32) for _ in range(n)]
+
+
+def test_equalization_is_exact_and_balances_ranges():
+    torch.manual_seed(0)
+    net, tiles = Chain().eval(), _tiles()
+    eq, pairs = equalize_ranges(net, tiles)
+    assert pairs == 2  # c1-PReLU-c2 and c2-relu-c3
+    x = torch.from_numpy(_tiles(1, 32, seed=1)[0])
+    with torch.no_grad():
+        assert torch.allclose(eq(x), net(x), atol=1e-5, rtol=1e-5)
+        spread = lambda m: (lambda r: float(r.max() / r.min()))(m.c1(x).abs().amax(dim=(0, 2, 3)))  # noqa: E731
+        # alpha 0.5 meets activation and weight ranges half-way: the spread of channel ranges ~ its square root
+        assert spread(eq) < spread(net) ** 0.6
+
+
+def test_gptq_weights_lie_on_the_grid_and_beat_round_to_nearest():
+    torch.manual_seed(0)
+    net, tiles = Chain().eval(), _tiles(8)
+    q, n = gptq_round(net, tiles)
+    assert n == 3
+    w, w0 = q.c2.weight.detach(), net.c2.weight.detach()
+    scale = w0.abs().amax(dim=(1, 2, 3), keepdim=True) / 127
+    assert torch.allclose(w / scale, torch.round(w / scale), atol=1e-4)  # on the per-channel int8 grid
+    rtn = torch.round(w0 / scale).clamp(-127, 127) * scale
+    with torch.no_grad():
+        h = [net.act(net.c1(torch.from_numpy(t))) for t in _tiles(4, 24, seed=2)]  # the layer's real inputs, unseen
+        err = lambda wq: sum(float((F.conv2d(x, wq, net.c2.bias, padding=1) - net.c2(x)).pow(2).mean()) for x in h)  # noqa: E731
+    assert err(w) < 0.8 * err(rtn)
+
+
+def test_int8_bundles_record_the_preparation(tmp_path):
+    from restorekit.convert import convert_model
+    from restorekit.models.spec import ModelSpec
+
+    torch.manual_seed(0)
+    spec = ModelSpec(name="chain", architecture="Chain", task="restore", scale=1)
+    conv = convert_model(Chain().eval(), spec, "onnx", tmp_path, "int8", tile=24, calib=_tiles())
+    prep = conv.recipe["float_preparation"]
+    assert prep["equalized_pairs"] == 2 and prep["gptq_rounded_convs"] == 3

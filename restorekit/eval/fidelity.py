@@ -23,44 +23,44 @@ class EvalTile:
     x: np.ndarray
 
 
-def eval_tiles(folder: str | Path, size: int, count: int = 8) -> list[EvalTile]:
-    """Centre crops of ``size`` x ``size`` from up to ``count`` photos in ``folder``."""
-    tiles = []
+def _eval_inputs(folder: str | Path, count: int, prepare) -> list[EvalTile]:
+    """``prepare(rgb)`` of up to ``count`` readable photos in ``folder`` (unreadable ones skipped)."""
+    out = []
     for p in list_images(folder):
         try:
             rgb = read_image(p).rgb
         except BadInputError:
             continue
+        out.append(EvalTile(p.name, np.ascontiguousarray(prepare(rgb).transpose(2, 0, 1)[None], dtype=np.float32)))
+        if len(out) >= count:
+            break
+    if not out:
+        raise BadInputError(f"no readable images in evaluation folder {folder}")
+    return out
+
+
+def eval_tiles(folder: str | Path, size: int, count: int = 8) -> list[EvalTile]:
+    """Centre crops of ``size`` x ``size`` from up to ``count`` photos in ``folder``."""
+
+    def crop(rgb):
         rgb = pad_to(rgb, size, size)
         y, x = (rgb.shape[0] - size) // 2, (rgb.shape[1] - size) // 2
-        crop = rgb[y : y + size, x : x + size]
-        tiles.append(EvalTile(p.name, np.ascontiguousarray(crop.transpose(2, 0, 1)[None], dtype=np.float32)))
-        if len(tiles) >= count:
-            break
-    if not tiles:
-        raise BadInputError(f"no readable images in evaluation folder {folder}")
-    return tiles
+        return rgb[y : y + size, x : x + size]
+
+    return _eval_inputs(folder, count, crop)
 
 
 def eval_photos(folder: str | Path, max_side: int, count: int = 8) -> list[EvalTile]:
     """Whole photos from ``folder``, reduced (area) to at most ``max_side`` px on the long side."""
     import cv2
 
-    photos = []
-    for p in list_images(folder):
-        try:
-            rgb = read_image(p).rgb
-        except BadInputError:
-            continue
+    def fit(rgb):
         k = min(1.0, max_side / max(rgb.shape[:2]))
-        if k < 1:
-            rgb = cv2.resize(rgb, (round(rgb.shape[1] * k), round(rgb.shape[0] * k)), interpolation=cv2.INTER_AREA)
-        photos.append(EvalTile(p.name, np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)))
-        if len(photos) >= count:
-            break
-    if not photos:
-        raise BadInputError(f"no readable images in evaluation folder {folder}")
-    return photos
+        if k >= 1:
+            return rgb
+        return cv2.resize(rgb, (round(rgb.shape[1] * k), round(rgb.shape[0] * k)), interpolation=cv2.INTER_AREA)
+
+    return _eval_inputs(folder, count, fit)
 
 
 @dataclass

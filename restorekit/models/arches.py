@@ -1,0 +1,203 @@
+"""Registry of the field's restoration architectures, for conversion coverage.
+
+Each entry builds the REAL architecture (spandrel / spandrel-extra-arches classes, randomly
+initialised), restorekit's own students, or a real checkpoint from ``../shared/weights``.
+``small=True`` gives a reduced configuration of the same architecture (fewer blocks/channels)
+for fast tests; ``small=False`` the published one. Which targets are expected to convert is data
+(``expect``): ``ok`` (>= 60 dB vs PyTorch), ``fail`` (the converter raises ConversionError),
+``bad`` (converts, but the file does not load/run or misses 60 dB).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from torch import nn
+
+from restorekit.models.spec import ModelSpec
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+WEIGHTS = SHARED / "weights"
+
+
+class FirstOutput(nn.Module):
+    """``model(x)[0]``: face nets return (image, extras)."""
+
+    def __init__(self, model: nn.Module, **kwargs):
+        super().__init__()
+        self.model, self.kwargs = model, kwargs
+
+    def forward(self, x):
+        return self.model(x, **self.kwargs)[0]
+
+
+class MaskedInput(nn.Module):
+    """LaMa behind one 4-channel input: RGB + mask (1 = hole)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x[:, :3], x[:, 3:4])
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One architecture: how to build it and what its io needs."""
+
+    name: str
+    task: str
+    scale: int
+    builder: Callable[[bool], nn.Module]
+    licence: str
+    in_channels: int = 3
+    out_channels: int = 3
+    fixed_size: int | None = None  # published config's fixed input side
+    small_fixed_size: int | None = None  # fixed side of the small config (None = same as fixed_size)
+    multiple_of: int = 1
+    io: str = ""
+    published_fast: bool = False  # the published config converts in reasonable time on 2 CPU cores
+    expect: dict[str, str] = field(default_factory=dict)  # target -> ok | fail | bad
+    path: str = ""  # recommended route where a target fails
+    real_weights: bool = False
+
+    def build(self, small: bool = True) -> nn.Module:
+        return self.builder(small).eval().float()
+
+    def spec(self, small: bool = True) -> ModelSpec:
+        fixed = (self.small_fixed_size or self.fixed_size) if small else self.fixed_size
+        return ModelSpec(name=self.name, architecture=self.name, task=self.task, scale=self.scale,
+                         in_channels=self.in_channels, out_channels=self.out_channels, fixed_size=fixed,
+                         multiple_of=self.multiple_of, licence=self.licence)
+
+
+def _esrgan(small):
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    return ESRGAN(num_filters=16, num_blocks=1, scale=4) if small else ESRGAN(num_filters=64, num_blocks=23, scale=4)
+
+
+def _swinir(small):
+    from spandrel.architectures.SwinIR import SwinIR
+
+    if small:
+        return SwinIR(img_size=32, embed_dim=24, depths=[2], num_heads=[2], window_size=8, mlp_ratio=2.0,
+                      upscale=2, upsampler="pixelshuffle", drop_path_rate=0.0)
+    # classical SR x4 (001_classicalSR_DF2K_s64w8_SwinIR-M_x4)
+    return SwinIR(img_size=64, embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, window_size=8, mlp_ratio=2.0,
+                  upscale=4, upsampler="pixelshuffle", drop_path_rate=0.0)
+
+
+def _nafnet(small):
+    from spandrel.architectures.NAFNet import NAFNet
+
+    if small:
+        return NAFNet(width=8, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1])
+    return NAFNet(width=32, middle_blk_num=12, enc_blk_nums=[2, 2, 4, 8], dec_blk_nums=[2, 2, 2, 2])  # SIDD width32
+
+
+def _scunet(small):
+    from spandrel.architectures.SCUNet import SCUNet
+
+    return SCUNet(config=[1] * 7, dim=64) if small else SCUNet(config=[4] * 7, dim=64)
+
+
+def _compact(small):
+    from spandrel.architectures.Compact import Compact
+
+    return Compact(num_feat=16, num_conv=4, upscale=4) if small else Compact(num_feat=64, num_conv=16, upscale=4)
+
+
+def _gfpgan(small):
+    from spandrel.architectures.GFPGAN import GFPGAN
+
+    if small:
+        return FirstOutput(GFPGAN(out_size=64, num_style_feat=64, channel_multiplier=1, num_mlp=2, narrow=0.25),
+                           return_rgb=False)
+    return FirstOutput(GFPGAN(out_size=512, num_style_feat=512, channel_multiplier=2, num_mlp=8), return_rgb=False)
+
+
+def _codeformer(small):
+    from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
+
+    if small:
+        return FirstOutput(CodeFormer(dim_embd=64, n_head=2, n_layers=1, codebook_size=64), weight=0.5)
+    return FirstOutput(CodeFormer(), weight=0.5)
+
+
+def _ddcolor(small):
+    from spandrel_extra_arches.architectures.DDColor import DDColor
+
+    if small:
+        return DDColor(encoder_name="convnext-t", input_size=(64, 64), nf=512, num_output_channels=2,
+                       num_queries=16, dec_layers=1)
+    return DDColor(encoder_name="convnext-l", input_size=(512, 512), nf=512, num_output_channels=2)
+
+
+def _lama(small):
+    from spandrel.architectures.LaMa import LaMa
+
+    return MaskedInput(LaMa(in_nc=4, out_nc=3))  # no configuration knobs: the published big-lama generator
+
+
+def _loaded(ref):
+    def build(small):
+        from restorekit.models.loader import load_model
+
+        return load_model(ref).module
+    return build
+
+
+def _student(small):
+    from restorekit.models.students import build_student
+
+    return build_student("edge-s-x4")
+
+
+_RUN = {"onnx": "ok", "tflite": "ok", "coreml": "ok"}
+_FACE_PATH = ("TFLite: style-code flatten .view -> .reshape (channels-last strides); Core ML: noise injection "
+              "(normal_) -> constant; both: StyleGAN2 modulated-conv rewrite to static 4-D weights")
+
+ARCHES: dict[str, Arch] = {a.name: a for a in [
+    Arch("RRDBNet", "sr", 4, _esrgan, "Apache-2.0 (ESRGAN / Real-ESRGAN)", io="any size", expect=dict(_RUN),
+         path="distill to an edge student (16.7 GMAC/MP is too heavy for phones)"),
+    Arch("SwinIR", "sr", 4, _swinir, "Apache-2.0", multiple_of=8, io="window 8: H, W padded to a multiple of 8",
+         expect=dict(_RUN), path="distill to an edge student"),
+    Arch("NAFNet", "restore", 1, _nafnet, "MIT", multiple_of=16, io="H, W multiple of 2^(levels)",
+         expect={"onnx": "ok", "tflite": "ok", "coreml": "fail"},
+         path="Core ML: replace the LayerNorm2d autograd Function (PythonOp) by plain ops"),
+    Arch("SCUNet", "restore", 1, _scunet, "Apache-2.0", multiple_of=64, io="H, W multiple of 64 (window 8, 3 downs)",
+         expect=dict(_RUN), path="rewrite the masked window assignment as a constant additive mask"),
+    Arch("Compact", "sr", 4, _compact, "BSD-3-Clause (Real-ESRGAN)", io="any size", published_fast=True,
+         expect=dict(_RUN)),
+    Arch("GFPGAN", "face", 1, _gfpgan, "Apache-2.0 (+ StyleGAN2 NVIDIA licence parts)", fixed_size=512,
+         small_fixed_size=64, io="aligned face 512x512 in [0, 1]; returns (image, rgbs)",
+         expect={"onnx": "ok", "tflite": "fail", "coreml": "fail"}, path=_FACE_PATH),
+    Arch("CodeFormer", "face", 1, _codeformer, "S-Lab License 1.0 (non-commercial)", fixed_size=512,
+         io="aligned face 512x512; fidelity weight w=0.5; returns (image, logits, lq_feat)",
+         expect={"onnx": "ok", "tflite": "fail", "coreml": "fail"},
+         path="codebook lookup (argmin + scatter one-hot) -> gather rewrite, or distill to an edge face student "
+              "(the licence is non-commercial anyway)"),
+    Arch("DDColor", "colorize", 1, _ddcolor, "Apache-2.0", out_channels=2, fixed_size=512, small_fixed_size=64,
+         io="gray RGB (L only) at input_size; outputs ab at input_size, merged with full-res L outside",
+         expect=dict(_RUN), path="export the network only; Lab merge in the runtime"),
+    Arch("LaMa", "inpaint", 1, _lama, "Apache-2.0", in_channels=4, multiple_of=8,
+         io="RGB + mask (1 = hole) as 4 channels; H, W multiple of 8; FFT (rfftn) in every FFC block",
+         expect={"onnx": "ok", "tflite": "fail", "coreml": "ok"},
+         path="rfftn norm='ortho' -> unnormalised FFT + explicit scale, or DFT-as-matmul at a fixed tile"),
+    Arch("Compact-animevideov3", "sr", 4, _loaded(WEIGHTS / "realesr-animevideov3.pth"), "BSD-3-Clause",
+         io="real weights", published_fast=True, expect=dict(_RUN), real_weights=True),
+    Arch("RetinaFace-mnet0.25", "detect", 1, _loaded(WEIGHTS / "retinaface_mobilenet0.25.pth"), "MIT",
+         out_channels=16, io="real weights; output [1, P, 16] raw priors", published_fast=True,
+         expect={"onnx": "ok", "tflite": "ok", "coreml": "fail"}, real_weights=True,
+         path="Core ML: detect task not enabled for the coreml target"),
+    Arch("edge-s-x4", "sr", 4, _student, "Apache-2.0 (restorekit)", published_fast=True, expect=dict(_RUN)),
+    Arch("restorekit-x2", "sr", 2, _loaded("default"), "Apache-2.0 (restorekit)", published_fast=True,
+         expect=dict(_RUN), real_weights=True),
+    Arch("ScratchUNet", "scratch", 1, _loaded(Path(__file__).parent / "weights" / "scratch_unet.safetensors"),
+         "Apache-2.0 (restorekit)", out_channels=1, multiple_of=4, published_fast=True, expect=dict(_RUN),
+         real_weights=True),
+]}

@@ -11,6 +11,7 @@ Core ML is checked structurally (it cannot predict on Linux).
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import subprocess
 import sys
@@ -75,7 +76,6 @@ def check(name: str, target: str, small: bool, workdir: Path) -> dict:
     p = Path(conv.path)
     res["size_mb"] = (sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size) / 1e6
     if target == "coreml":
-        from restorekit.eval.structure import _IO_FLOAT32  # noqa: F401  (same proto reading as coreml_structure)
         import coremltools as ct
 
         mspec = ct.models.MLModel(str(p), skip_model_load=True).get_spec()
@@ -185,7 +185,7 @@ def main() -> None:
     lines = [
         "# Conversion coverage (fp32)", "",
         f"- Command: `{cmd.strip()}`",
-        f"- Date: 2026-11-23; machine: Linux x86-64, 2 CPU cores (shared), no GPU",
+        f"- Date: {__import__('datetime').date.today()}; machine: Linux x86-64, {os.cpu_count()} CPU cores (shared), no GPU",
         f"- Versions: torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
         f"litert-torch {getattr(litert_torch, '__version__', '?')}, coremltools {coremltools.__version__}",
         f"- Validation: ONNX / TFLite files run on a real photo crop (a face photo for face models) and compared "

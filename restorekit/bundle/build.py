@@ -257,7 +257,7 @@ def _validate_detector(bundle, manifest: Manifest, tiles, reference, latency_run
     x, _ = detector_input(bundle.session, images[0][1], 1.0)
     (p50, p95), (r50, _) = latency_side_by_side(bundle.session, reference, x, runs=latency_runs)
     m = manifest.metrics
-    m.update({k: v for k, v in res.items()})
+    m.update(res)
     m.update({"latency_ms_p50": round(p50, 3), "latency_ms_p95": round(p95, 3), "reference_latency_ms_p50": round(r50, 3),
               "latency_input": "x".join(map(str, x.shape)), "device": bundle.session.device,
               "reference_device": reference.device, "validated": True, "not_validated_reason": None,

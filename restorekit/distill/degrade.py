@@ -386,6 +386,18 @@ def _check_image(img: np.ndarray, what: str) -> np.ndarray:
     return _f32(img)
 
 
+def check_pair(hr: np.ndarray, scale: int, what: str) -> tuple[np.ndarray, int]:
+    """A valid HR image for a ``scale``-x pair (float32, H and W divisible by ``scale``) and the scale."""
+    hr = _check_image(hr, what)
+    scale = int(scale)
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}")
+    h, w = hr.shape[:2]
+    if h % scale or w % scale:
+        raise ValueError(f"HR size {h}x{w} is not divisible by the scale {scale}")
+    return hr, scale
+
+
 def degrade_pair(
     hr: np.ndarray, scale: int, rng: np.random.Generator, config: DegradationConfig | None = None
 ) -> np.ndarray:
@@ -395,13 +407,7 @@ def degrade_pair(
     Returns float32 in [0, 1] of size (H/scale, W/scale), on the 8-bit grid. Deterministic given
     ``rng``'s state.
     """
-    hr = _check_image(hr, "degrade_pair")
-    scale = int(scale)
-    if scale < 1:
-        raise ValueError(f"scale must be >= 1, got {scale}")
-    h, w = hr.shape[:2]
-    if h % scale or w % scale:
-        raise ValueError(f"HR size {h}x{w} is not divisible by the scale {scale}")
+    hr, scale = check_pair(hr, scale, "degrade_pair")
     lr = run_pipeline(hr, rng, config or DegradationConfig(), scale)
     return quantize_8bit(lr)
 

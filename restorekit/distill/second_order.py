@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .degrade import INTERPOLATIONS, JpegConfig, _check_image, _f32, _uniform, gaussian_noise, jpeg_compress
+from .degrade import INTERPOLATIONS, JpegConfig, _f32, check_pair, _uniform, gaussian_noise, jpeg_compress
 from .degrade import luminance, quantize_8bit
 
 Range = tuple[float, float]
@@ -317,13 +317,8 @@ def second_order_pair(hr: np.ndarray, rng: np.random.Generator, scale: int,
     """``(lr, hr)``: a second-order degraded LR of exactly (H/scale, W/scale) on the 8-bit grid,
     and the clean HR as float32. ``hr``: HxWx3 or HxW, float in [0, 1] or uint8, H and W
     divisible by ``scale``. Deterministic given ``rng``'s state."""
-    hr = _check_image(hr, "second_order_pair")
-    scale = int(scale)
-    if scale < 1:
-        raise ValueError(f"scale must be >= 1, got {scale}")
+    hr, scale = check_pair(hr, scale, "second_order_pair")
     h, w = hr.shape[:2]
-    if h % scale or w % scale:
-        raise ValueError(f"HR size {h}x{w} is not divisible by the scale {scale}")
     cfg = config or SecondOrderConfig()
     seeds = rng.integers(0, 2**63 - 1, size=len(SLOTS))
     rngs = {name: np.random.default_rng(int(s)) for name, s in zip(SLOTS, seeds)}

@@ -149,6 +149,11 @@ def build_bundles(
     build = _for_task(build, spec.task)
     size = spec.fixed_size or (DETECT_SIZE if spec.task == "detect" else tile)
     calib = calibration_tiles(calib_dir, tile=size, count=calib_count) if needs_calib else None
+    prepared = None
+    if needs_calib:  # one int8 preparation of the float model, shared by every int8 target
+        from restorekit.quantize.prepare import prepare_for_int8
+
+        prepared = prepare_for_int8(loaded.module, calib)
     reference = TorchSession(loaded.module)
     if spec.task == "detect":  # detectors are validated on whole photos (faces are not cut by a crop)
         tiles = eval_photos(eval_dir, max_side=size, count=eval_count)
@@ -172,7 +177,8 @@ def build_bundles(
             t0 = time.perf_counter()
             tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target}-{precision}-", dir=model_dir))
             try:
-                conv = convert_model(loaded.module, spec, target, tmp, precision, tile=size, calib=calib)
+                conv = convert_model(loaded.module, spec, target, tmp, precision, tile=size, calib=calib,
+                                     prepared=prepared)
                 manifest = Manifest(
                     name=spec.name, task=spec.task, scale=spec.scale, target=target, precision=precision,
                     input=conv.input, output=conv.output,

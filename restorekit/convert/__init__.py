@@ -86,8 +86,11 @@ def output_contract(spec, layout: str, size: int | None) -> TensorContract:
 
 
 def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp32", tile: int = 256,
-                  calib=None) -> Converted:
-    """Convert ``model`` for ``target`` into ``out_dir/<model file>`` (the bundle's model file)."""
+                  calib=None, prepared=None) -> Converted:
+    """Convert ``model`` for ``target`` into ``out_dir/<model file>`` (the bundle's model file).
+
+    int8 converts the model prepared by :func:`restorekit.quantize.prepare.prepare_for_int8` on
+    ``calib``; pass ``prepared`` (its result) to share one preparation between targets."""
     check_target(target, precision)
     if not TARGETS[target].converts(spec.task):
         raise ConversionError(f"{target} does not take {spec.task} models in this version "
@@ -100,20 +103,23 @@ def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp3
         from restorekit.convert.rewrites import apply_rewrites
 
         model, applied = apply_rewrites(model, TARGETS[target].rewrites)
-    prepared = None
     if precision == "int8" and calib:
-        from restorekit.quantize.prepare import prepare_for_int8
+        if prepared is None:
+            from restorekit.quantize.prepare import prepare_for_int8
 
-        model, prepared = prepare_for_int8(model, calib)
+            prepared = prepare_for_int8(model, calib)
+        model, prep_info = prepared
+    else:
+        prep_info = None
     try:
         with captured_native_output():  # converters print progress bars and C++ logs of their own
             conv = module.convert(model, spec, Path(out_dir) / MODEL_FILES[target], precision=precision,
                                   tile=tile, calib=calib)
         if applied:
             conv.recipe = {**(conv.recipe or {}), "rewrites": applied}
-        if prepared:
+        if prep_info:
             conv.recipe = {**(conv.recipe or {}), "float_preparation": {
-                **prepared, "how": "cross-layer range equalization (alpha 0.5) + GPTQ rounding onto the per-channel "
+                **prep_info, "how": "cross-layer range equalization (alpha 0.5) + GPTQ rounding onto the per-channel "
                                "int8 grid, on the calibration tiles"}}
         return conv
     except RestorekitError:

@@ -65,7 +65,12 @@ def faces_agreement(reference: Session, session: Session, rgb: np.ndarray, thres
 
     low = threshold - margin
     ref = detect_faces(SameInput(reference, session.fixed_size), rgb, low)
-    got = detect_faces(session, rgb, low)
+    return agreement(ref, detect_faces(session, rgb, low), threshold)
+
+
+def agreement(ref: list, got: list, threshold: float = 0.8) -> FaceAgreement:
+    """Compare two detectors' faces, both detected down to ``threshold - SCORE_MARGIN``: each
+    side's faces at ``threshold`` must be among the other side's faces."""
     sure_ref = [f for f in ref if f.score >= threshold]
     sure_got = [f for f in got if f.score >= threshold]
     found = match_faces(sure_ref, got)  # every confident reference face, among the bundle's

@@ -22,15 +22,11 @@ SHARED = Path(__file__).resolve().parents[3] / "shared"
 WEIGHTS = SHARED / "weights"
 
 
-class FirstOutput(nn.Module):
-    """``model(x)[0]``: face nets return (image, extras)."""
+def _face(model: nn.Module, arch: str) -> nn.Module:
+    """A face network as restorekit loads it: [0, 1] io, call options fixed (``models.loader``)."""
+    from restorekit.models.loader import FACE_CALL_KWARGS, FaceNetIO
 
-    def __init__(self, model: nn.Module, **kwargs):
-        super().__init__()
-        self.model, self.kwargs = model, kwargs
-
-    def forward(self, x):
-        return self.model(x, **self.kwargs)[0]
+    return FaceNetIO(model, **FACE_CALL_KWARGS[arch])
 
 
 class MaskedInput(nn.Module):
@@ -115,17 +111,16 @@ def _gfpgan(small):
     from spandrel.architectures.GFPGAN import GFPGAN
 
     if small:
-        return FirstOutput(GFPGAN(out_size=64, num_style_feat=64, channel_multiplier=1, num_mlp=2, narrow=0.25),
-                           return_rgb=False)
-    return FirstOutput(GFPGAN(out_size=512, num_style_feat=512, channel_multiplier=2, num_mlp=8), return_rgb=False)
+        return _face(GFPGAN(out_size=64, num_style_feat=64, channel_multiplier=1, num_mlp=2, narrow=0.25), "GFPGAN")
+    return _face(GFPGAN(out_size=512, num_style_feat=512, channel_multiplier=2, num_mlp=8), "GFPGAN")
 
 
 def _codeformer(small):
     from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
 
     if small:
-        return FirstOutput(CodeFormer(dim_embd=64, n_head=2, n_layers=1, codebook_size=64), weight=0.5)
-    return FirstOutput(CodeFormer(), weight=0.5)
+        return _face(CodeFormer(dim_embd=64, n_head=2, n_layers=1, codebook_size=64), "CodeFormer")
+    return _face(CodeFormer(), "CodeFormer")
 
 
 def _ddcolor(small):
@@ -158,8 +153,8 @@ def _student(small):
 
 
 _RUN = {"onnx": "ok", "tflite": "ok", "coreml": "ok"}
-_FACE_PATH = ("TFLite: style-code flatten .view -> .reshape (channels-last strides); Core ML: noise injection "
-              "(normal_) -> constant; both: StyleGAN2 modulated-conv rewrite to static 4-D weights")
+_FACE_PATH = ("TFLite: style-code flatten .view -> .reshape (channels-last strides), StyleGAN2 modulated conv -> "
+              "static 4-D weights (noise injection is already constant: stored buffers)")
 
 ARCHES: dict[str, Arch] = {a.name: a for a in [
     Arch("RRDBNet", "sr", 4, _esrgan, "Apache-2.0 (ESRGAN / Real-ESRGAN)", io="any size", expect=dict(_RUN),
@@ -174,10 +169,10 @@ ARCHES: dict[str, Arch] = {a.name: a for a in [
     Arch("Compact", "sr", 4, _compact, "BSD-3-Clause (Real-ESRGAN)", io="any size", published_fast=True,
          expect=dict(_RUN)),
     Arch("GFPGAN", "face", 1, _gfpgan, "Apache-2.0 (+ StyleGAN2 NVIDIA licence parts)", fixed_size=512,
-         small_fixed_size=64, io="aligned face 512x512 in [0, 1]; returns (image, rgbs)",
-         expect={"onnx": "ok", "tflite": "fail", "coreml": "fail"}, path=_FACE_PATH),
+         small_fixed_size=64, io="aligned face 512x512 in [0, 1] (network works in [-1, 1]); stored noise, no RGB pyramid",
+         expect={"onnx": "ok", "tflite": "fail", "coreml": "ok"}, path=_FACE_PATH),
     Arch("CodeFormer", "face", 1, _codeformer, "S-Lab License 1.0 (non-commercial)", fixed_size=512,
-         io="aligned face 512x512; fidelity weight w=0.5; returns (image, logits, lq_feat)",
+         io="aligned face 512x512 in [0, 1] (network works in [-1, 1]); fidelity weight w=0.5 baked in",
          expect={"onnx": "ok", "tflite": "fail", "coreml": "fail"},
          path="codebook lookup (argmin + scatter one-hot) -> gather rewrite, or distill to an edge face student "
               "(the licence is non-commercial anyway)"),

@@ -36,6 +36,26 @@ class LoadedModel:
     spec: ModelSpec
 
 
+#: Keyword arguments that make a face network deterministic and single-output at export:
+#: GFPGAN's noise injection uses its stored noise buffers (not fresh ``randn`` on every call) and
+#: skips the intermediate RGB pyramid; CodeFormer's fidelity weight ``w`` is baked in at 0.5.
+FACE_CALL_KWARGS = {"GFPGAN": {"return_rgb": False, "randomize_noise": False}, "CodeFormer": {"weight": 0.5}}
+FACE_SIZE = 512
+
+
+class FaceNetIO(nn.Module):
+    """RGB [0, 1] in and out around a face network that works in [-1, 1] and returns
+    ``(image, extras)`` (GFPGAN, CodeFormer), with its call options fixed as constants."""
+
+    def __init__(self, model: nn.Module, **call_kwargs):
+        super().__init__()
+        self.model, self.call_kwargs = model, call_kwargs
+
+    def forward(self, x):
+        y = self.model(x * 2.0 - 1.0, **self.call_kwargs)[0]
+        return ((y + 1.0) * 0.5).clamp(0.0, 1.0)
+
+
 def count_macs(module: nn.Module, in_channels: int = 3, size: int = 64) -> float:
     """Multiply-accumulates per megapixel of input, counted over Conv/ConvTranspose/Linear layers."""
     total = 0
@@ -114,6 +134,10 @@ def _from_spandrel(sd: dict[str, torch.Tensor], path: Path) -> tuple[nn.Module, 
     if not isinstance(desc, spandrel.ImageModelDescriptor):
         raise BadInputError(f"{path.name} is a {desc.architecture.name} model, not an image-to-image network")
     req = desc.size_requirements
+    model, fixed_size = desc.model, None
+    if desc.purpose == "FaceSR":  # aligned 512x512 faces, [-1, 1] inside the network
+        model = FaceNetIO(model, **FACE_CALL_KWARGS.get(desc.architecture.name, {}))
+        fixed_size = max(int(req.minimum or 0), FACE_SIZE)
     spec = ModelSpec(
         name=path.stem,
         architecture=desc.architecture.name,
@@ -121,12 +145,12 @@ def _from_spandrel(sd: dict[str, torch.Tensor], path: Path) -> tuple[nn.Module, 
         scale=int(desc.scale),
         in_channels=int(desc.input_channels),
         out_channels=int(desc.output_channels),
-        fixed_size=int(req.minimum) if getattr(req, "square", False) and desc.purpose == "FaceSR" else None,
+        fixed_size=fixed_size,
         multiple_of=int(req.multiple_of or 1),
         licence=str(getattr(desc.architecture, "licence", "") or "see upstream"),
         tags=list(desc.tags),
     )
-    return desc.model, spec
+    return model, spec
 
 
 def load_model(ref: str | os.PathLike | None = None) -> LoadedModel:

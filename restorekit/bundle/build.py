@@ -19,7 +19,10 @@ from restorekit.errors import BadInputError
 DEFAULT_PRECISIONS = {"onnx": ("fp32", "fp16", "int8"), "tflite": ("fp32", "fp16", "int8"),
                       "coreml": ("fp32", "fp16")}
 #: A bundle passes validation when its mean PSNR vs the fp32 PyTorch reference reaches this.
-MIN_FIDELITY_DB = {"fp32": 60.0, "fp16": 45.0, "int8": 38.0}
+MIN_FIDELITY_DB = {"fp32": 60.0, "fp16": 45.0, "int8": 38.0, "w8a8": 38.0, "mixed": 38.0, "w8": 40.0, "w8a16": 40.0,
+                   "palettize8": 40.0, "palettize6": 30.0, "palettize4": 25.0}
+#: Precisions whose activations are calibrated on photos.
+CALIBRATED = ("int8", "w8a8", "w8a16", "mixed")
 #: Keys every manifest's metrics carry (None when not measured, e.g. Core ML off macOS).
 #: Detector bundles: raw outputs within this of the reference at fp32; at every precision the
 #: decoded faces must match the reference's one to one, boxes overlapping at least MIN_DETECT_IOU.
@@ -60,12 +63,13 @@ def plan(targets: list[str], precisions: list[str] | None) -> BuildPlan:
         if t not in TARGETS:
             raise BadInputError(f"unknown target {t!r}: choose from {', '.join(TARGETS)}")
         for p in precisions or DEFAULT_PRECISIONS[t]:
-            if p not in ("fp32", "fp16", "int8"):
-                raise BadInputError(f"unknown precision {p!r}: choose from fp32, fp16, int8")
+            known = sorted({q for prof in TARGETS.values() for q in prof.precisions})
+            if p not in known:
+                raise BadInputError(f"unknown precision {p!r}: choose from {', '.join(known)}")
             if p in TARGETS[t].precisions:
                 pairs.append((t, p))
             else:
-                skipped.append(f"{t}-{p}: {t} int8 needs activation calibration in PyTorch (not built here)")
+                skipped.append(f"{t}-{p}: {t} does not implement {p} (it takes {', '.join(TARGETS[t].precisions)})")
     if not pairs:
         check_target(targets[0], (precisions or ["fp32"])[0])  # raises the precise reason
     return BuildPlan(pairs, skipped)
@@ -111,12 +115,14 @@ def build_bundles(
     calib_count: int = 16,
     latency_runs: int = 8,
     console=None,
+    recipe=None,
 ) -> list[BundleResult]:
     """Build and validate bundles under ``out_dir/<model-name>/<target>-<precision>/``.
 
     ONNX and TFLite bundles are validated numerically against the PyTorch fp32 reference on
     real photo crops; Core ML bundles structurally (and by prediction on macOS). Writes
-    ``report.json`` and ``report.html`` beside the bundles.
+    ``report.json`` and ``report.html`` beside the bundles. ``recipe`` (a
+    :class:`~restorekit.quantize.recipe.Recipe`) replaces the built-in recipe of its scheme.
     """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -141,16 +147,22 @@ def build_bundles(
     if not out_dir.parent.exists():
         raise BadInputError(f"parent directory of --out does not exist: {out_dir.parent}")
 
-    needs_calib = any(p == "int8" for _, p in build.pairs)
+    needs_calib = any(p in CALIBRATED for _, p in build.pairs) or bool(recipe and recipe.integer)
     if needs_calib:  # fail on a bad calibration folder before the (slow) model load
         calibration_tiles(calib_dir, tile=16, count=1)
     loaded = load_model(model_ref)
     spec = loaded.spec
     build = _for_task(build, spec.task)
     size = spec.fixed_size or (DETECT_SIZE if spec.task == "detect" else tile)
+    if recipe is not None:
+        from restorekit.quantize.recipe import quantizable_layers
+
+        for t, _ in build.pairs:  # unknown layer names and target mismatches fail before any work
+            recipe.check(t, quantizable_layers(loaded.module))
+        calib_count = recipe.calibration.get("tiles", calib_count)
     calib = calibration_tiles(calib_dir, tile=size, count=calib_count) if needs_calib else None
     prepared = None
-    if needs_calib:  # one int8 preparation of the float model, shared by every int8 target
+    if needs_calib and (recipe is None or not recipe.op_names):  # one int8 preparation of the float model, shared by every int8 target
         from restorekit.quantize.prepare import prepare_for_int8
 
         prepared = prepare_for_int8(loaded.module, calib)
@@ -178,7 +190,7 @@ def build_bundles(
             tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target}-{precision}-", dir=model_dir))
             try:
                 conv = convert_model(loaded.module, spec, target, tmp, precision, tile=size, calib=calib,
-                                     prepared=prepared)
+                                     prepared=prepared, recipe=recipe)
                 manifest = Manifest(
                     name=spec.name, task=spec.task, scale=spec.scale, target=target, precision=precision,
                     input=conv.input, output=conv.output,
@@ -192,7 +204,7 @@ def build_bundles(
                 )
                 write_manifest(tmp, manifest)  # checksums first: validation reads the bundle as a user would
                 progress.update(job, description=f"{target}-{precision}: validating")
-                passed, detail, crops = _validate(tmp, manifest, tiles, refs, reference, loaded, latency_runs)
+                passed, detail, crops = _validate(tmp, manifest, tiles, refs, reference, loaded, latency_runs, conv)
                 write_manifest(tmp, manifest)
                 final = model_dir / f"{target}-{precision}"
                 _replace_dir(tmp, final)
@@ -210,7 +222,7 @@ def build_bundles(
     return results
 
 
-def _validate(bundle_dir: Path, manifest: Manifest, tiles, refs, reference, loaded, latency_runs: int):
+def _validate(bundle_dir: Path, manifest: Manifest, tiles, refs, reference, loaded, latency_runs: int, conv=None):
     """Fill ``manifest.metrics``; return (passed, one-line detail, crops for the report)."""
     from restorekit.eval.fidelity import compare, latency_side_by_side
     from restorekit.runtime import load_bundle
@@ -224,15 +236,23 @@ def _validate(bundle_dir: Path, manifest: Manifest, tiles, refs, reference, load
 
         st = coreml_structure(bundle_dir / manifest.model_file, manifest)
         sim = _simulate_fp16(loaded.module, tiles, refs) if manifest.precision == "fp16" else None
+        if conv is not None and conv.decompressed_weights is not None:
+            sim = _simulate_weights(loaded.module, conv.decompressed_weights, tiles, refs)
         m.update({"validated": False, "not_validated_reason": COREML_NEEDS_MACOS + "; checked structurally",
                   "structure_ok": st["ok"], "structure_checks": [f"{'✓' if ok else '✗'} {n}: {d}" for n, ok, d in st["checks"]],
                   "mil_ops": st["ops"], "device": "not run (Linux)"})
+        compressed = conv is not None and conv.decompressed_weights is not None
         if sim is not None:
-            m["simulated_fp16_psnr_db"] = round(sim, 3)
+            m["simulated_weights_psnr_db" if compressed else "simulated_fp16_psnr_db"] = round(sim, 3)
         failed = [f"{n} ({d})" for n, ok, d in st["checks"] if not ok]
         detail = "structure ✓" if not failed else "structure ✗ " + "; ".join(failed)
         if sim is not None:
-            detail += f", PyTorch fp16 simulation {sim:.1f} dB"
+            kind = "fp16" if manifest.precision == "fp16" else "decompressed-weights"
+            detail += f", PyTorch {kind} simulation {sim:.1f} dB"
+        if compressed:  # the weights' numeric effect is known here: gate on it like a measured bundle
+            m["min_fidelity_db"] = bar
+            detail += f" (bar {bar:.0f})"
+            return st["ok"] and sim >= bar, detail, {}
         return st["ok"], detail, {}
     bundle = load_bundle(bundle_dir)
     if manifest.task == "detect":
@@ -293,3 +313,15 @@ def _simulate_fp16(module, tiles, refs) -> float:
             y = half(torch.from_numpy(t.x).half()).float().numpy()
             vals.append(psnr(np.nan_to_num(y), r))
     return float(np.mean(vals))
+
+
+def _simulate_weights(module, weights, tiles, refs) -> float:
+    """PSNR of the PyTorch model run with a compressed Core ML program's decompressed weights."""
+    import torch
+
+    from restorekit.eval.metrics import psnr
+    from restorekit.quantize.coreml import with_weights
+
+    sim, _ = with_weights(module, weights)
+    with torch.inference_mode():
+        return float(np.mean([psnr(sim(torch.from_numpy(t.x)).numpy(), r) for t, r in zip(tiles, refs)]))

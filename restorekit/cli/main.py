@@ -71,6 +71,11 @@ def _build(model, targets, precisions, calib, eval_images, out, tile) -> None:
 
     results = build_bundles(model, out, targets=targets, precisions=precisions, calib_dir=calib,
                             eval_dir=eval_images, tile=tile, console=err_console)
+    _report(results)
+
+
+def _report(results) -> None:
+    """Print the results table and notes; exit 1 when a bundle missed its quality gate."""
     out_console.print(_results_table(results))
     for r in results:
         if not r.manifest.metrics.get("validated"):
@@ -118,18 +123,39 @@ def convert(
 @user_errors
 def quantize(
     model: ModelArg = None,
-    target: Annotated[str, typer.Option("--target", help="onnx or tflite (int8), or coreml (fp16).")] = "onnx",
-    scheme: Annotated[str, typer.Option("--scheme", help="fp16 or w8a8 (int8 weights and activations).")] = "w8a8",
+    target: Annotated[str, typer.Option("--target", help="onnx, tflite or coreml.")] = "onnx",
+    scheme: Annotated[str, typer.Option("--scheme", help="fp16, w8, w8a8, w8a16, mixed (onnx/tflite); fp16, w8, palettize4/6/8 (coreml).")] = "w8a8",
+    recipe_file: Annotated[Optional[Path], typer.Option("--recipe", help="YAML/JSON recipe (scheme + per-layer overrides); replaces --scheme.")] = None,
+    budget_psnr: Annotated[Optional[float], typer.Option("--budget-psnr", help="mixed: fidelity (dB vs fp32) to reach on the calibration tiles (default 45).")] = None,
+    calib_count: Annotated[Optional[int], typer.Option("--calib-count", min=1, help="Calibration tiles (default 16).")] = None,
     calib: CalibOpt = None,
     eval_images: EvalOpt = None,
     out: OutOpt = Path("bundles"),
     tile: TileOpt = 256,
 ):
-    """Quantize a model for one target (fp16, or w8a8 calibrated on real photos) as a bundle."""
-    schemes = {"fp16": "fp16", "w8a8": "int8"}
-    if scheme not in schemes:
-        raise RestorekitError(f"unknown scheme {scheme!r}: this version supports {', '.join(schemes)}")
-    _build(model, [target], [schemes[scheme]], calib, eval_images, out, tile)
+    """Quantize a model for one target with a recipe, calibrated on real photos, as a validated bundle."""
+    from restorekit.quantize.recipe import SCHEMES, builtin_recipe, load_recipe, recipe_from_dict
+
+    if recipe_file is not None:
+        recipe = load_recipe(recipe_file)
+        if budget_psnr is not None:
+            recipe = recipe_from_dict({**recipe.to_dict(), "budget_psnr": budget_psnr})
+    else:
+        if scheme not in SCHEMES:
+            raise RestorekitError(f"unknown scheme {scheme!r}: choose from {', '.join(SCHEMES)}")
+        recipe = builtin_recipe(scheme, budget_psnr)
+    if calib_count is not None:
+        recipe.calibration["tiles"] = calib_count
+    from restorekit.convert import TARGETS
+
+    if target not in TARGETS:
+        raise RestorekitError(f"unknown target {target!r}: choose from {', '.join(TARGETS)}")
+    recipe.check(target)
+    from restorekit.bundle.build import build_bundles
+
+    results = build_bundles(model, out, targets=[target], precisions=[recipe.scheme], calib_dir=calib,
+                            eval_dir=eval_images, tile=tile, console=err_console, recipe=recipe)
+    _report(results)
 
 
 @app.command()

@@ -1,7 +1,10 @@
 """Conversion to on-device formats; one module per target with the same signature::
 
     convert(model: nn.Module, spec: ModelSpec, out_path: Path, precision: str,
-            tile: int, calib: list[np.ndarray] | None) -> Converted
+            tile: int, calib: list[np.ndarray] | None, recipe: Recipe | None) -> Converted
+
+``precision`` is fp32, or a quantization scheme (``quantize.recipe.SCHEMES``; ``int8`` is w8a8)
+whose :class:`~restorekit.quantize.recipe.Recipe` the target's quantizer implements.
 
 Per-target settings are data (``TARGETS``), not branches scattered through the code.
 """
@@ -42,12 +45,14 @@ class TargetProfile:
         return task in (self.tasks or IMAGE_TASKS)
 
 
+_INTEGER = ("int8", "w8", "w8a8", "w8a16", "mixed")
 TARGETS: dict[str, TargetProfile] = {
-    "onnx": TargetProfile("onnx", ("fp32", "fp16", "int8"), "NCHW", True, 60.0, "any OS (onnxruntime)",
+    "onnx": TargetProfile("onnx", ("fp32", "fp16") + _INTEGER, "NCHW", True, 60.0, "any OS (onnxruntime)",
                           IMAGE_TASKS + ("detect",)),
-    "tflite": TargetProfile("tflite", ("fp32", "fp16", "int8"), "NHWC", False, 60.0, "any OS (ai-edge-litert)",
+    "tflite": TargetProfile("tflite", ("fp32", "fp16") + _INTEGER, "NHWC", False, 60.0, "any OS (ai-edge-litert)",
                             IMAGE_TASKS + ("detect",), rewrites=("prelu",)),
-    "coreml": TargetProfile("coreml", ("fp32", "fp16"), "NCHW", False, 60.0, "macOS only"),
+    "coreml": TargetProfile("coreml", ("fp32", "fp16", "w8", "palettize4", "palettize6", "palettize8"), "NCHW",
+                            False, 60.0, "macOS only"),
 }
 
 
@@ -60,6 +65,7 @@ class Converted:
     output: TensorContract
     recipe: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    decompressed_weights: list[Any] | None = None  # Core ML compressed weights, for simulation off macOS
 
 
 def check_target(target: str, precision: str) -> TargetProfile:
@@ -85,12 +91,73 @@ def output_contract(spec, layout: str, size: int | None) -> TensorContract:
     return TensorContract(name="output", layout=layout, dtype="float32", shape=shape)
 
 
+def recipe_for(precision: str, budget_psnr: float | None = None):
+    """The built-in recipe of a precision name (None for fp32; ``int8`` is w8a8)."""
+    from restorekit.quantize.recipe import builtin_recipe
+
+    if precision == "fp32":
+        return None
+    return builtin_recipe("w8a8" if precision == "int8" else precision,
+                          budget_psnr if precision == "mixed" else None)
+
+
+def _session(target: str, conv: Converted):
+    """A runtime session straight on a converted file (no bundle around it yet)."""
+    if target == "onnx":
+        from restorekit.runtime.onnx import OnnxSession
+
+        return OnnxSession(conv.path, conv.input, conv.output)
+    from restorekit.runtime.tflite import TFLiteSession
+
+    return TFLiteSession(conv.path, conv.input, conv.output)
+
+
+def _search_mixed(module, model, spec, target: str, tile: int, calib, recipe, layers):
+    """Keep the fewest most-sensitive layers in float until ``recipe.budget_psnr`` holds on the
+    calibration tiles, measured on the target's own quantized model."""
+    import dataclasses
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from restorekit.eval.metrics import psnr
+    from restorekit.quantize.mixed import layer_sensitivity, search_float_layers
+    from restorekit.quantize.prepare import prepare_for_int8
+
+    sens = layer_sensitivity(model, calib, layers)
+    fixed = [n for n, s in recipe.op_names.items() if s is None]
+    ranking = [n for n in sorted(sens, key=sens.get) if n not in fixed]
+    with torch.inference_mode():
+        refs = [model(torch.from_numpy(t)).numpy() for t in calib]
+
+    def measure(float_layers: list[str]) -> float:
+        trial = dataclasses.replace(recipe, op_names={**recipe.op_names, **{n: None for n in float_layers}})
+        prepared = model
+        if trial.float_preparation:
+            prepared, _ = prepare_for_int8(model, calib, keep_float=frozenset(trial.float_layers(layers)))
+        with tempfile.TemporaryDirectory() as tmp:
+            conv = module.convert(prepared, spec, Path(tmp) / MODEL_FILES[target], precision="mixed", tile=tile,
+                                  calib=calib, recipe=trial)
+            sess = _session(target, conv)
+            return float(np.mean([psnr(sess.run(t), r) for t, r in zip(calib, refs)]))
+
+    result = search_float_layers(ranking, measure, recipe.budget_psnr)
+    result.sensitivity = {n: round(v, 2) for n, v in sens.items()}
+    final = dataclasses.replace(recipe, op_names={**recipe.op_names, **{n: None for n in result.float_layers}})
+    return final, result
+
+
 def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp32", tile: int = 256,
-                  calib=None, prepared=None) -> Converted:
+                  calib=None, prepared=None, recipe=None) -> Converted:
     """Convert ``model`` for ``target`` into ``out_dir/<model file>`` (the bundle's model file).
 
-    int8 converts the model prepared by :func:`restorekit.quantize.prepare.prepare_for_int8` on
-    ``calib``; pass ``prepared`` (its result) to share one preparation between targets."""
+    ``recipe`` (default: the built-in one of ``precision``) says how to quantize. Integer schemes
+    convert the model prepared by :func:`restorekit.quantize.prepare.prepare_for_int8` on ``calib``
+    (pass ``prepared``, its result, to share one preparation between targets); ``mixed`` first
+    searches the layers to keep in float."""
+    from restorekit.quantize.recipe import quantizable_layers
+
     check_target(target, precision)
     if not TARGETS[target].converts(spec.task):
         raise ConversionError(f"{target} does not take {spec.task} models in this version "
@@ -98,29 +165,43 @@ def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp3
     from restorekit.quiet import captured_native_output
 
     module = importlib.import_module(f"restorekit.convert.{target}")
+    recipe = recipe or recipe_for(precision)
+    layers = quantizable_layers(model)
+    if recipe is not None:
+        recipe.check(target, layers)
     applied = {}
     if TARGETS[target].rewrites:
         from restorekit.convert.rewrites import apply_rewrites
 
         model, applied = apply_rewrites(model, TARGETS[target].rewrites)
-    if precision == "int8" and calib:
-        if prepared is None:
-            from restorekit.quantize.prepare import prepare_for_int8
-
-            prepared = prepare_for_int8(model, calib)
-        model, prep_info = prepared
-    else:
-        prep_info = None
+    mixed = None
+    prep_info = None
     try:
         with captured_native_output():  # converters print progress bars and C++ logs of their own
+            if recipe is not None and recipe.scheme == "mixed":
+                if not calib:
+                    raise BadInputError("mixed precision needs calibration images (--calib DIR)")
+                recipe, mixed = _search_mixed(module, model, spec, target, tile, calib, recipe, layers)
+            if recipe is not None and recipe.integer and recipe.float_preparation and calib:
+                keep = frozenset(recipe.float_layers(layers))
+                if prepared is None or keep:
+                    from restorekit.quantize.prepare import prepare_for_int8
+
+                    prepared = prepare_for_int8(model, calib, keep_float=keep)
+                model, prep_info = prepared
             conv = module.convert(model, spec, Path(out_dir) / MODEL_FILES[target], precision=precision,
-                                  tile=tile, calib=calib)
+                                  tile=tile, calib=calib, recipe=recipe)
         if applied:
             conv.recipe = {**(conv.recipe or {}), "rewrites": applied}
         if prep_info:
             conv.recipe = {**(conv.recipe or {}), "float_preparation": {
                 **prep_info, "how": "cross-layer range equalization (alpha 0.5) + GPTQ rounding onto the per-channel "
                                "int8 grid, on the calibration tiles"}}
+        if mixed is not None:
+            conv.recipe = {**(conv.recipe or {}), "mixed_search": {
+                "budget_psnr_db": mixed.budget_db, "met": mixed.met, "psnr_db_on_calibration": round(mixed.psnr_db, 3),
+                "float_layers": mixed.float_layers, "quantized_layers": len(layers) - len(mixed.float_layers),
+                "trials": mixed.trials, "sensitivity_db": mixed.sensitivity}}
         return conv
     except RestorekitError:
         raise

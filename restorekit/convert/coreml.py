@@ -14,14 +14,19 @@ from restorekit.models.spec import ModelSpec
 
 
 def convert(model: torch.nn.Module, spec: ModelSpec, out_path: Path, precision: str = "fp32",
-            tile: int = 256, calib: list[np.ndarray] | None = None) -> Converted:
-    """Trace ``model`` at a fixed tile and convert with coremltools (fp32 or fp16 compute)."""
+            tile: int = 256, calib: list[np.ndarray] | None = None, recipe=None) -> Converted:
+    """Trace ``model`` at a fixed tile and convert with coremltools: fp32 or fp16 compute, or fp16
+    compute with compressed weights (w8, palettize4/6/8; ``quantize/coreml.py``)."""
     ct = require("coremltools")
+    from restorekit.convert import recipe_for
+
+    recipe = recipe or recipe_for(precision)
+    compressed = recipe is not None and recipe.scheme != "fp16"
     size = spec.fixed_size or tile
     x = torch.rand(1, spec.in_channels, size, size)
     with torch.inference_mode():
         traced = torch.jit.trace(model.eval(), x)
-    compute = ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
+    compute = ct.precision.FLOAT32 if recipe is None else ct.precision.FLOAT16
     mlmodel = ct.convert(
         traced,
         inputs=[ct.TensorType(name="input", shape=tuple(x.shape), dtype=np.float32)],
@@ -30,10 +35,17 @@ def convert(model: torch.nn.Module, spec: ModelSpec, out_path: Path, precision: 
         minimum_deployment_target=ct.target.iOS17,
         compute_precision=compute,
     )
+    applied = {"scheme": precision, "compute_precision": "float32" if recipe is None else "float16"}
+    weights = None
+    if compressed:
+        from restorekit.quantize import coreml as qcoreml
+
+        mlmodel, info = qcoreml.compress(mlmodel, recipe)
+        applied.update(info, recipe=recipe.to_dict())
+        weights = qcoreml.decompressed_weights(mlmodel)
     mlmodel.short_description = f"restorekit {spec.name} ({spec.architecture}, x{spec.scale}, {precision})"
     mlmodel.save(str(out_path))
     contract_in = TensorContract(name="input", layout="NCHW", dtype="float32", shape=[1, spec.in_channels, size, size])
     contract_out = TensorContract(name="output", layout="NCHW", dtype="float32",
                                   shape=[1, spec.out_channels, size * spec.scale, size * spec.scale])
-    return Converted(out_path, contract_in, contract_out,
-                     {"scheme": precision, "compute_precision": "float16" if precision == "fp16" else "float32"})
+    return Converted(out_path, contract_in, contract_out, applied, decompressed_weights=weights)

@@ -39,19 +39,22 @@ def export_fp32(model: torch.nn.Module, spec: ModelSpec, path: Path, tile: int) 
 
 
 def convert(model: torch.nn.Module, spec: ModelSpec, out_path: Path, precision: str = "fp32",
-            tile: int = 256, calib: list[np.ndarray] | None = None) -> Converted:
-    """Export ``model`` to ``out_path`` at ``precision`` (fp32, fp16 or int8 QDQ)."""
+            tile: int = 256, calib: list[np.ndarray] | None = None, recipe=None) -> Converted:
+    """Export ``model`` to ``out_path``: fp32, or quantized by ``recipe`` (fp16, w8, QDQ w8a8/w8a16/mixed)."""
+    from restorekit.convert import recipe_for
     from restorekit.quantize import onnx as qonnx
+    from restorekit.quantize.recipe import quantizable_layers
 
     size = spec.fixed_size
     in_shape = [1, spec.in_channels, size, size]
     contract_in = TensorContract(name="input", layout="NCHW", dtype="float32", shape=in_shape)
     contract_out = output_contract(spec, "NCHW", size)
-    if precision == "fp32":
+    recipe = recipe or recipe_for(precision)
+    if recipe is None:
         export_fp32(model, spec, out_path, tile)
         return Converted(out_path, contract_in, contract_out, {"scheme": "fp32"})
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         export_fp32(model, spec, fp32, tile)
-        recipe = qonnx.quantize(fp32, out_path, precision, calib)
-    return Converted(out_path, contract_in, contract_out, recipe)
+        applied = qonnx.quantize(fp32, out_path, recipe, calib, layers=quantizable_layers(model))
+    return Converted(out_path, contract_in, contract_out, applied)

@@ -26,20 +26,25 @@ def export_fp32(model: torch.nn.Module, spec: ModelSpec, path: Path, tile: int) 
 
 
 def convert(model: torch.nn.Module, spec: ModelSpec, out_path: Path, precision: str = "fp32",
-            tile: int = 256, calib: list[np.ndarray] | None = None) -> Converted:
-    """Convert ``model`` to ``out_path`` at ``precision`` (fp32, fp16 weights, or full int8)."""
+            tile: int = 256, calib: list[np.ndarray] | None = None, recipe=None) -> Converted:
+    """Convert ``model`` to ``out_path``: fp32, or quantized by ``recipe`` (fp16 weights, w8,
+    full-integer w8a8, 16x8 w8a16, mixed)."""
+    from restorekit.convert import recipe_for
     from restorekit.quantize import tflite as qtflite
+    from restorekit.quantize.recipe import call_order, quantizable_layers
 
     size = spec.fixed_size or tile
     contract_in = TensorContract(name="input", layout="NHWC", dtype="float32", shape=[1, size, size, spec.in_channels])
     contract_out = output_contract(spec, "NHWC", size)
-    if precision == "fp32":
+    recipe = recipe or recipe_for(precision)
+    if recipe is None:
         export_fp32(model, spec, out_path, tile)
         return Converted(out_path, contract_in, contract_out, {"scheme": "fp32"})
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.tflite"
         export_fp32(model, spec, fp32, tile)
-        recipe = qtflite.quantize(fp32, out_path, precision, calib)
+        order = call_order(model, torch.rand(1, spec.in_channels, size, size)) if recipe.op_names or recipe.op_types else None
+        applied = qtflite.quantize(fp32, out_path, recipe, calib, layers=quantizable_layers(model), call_order=order)
     # Integer io: record the tensors' real dtype and scale/zero-point from the file.
     interp = require("ai_edge_litert.interpreter", "runtime").Interpreter(model_path=str(out_path))
     for contract, det in ((contract_in, interp.get_input_details()[0]), (contract_out, interp.get_output_details()[0])):
@@ -47,4 +52,4 @@ def convert(model: torch.nn.Module, spec: ModelSpec, out_path: Path, precision: 
         if contract.dtype in ("int8", "uint8", "int16"):
             scale, zero = det["quantization"]
             contract.quant = {"scale": float(scale), "zero_point": int(zero)}
-    return Converted(out_path, contract_in, contract_out, recipe)
+    return Converted(out_path, contract_in, contract_out, applied)

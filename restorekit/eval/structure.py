@@ -41,8 +41,12 @@ def coreml_structure(model_path: Path, manifest: Manifest) -> dict:
             ops[op.type] += 1
             if op.type == "conv":
                 conv_dtypes[op.outputs[0].type.tensorType.dataType] += 1
-    want = _FLOAT16 if manifest.precision == "fp16" else _FLOAT32
-    checks.append((f"conv compute {manifest.precision}", bool(conv_dtypes) and set(conv_dtypes) == {want},
+    want = _FLOAT32 if manifest.precision == "fp32" else _FLOAT16  # compressed weights compute in fp16
+    if manifest.precision not in ("fp32", "fp16"):  # w8 / palettize: weights stored compressed
+        packed = {k: v for k, v in ops.items() if k.startswith("constexpr_")}
+        checks.append((f"{manifest.precision} weights compressed", bool(packed),
+                       ", ".join(f"{k}x{v}" for k, v in packed.items()) or "no constexpr weight ops"))
+    checks.append((f"conv compute {'fp32' if want == _FLOAT32 else 'fp16'}", bool(conv_dtypes) and set(conv_dtypes) == {want},
                    ", ".join(f"{'fp16' if k == _FLOAT16 else 'fp32' if k == _FLOAT32 else k}x{v}"
                              for k, v in conv_dtypes.items())))
     return {"checks": checks, "ops": dict(ops), "ok": all(ok for _, ok, _ in checks)}

@@ -1,11 +1,13 @@
-"""Quantization: recipes and calibration data, with one module per target.
+"""Quantization: recipes as data, calibration data, float preparation, mixed-precision search,
+and one module per target implementing a recipe natively.
 
-``quantize/onnx.py``, ``quantize/tflite.py`` and ``quantize/coreml.py`` share one signature::
+``quantize/onnx.py`` and ``quantize/tflite.py`` share one signature::
 
-    quantize(float_model: Path, out_path: Path, precision: str, calib: list[np.ndarray]) -> dict
+    quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.ndarray] | None,
+             layers: dict[str, str] | None, ...) -> dict
 
-taking the fp32 model file the converter wrote and returning the recipe that was applied (it is
-recorded in the bundle manifest). Core ML applies its precision at conversion time instead.
+taking the fp32 model file the converter wrote and returning what was applied (recorded in the
+bundle manifest). Core ML compresses the converted program instead (``quantize/coreml.py``).
 """
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "w8", "w8a8", "w8a16", "mixed", "palettize4", "palettize6", "palettize8")

@@ -1,12 +1,18 @@
-"""ONNX quantization: fp16 (float16 weights and compute, fp32 io) and int8 QDQ (what TensorRT reads)."""
+"""ONNX quantization of a recipe: fp16, weight-only int8 (w8), and QDQ w8a8 / w8a16 / mixed
+(what ONNX Runtime and TensorRT consume). Layers are found by the PyTorch module name the
+exporter records on every node (``pkg.torch.onnx.name_scopes``)."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import numpy as np
 
-from restorekit.errors import BadInputError, require
+from restorekit.errors import BadInputError, RestorekitError, require
+from restorekit.quantize.recipe import Recipe
+
+_WEIGHT_OPS = {"Conv": 0, "ConvTranspose": 1, "Gemm": 0, "MatMul": 1}  # op -> output-channel axis of W
 
 
 class _TileReader:
@@ -19,26 +25,161 @@ class _TileReader:
         return next(self._it, None)
 
 
-def quantize(float_model: Path, out_path: Path, precision: str, calib: list[np.ndarray] | None = None) -> dict:
-    """Write a quantized copy of an fp32 ONNX model; returns the recipe applied."""
+def node_layers(model, layers: dict[str, str]) -> dict[str, str]:
+    """``{node name: layer name}`` for the weight-carrying nodes of an exported model."""
+    out = {}
+    for node in model.graph.node:
+        if node.op_type not in _WEIGHT_OPS:
+            continue
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
+        if scopes is None:
+            continue
+        try:
+            names = ast.literal_eval(scopes)
+        except (ValueError, SyntaxError):
+            continue
+        layer = next((n for n in reversed(names) if n in layers), None)
+        if layer is not None:
+            out[node.name] = layer
+    return out
+
+
+def _layer_nodes(model, recipe: Recipe, layers: dict[str, str] | None) -> dict[str, str]:
+    mapping = node_layers(model, layers or {})
+    if recipe.op_names or recipe.op_types:
+        missing = [n for n in recipe.op_names if n not in mapping.values()]
+        if missing:
+            raise RestorekitError(f"cannot find layer {missing[0]!r} in the exported ONNX graph (the exporter "
+                                  "recorded no module names for it): per-layer overrides need the dynamo exporter")
+    return mapping
+
+
+def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.ndarray] | None = None,
+             layers: dict[str, str] | None = None) -> dict:
+    """Write ``recipe`` applied to an fp32 ONNX model; returns what was applied (for the manifest).
+
+    ``layers`` is the PyTorch model's ``{module name: op type}`` (``recipe.quantizable_layers``)."""
     onnx = require("onnx")
-    if precision == "fp16":
+    model = onnx.load(str(float_model))
+    mapping = _layer_nodes(model, recipe, layers)
+    setting = {node: recipe.setting(layer, layers[layer]) for node, layer in mapping.items()}
+    float_nodes = sorted(n for n, s in setting.items() if s is None)
+    applied = {"recipe": recipe.to_dict(), "float_layers": sorted({mapping[n] for n in float_nodes})}
+    if recipe.scheme == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        model = convert_float_to_float16(onnx.load(str(float_model)), keep_io_types=True)
+        half = convert_float_to_float16(model, keep_io_types=True, node_block_list=float_nodes or None)
+        onnx.save(half, str(out_path))
+        return {**applied, "scheme": "fp16", "weights": "float16", "activations": "float16", "io": "float32"}
+    if recipe.scheme == "w8":
+        n = _weights_only_int8(model, {nd for nd, s in setting.items() if s is not None and s.weights == "int8"}
+                               if mapping else None)
         onnx.save(model, str(out_path))
-        return {"scheme": "fp16", "weights": "float16", "activations": "float16", "io": "float32"}
-    if precision == "int8":
-        if not calib:
-            raise BadInputError("int8 quantization needs calibration images (--calib DIR)")
-        q = require("onnxruntime.quantization")
-        input_name = onnx.load(str(float_model), load_external_data=False).graph.input[0].name
-        q.quantize_static(
-            str(float_model), str(out_path), _TileReader(input_name, calib),
-            quant_format=q.QuantFormat.QDQ, per_channel=True,
-            activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-            calibrate_method=q.CalibrationMethod.MinMax,
-        )
-        return {"scheme": "w8a8", "format": "QDQ", "weights": "int8 per-channel symmetric",
-                "activations": "uint8 per-tensor", "calibration": f"minmax on {len(calib)} photo tiles"}
-    raise BadInputError(f"ONNX has no precision {precision!r}")
+        return {**applied, "scheme": "w8", "weights": "int8 per-channel symmetric (DequantizeLinear)",
+                "activations": "float32", "layers_quantized": n}
+    if not calib:
+        raise BadInputError(f"{recipe.scheme} quantization needs calibration images (--calib DIR)")
+    q = require("onnxruntime.quantization")
+    act16 = recipe.default.activations == "int16"
+    overrides = {}
+    by_name = {nd.name: nd for nd in model.graph.node}
+    for node, s in setting.items():
+        if s is None or s.activations == recipe.default.activations:
+            continue
+        qt = q.QuantType.QUInt16 if s.activations == "int16" else q.QuantType.QUInt8
+        nd = by_name[node]
+        for t in (nd.input[0], nd.output[0]):
+            overrides[t] = [{"quant_type": qt}]
+    method = recipe.calibration.get("method", "minmax")
+    extra = {"TensorQuantOverrides": overrides} if overrides else {}
+    if method == "percentile":
+        extra["CalibPercentile"] = float(recipe.calibration.get("percentile", 99.999))
+    input_name = model.graph.input[0].name
+    q.quantize_static(
+        str(float_model), str(out_path), _TileReader(input_name, calib),
+        quant_format=q.QuantFormat.QDQ, per_channel=True,
+        activation_type=q.QuantType.QUInt16 if act16 else q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+        calibrate_method=q.CalibrationMethod.Percentile if method == "percentile" else q.CalibrationMethod.MinMax,
+        nodes_to_exclude=float_nodes, extra_options=extra,
+    )
+    if float_nodes:
+        qmodel = onnx.load(str(out_path))
+        _isolate_float_nodes(qmodel, float_nodes)
+        onnx.save(qmodel, str(out_path))
+    return {**applied, "scheme": recipe.scheme, "format": "QDQ", "weights": "int8 per-channel symmetric",
+            "activations": f"{'uint16' if act16 else 'uint8'} per-tensor",
+            "activations_16bit_layers": sorted({mapping[n] for n in setting if setting[n] and setting[n].activations == "int16"}),
+            "calibration": f"{method} on {len(calib)} photo tiles"}
+
+
+_PASS_THROUGH = ("Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "HardSigmoid", "Tanh")
+
+
+def _isolate_float_nodes(model, float_nodes: list[str]) -> None:
+    """Remove the Q/DQ pair after each float node (and its activation).
+
+    Left in place, ONNX Runtime's optimizer sees DQ -> Conv(float weights) -> Q and fuses it into
+    a QLinearConv, quantizing the weights the recipe keeps in float (measured: a planted
+    layer kept "float" this way lost 15 dB). Without the Q, the layer (and the next conv, whose
+    input is now float) runs in float."""
+    consumers: dict[str, list] = {}
+    for nd in model.graph.node:
+        for i in nd.input:
+            consumers.setdefault(i, []).append(nd)
+    by_name = {nd.name: nd for nd in model.graph.node}
+    drop = []
+    for name in float_nodes:
+        t = by_name[name].output[0]
+        while len(consumers.get(t, [])) == 1 and consumers[t][0].op_type in _PASS_THROUGH:
+            t = consumers[t][0].output[0]
+        for q in [c for c in consumers.get(t, []) if c.op_type == "QuantizeLinear"]:
+            for dq in [c for c in consumers.get(q.output[0], []) if c.op_type == "DequantizeLinear"]:
+                for user in consumers.get(dq.output[0], []):
+                    user.input[:] = [t if i == dq.output[0] else i for i in user.input]
+                for out in model.graph.output:
+                    if out.name == dq.output[0]:  # keep the graph output's name
+                        dq.op_type, dq.input[:] = "Identity", [t]
+                        dq.ClearField("attribute")
+                        break
+                else:
+                    drop.append(dq)
+            if not any(c.op_type != "DequantizeLinear" for c in consumers.get(q.output[0], [])):
+                drop.append(q)
+    for nd in drop:
+        model.graph.node.remove(nd)
+
+
+def _weights_only_int8(model, nodes: set[str] | None) -> int:
+    """Replace the weight initializer of each selected node (None = all weight nodes) by int8 +
+    per-channel scale behind a DequantizeLinear; compute stays float. Returns how many."""
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    done, new_nodes = 0, []
+    for node in model.graph.node:
+        if node.op_type not in _WEIGHT_OPS or (nodes is not None and node.name not in nodes):
+            continue
+        wname = node.input[1]
+        if wname not in inits or f"{wname}_int8" in {i.name for i in model.graph.initializer}:
+            continue
+        w = numpy_helper.to_array(inits[wname]).astype(np.float32)
+        axis = _WEIGHT_OPS[node.op_type]
+        if node.op_type == "Gemm" and not any(a.name == "transB" and a.i for a in node.attribute):
+            axis = 1
+        if w.ndim < 2:
+            continue
+        red = tuple(i for i in range(w.ndim) if i != axis)
+        scale = np.maximum(np.abs(w).max(axis=red), 1e-12) / 127.0
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        wq = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+        model.graph.initializer.remove(inits[wname])
+        model.graph.initializer.extend([numpy_helper.from_array(wq, f"{wname}_int8"),
+                                        numpy_helper.from_array(scale.astype(np.float32), f"{wname}_scale"),
+                                        numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), f"{wname}_zp")])
+        new_nodes.append(helper.make_node("DequantizeLinear", [f"{wname}_int8", f"{wname}_scale", f"{wname}_zp"],
+                                          [wname], name=f"{wname}_dequantize", axis=axis))
+        done += 1
+    for i, nd in enumerate(new_nodes):  # constants first: the graph stays topologically sorted
+        model.graph.node.insert(i, nd)
+    return done

@@ -101,12 +101,12 @@ def equalize_ranges(model: nn.Module, tiles: list[np.ndarray], alpha: float = 0.
 
 @torch.no_grad()
 def gptq_round(model: nn.Module, tiles: list[np.ndarray], damp: float = 0.01, max_columns: int = 8192,
-               seed: int = 0) -> tuple[nn.Module, int]:
+               seed: int = 0, skip: frozenset[str] = frozenset()) -> tuple[nn.Module, int]:
     """A copy of ``model`` whose plain convs have GPTQ-rounded int8-grid weights; returns it and
     the number of convs rounded. The second-moment matrices come from the float model's own
     inputs to each conv on ``tiles`` (at most ``max_columns`` sampled positions per tile)."""
     model = copy.deepcopy(model).eval()
-    convs = {n: m for n, m in model.named_modules() if _plain_conv(m)}
+    convs = {n: m for n, m in model.named_modules() if _plain_conv(m) and n not in skip}
     hess: dict[str, torch.Tensor] = {}
     gen = torch.Generator().manual_seed(seed)
 
@@ -155,8 +155,10 @@ def _gptq_layer(weight: torch.Tensor, hess: torch.Tensor, damp: float) -> torch.
     return q.reshape(weight.shape).to(weight.dtype)
 
 
-def prepare_for_int8(model: nn.Module, tiles: list[np.ndarray]) -> tuple[nn.Module, dict]:
-    """Equalize, then GPTQ-round: the float model to hand to an int8 converter, and what was done."""
+def prepare_for_int8(model: nn.Module, tiles: list[np.ndarray], keep_float: frozenset[str] = frozenset()
+                     ) -> tuple[nn.Module, dict]:
+    """Equalize, then GPTQ-round (except the layers ``keep_float``): the float model to hand to an
+    int8 converter, and what was done."""
     model, pairs = equalize_ranges(model, tiles)
-    model, rounded = gptq_round(model, tiles)
+    model, rounded = gptq_round(model, tiles, skip=frozenset(keep_float))
     return model, {"equalized_pairs": pairs, "gptq_rounded_convs": rounded}

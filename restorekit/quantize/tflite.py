@@ -1,39 +1,101 @@
-"""TFLite quantization with ai-edge-quantizer: fp16 weights, or full-integer int8 (int8 io)."""
+"""TFLite quantization of a recipe with ai-edge-quantizer: fp16 weights, weight-only int8 (w8),
+full-integer w8a8 (int8 io), 16x8 (w8a16) and per-layer overrides (mixed).
+
+TFLite tensors carry no PyTorch module names, so layers are matched by order: the k-th
+convolution (or fully connected) op of the flatbuffer is the k-th such module call in the
+PyTorch forward pass; the counts must agree or per-layer overrides are refused."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
-from restorekit.errors import BadInputError, require
+from restorekit.errors import BadInputError, RestorekitError, require
+from restorekit.quantize.recipe import Recipe
+
+_CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV")
+_GROUP = {"Conv2d": "conv", "ConvTranspose2d": "conv", "Linear": "fc"}
 
 
-def quantize(float_model: Path, out_path: Path, precision: str, calib: list[np.ndarray] | None = None) -> dict:
-    """Write a quantized copy of an fp32 .tflite model; returns the recipe applied."""
-    aeq = require("ai_edge_quantizer")
-    from ai_edge_quantizer import quantizer, recipe, recipe_manager
+def op_scopes(float_model: Path) -> list[tuple[str, str]]:
+    """(group, ai-edge-quantizer scope regex) of the conv / fully connected ops, in graph order."""
+    interp = require("ai_edge_litert.interpreter").Interpreter(model_path=str(float_model))
+    names = {d["index"]: d["name"] for d in interp.get_tensor_details()}
+    out = []
+    for op in interp._get_ops_details():  # noqa: SLF001 - the only op-order view the interpreter offers
+        group = "conv" if op["op_name"] in _CONV_OPS else "fc" if op["op_name"] == "FULLY_CONNECTED" else None
+        if group:
+            scope = "".join(f"{names[i]};" for i in op["outputs"] if i >= 0)
+            out.append((group, "^" + re.escape(scope) + "$"))
+    return out
 
+
+def layer_scopes(float_model: Path, call_order: list[tuple[str, str]]) -> dict[str, str]:
+    """``{layer name: scope regex}`` pairing TFLite ops with PyTorch module calls by order."""
+    ops = op_scopes(float_model)
+    out = {}
+    for group in ("conv", "fc"):
+        tfl = [s for g, s in ops if g == group]
+        torch_calls = [n for n, t in call_order if _GROUP.get(t) == group]
+        if len(tfl) != len(torch_calls):
+            raise RestorekitError(f"cannot pair TFLite ops with layers: {len(tfl)} {group} ops in the flatbuffer, "
+                                  f"{len(torch_calls)} in the PyTorch forward pass")
+        out.update(zip(torch_calls, tfl))
+    return out
+
+
+def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.ndarray] | None = None,
+             layers: dict[str, str] | None = None, call_order: list[tuple[str, str]] | None = None) -> dict:
+    """Write ``recipe`` applied to an fp32 .tflite model; returns what was applied."""
+    require("ai_edge_quantizer")
+    from ai_edge_quantizer import quantizer, recipe_manager
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+    from ai_edge_quantizer.qtyping import TFLOperationName as Op
+
+    rm = recipe_manager.RecipeManager()
+    applied = {"recipe": recipe.to_dict()}
+
+    def add(regex: str, setting) -> None:
+        if setting is None:
+            rm.add_quantization_config(regex, Op.ALL_SUPPORTED, algorithm_key=AlgorithmName.NO_QUANTIZE)
+        elif setting.weights == "fp16":
+            rm.add_weight_only_config(regex=regex, operation_name=Op.ALL_SUPPORTED, num_bits=16,
+                                      algorithm_key=AlgorithmName.FLOAT_CASTING)
+        elif setting.activations is None:
+            rm.add_weight_only_config(regex=regex, operation_name=Op.ALL_SUPPORTED, num_bits=8)
+        else:
+            rm.add_static_config(regex=regex, operation_name=Op.ALL_SUPPORTED,
+                                 activation_num_bits=16 if setting.activations == "int16" else 8, weight_num_bits=8)
+
+    add(".*", recipe.default)
+    per_layer = {}
+    if recipe.op_names or recipe.op_types:
+        scopes = layer_scopes(float_model, call_order or [])
+        for name, regex in scopes.items():
+            s = recipe.setting(name, layers[name])
+            if s != recipe.default:
+                per_layer[name] = s
+                add(regex, s)
+        applied["float_layers"] = sorted(n for n, s in per_layer.items() if s is None)
     qt = quantizer.Quantizer(str(float_model))
-    if precision == "fp16":
-        rm = recipe_manager.RecipeManager()
-        rm.add_weight_only_config(regex=".*", operation_name=recipe.TFLOperationName.ALL_SUPPORTED,
-                                  num_bits=16, algorithm_key=recipe.AlgorithmName.FLOAT_CASTING)
-        qt.load_quantization_recipe(rm.get_quantization_recipe())
+    qt.load_quantization_recipe(rm.get_quantization_recipe())
+    if not recipe.integer:
         result = qt.quantize()
-        applied = {"scheme": "fp16", "weights": "float16", "activations": "float32"}
-    elif precision == "int8":
+        kind = {"fp16": ("float16", "float32"), "w8": ("int8 per-channel", "float32")}[recipe.scheme]
+        applied.update({"scheme": recipe.scheme, "weights": kind[0], "activations": kind[1]})
+    else:
         if not calib:
-            raise BadInputError("int8 quantization needs calibration images (--calib DIR)")
+            raise BadInputError(f"{recipe.scheme} quantization needs calibration images (--calib DIR)")
         interp = require("ai_edge_litert.interpreter").Interpreter(model_path=str(float_model))
         (sig_key, sig), = interp.get_signature_list().items()
         in_name = sig["inputs"][0]
         shape = tuple(interp.get_input_details()[0]["shape"])
         samples = [{in_name: _fit_nhwc(t, shape)} for t in calib]
-        qt.load_quantization_recipe(recipe.static_wi8_ai8())
         ranges = qt.calibrate({sig_key: samples})
         # The calibrator averages per-sample min/max, so pure black/white can fall outside the
-        # int8 range of the model's input and output. Their value range is known: [0, 1].
+        # integer range of the model's input and output. Their value range is known: [0, 1].
         io_names = [interp.get_input_details()[0]["name"], interp.get_output_details()[0]["name"]]
         for name in io_names:
             if name in ranges:
@@ -41,12 +103,11 @@ def quantize(float_model: Path, out_path: Path, precision: str, calib: list[np.n
                 r["min"] = np.minimum(r["min"], 0.0).astype(np.float32)
                 r["max"] = np.maximum(r["max"], 1.0).astype(np.float32)
         result = qt.quantize(ranges)
-        applied = {"scheme": "w8a8", "weights": "int8", "activations": "int8", "io": "int8",
-                   "calibration": f"ai-edge-quantizer min-max on {len(calib)} photo tiles"}
-    else:
-        raise BadInputError(f"TFLite has no precision {precision!r}")
+        bits = "int16" if recipe.default.activations == "int16" else "int8"
+        applied.update({"scheme": recipe.scheme, "weights": "int8", "activations": bits,
+                        "io": "int8" if bits == "int8" and not per_layer else "see model file",
+                        "calibration": f"ai-edge-quantizer min-max on {len(calib)} photo tiles"})
     out_path.write_bytes(bytes(result.quantized_model))
-    del aeq
     return applied
 
 

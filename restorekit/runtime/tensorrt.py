@@ -79,7 +79,7 @@ def engine_plan(manifest: Manifest) -> EnginePlan:
         tile = _round_up(max(tile, side), mult)
         lo, opt, hi = (side, side), (tile, tile), (tile, tile)
     return EnginePlan(input_name=manifest.input.name, channels=channels,
-                      fp16=manifest.precision in ("fp16", "int8"), int8=manifest.precision == "int8",
+                      fp16=manifest.precision != "fp32", int8=manifest.precision in ("int8", "w8a8", "w8a16", "mixed"),
                       min_hw=lo, opt_hw=opt, max_hw=hi)
 
 

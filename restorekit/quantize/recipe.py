@@ -1,0 +1,230 @@
+"""Quantization recipes as data: a scheme, per-layer overrides, calibration settings.
+
+A recipe says, for every quantizable layer of the PyTorch model (Conv2d, ConvTranspose2d,
+Linear), how its weights and activations are stored; overrides go from the global default to
+an op type (the module's class name) to an op name (the module's name in
+``model.named_modules()``, the same on every target). An override of ``null`` keeps that
+layer in float. The same recipe is implemented natively by each target's quantizer
+(``quantize/onnx.py``, ``quantize/tflite.py``, ``quantize/coreml.py``) and recorded in the
+bundle manifest. Example (YAML)::
+
+    scheme: w8a8
+    op_names:
+      body.30: {weights: int8, activations: int16}   # 16-bit activations around one layer
+      body.0: null                                   # first conv stays float
+    calibration: {method: minmax, tiles: 32}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from restorekit.errors import BadInputError
+
+WEIGHTS = ("fp16", "int8", "palette4", "palette6", "palette8")
+ACTIVATIONS = ("fp16", "int8", "int16")
+CALIBRATION_METHODS = ("minmax", "percentile")
+QUANTIZABLE_TYPES = ("Conv2d", "ConvTranspose2d", "Linear")
+
+
+@dataclass(frozen=True)
+class LayerSetting:
+    """How one layer is stored: weights and activations (``None`` = float32)."""
+
+    weights: str | None
+    activations: str | None = None
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"weights": self.weights, "activations": self.activations}
+
+
+#: The built-in schemes and the global setting each one applies.
+SCHEMES: dict[str, LayerSetting] = {
+    "fp16": LayerSetting("fp16", "fp16"),
+    "w8": LayerSetting("int8", None),
+    "w8a8": LayerSetting("int8", "int8"),
+    "w8a16": LayerSetting("int8", "int16"),
+    "palettize4": LayerSetting("palette4", None),
+    "palettize6": LayerSetting("palette6", None),
+    "palettize8": LayerSetting("palette8", None),
+    "mixed": LayerSetting("int8", "int8"),  # w8a8, with the most sensitive layers kept in float
+}
+#: What each target's quantizer implements.
+TARGET_SCHEMES = {
+    "onnx": ("fp16", "w8", "w8a8", "w8a16", "mixed"),
+    "tflite": ("fp16", "w8", "w8a8", "w8a16", "mixed"),
+    "coreml": ("fp16", "w8", "palettize4", "palettize6", "palettize8"),
+}
+DEFAULT_BUDGET_PSNR = 45.0
+
+
+@dataclass
+class Recipe:
+    """A quantization recipe; build one with :func:`builtin_recipe` or :func:`load_recipe`."""
+
+    scheme: str
+    op_types: dict[str, LayerSetting | None] = field(default_factory=dict)
+    op_names: dict[str, LayerSetting | None] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=lambda: {"method": "minmax", "tiles": 16})
+    budget_psnr: float | None = None  # mixed: the fidelity the search must reach on calibration tiles
+    float_preparation: bool = True  # range equalization + GPTQ rounding before integer schemes
+
+    @property
+    def default(self) -> LayerSetting:
+        return SCHEMES[self.scheme]
+
+    @property
+    def integer(self) -> bool:
+        """Whether any layer has integer activations (needs calibration images)."""
+        settings = [self.default, *self.op_types.values(), *self.op_names.values()]
+        return any(s is not None and s.activations in ("int8", "int16") for s in settings)
+
+    def setting(self, name: str, op_type: str) -> LayerSetting | None:
+        """The setting of layer ``name`` (a module of class ``op_type``): name > type > default."""
+        if name in self.op_names:
+            return self.op_names[name]
+        if op_type in self.op_types:
+            return self.op_types[op_type]
+        return self.default
+
+    def float_layers(self, layers: dict[str, str]) -> list[str]:
+        """Names of the layers (``{name: op_type}``) this recipe keeps in float."""
+        return [n for n, t in layers.items() if self.setting(n, t) is None]
+
+    def to_dict(self) -> dict[str, Any]:
+        enc = lambda d: {k: (None if v is None else v.to_dict()) for k, v in d.items()}  # noqa: E731
+        return {"scheme": self.scheme, "op_types": enc(self.op_types), "op_names": enc(self.op_names),
+                "calibration": dict(self.calibration), "budget_psnr": self.budget_psnr,
+                "float_preparation": self.float_preparation}
+
+    def check(self, target: str, layers: dict[str, str] | None = None) -> "Recipe":
+        """Reject a recipe the target cannot implement, or that names a layer the model lacks."""
+        if self.scheme not in TARGET_SCHEMES[target]:
+            raise BadInputError(f"{target} does not implement scheme {self.scheme!r}: choose from "
+                                f"{', '.join(TARGET_SCHEMES[target])}")
+        if target == "coreml" and (self.op_names or self.op_types):
+            raise BadInputError("per-layer overrides are implemented for onnx and tflite; Core ML recipes are global")
+        for where, table in (("op_types", self.op_types), ("op_names", self.op_names)):
+            for key, s in table.items():
+                if s is None:
+                    continue
+                if target == "coreml" and s.activations in ("int8", "int16"):
+                    raise BadInputError(f"recipe {where}.{key}: Core ML bundles here quantize weights only "
+                                        "(activation quantization needs calibration in PyTorch)")
+                if target != "coreml" and s.weights and s.weights.startswith("palette"):
+                    raise BadInputError(f"recipe {where}.{key}: palettized weights are a Core ML format; "
+                                        f"{target} takes fp16 or int8 weights")
+        if layers is not None:
+            unknown = [n for n in self.op_names if n not in layers]
+            if unknown:
+                shown = ", ".join(list(layers)[:12]) + (", ..." if len(layers) > 12 else "")
+                raise BadInputError(f"recipe names unknown op {unknown[0]!r}: this model's quantizable layers are {shown}")
+        return self
+
+
+def _setting(value: Any, where: str) -> LayerSetting | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BadInputError(f"recipe {where}: expected a mapping with weights/activations or null, got {value!r}")
+    extra = set(value) - {"weights", "activations"}
+    if extra:
+        raise BadInputError(f"recipe {where}: unknown key {sorted(extra)[0]!r} (use weights, activations)")
+    w, a = value.get("weights"), value.get("activations")
+    if w is not None and w not in WEIGHTS:
+        raise BadInputError(f"recipe {where}: unknown weights {w!r}: choose from {', '.join(WEIGHTS)} or null")
+    if a is not None and a not in ACTIVATIONS:
+        raise BadInputError(f"recipe {where}: unknown activations {a!r}: choose from {', '.join(ACTIVATIONS)} or null")
+    if w is None and a is not None:
+        raise BadInputError(f"recipe {where}: activations {a} with float weights is contradictory "
+                            "(quantized activations need quantized weights; use null to keep the layer float)")
+    if a == "fp16" and w != "fp16":
+        raise BadInputError(f"recipe {where}: fp16 activations go with fp16 weights, not {w}")
+    if w == "fp16" and a in ("int8", "int16"):
+        raise BadInputError(f"recipe {where}: fp16 weights with {a} activations is contradictory")
+    if w and w.startswith("palette") and a is not None:
+        raise BadInputError(f"recipe {where}: palettized weights are weight-only (activations must be null)")
+    return LayerSetting(w, a)
+
+
+def recipe_from_dict(d: dict[str, Any]) -> Recipe:
+    """Build and check a recipe from its dict form (as written to YAML/JSON and manifests)."""
+    if not isinstance(d, dict):
+        raise BadInputError("a recipe must be a mapping with at least 'scheme'")
+    unknown = set(d) - {"scheme", "op_types", "op_names", "calibration", "budget_psnr", "float_preparation"}
+    if unknown:
+        raise BadInputError(f"recipe has unknown key {sorted(unknown)[0]!r}")
+    scheme = d.get("scheme")
+    if scheme not in SCHEMES:
+        raise BadInputError(f"recipe scheme {scheme!r} is unknown: choose from {', '.join(SCHEMES)}")
+    op_types = {}
+    for k, v in (d.get("op_types") or {}).items():
+        if k not in QUANTIZABLE_TYPES:
+            raise BadInputError(f"recipe op_types: unknown op type {k!r}: choose from {', '.join(QUANTIZABLE_TYPES)}")
+        op_types[k] = _setting(v, f"op_types.{k}")
+    op_names = {str(k): _setting(v, f"op_names.{k}") for k, v in (d.get("op_names") or {}).items()}
+    calib = {"method": "minmax", "tiles": 16, **(d.get("calibration") or {})}
+    if set(calib) - {"method", "tiles", "percentile"}:
+        raise BadInputError(f"recipe calibration: unknown key {sorted(set(calib) - {'method', 'tiles', 'percentile'})[0]!r}")
+    if calib["method"] not in CALIBRATION_METHODS:
+        raise BadInputError(f"recipe calibration method {calib['method']!r}: choose from {', '.join(CALIBRATION_METHODS)}")
+    if not isinstance(calib["tiles"], int) or calib["tiles"] < 1:
+        raise BadInputError(f"recipe calibration tiles must be a positive integer, got {calib['tiles']!r}")
+    budget = d.get("budget_psnr")
+    if budget is not None and scheme != "mixed":
+        raise BadInputError(f"recipe budget_psnr applies to scheme mixed, not {scheme}")
+    if scheme == "mixed" and budget is None:
+        budget = DEFAULT_BUDGET_PSNR
+    if scheme in ("fp16",) or scheme.startswith("palettize") or scheme == "w8":
+        if any(s is not None and s.activations in ("int8", "int16") for s in [*op_types.values(), *op_names.values()]):
+            raise BadInputError(f"recipe scheme {scheme} has no calibrated activations; an override asks for "
+                                "integer activations (start from w8a8 or w8a16)")
+    return Recipe(scheme, op_types, op_names, calib, None if budget is None else float(budget),
+                  bool(d.get("float_preparation", True)))
+
+
+def builtin_recipe(scheme: str, budget_psnr: float | None = None) -> Recipe:
+    """The recipe of a built-in scheme (``mixed`` with its fidelity budget)."""
+    return recipe_from_dict({"scheme": scheme, **({"budget_psnr": budget_psnr} if budget_psnr is not None else {})})
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read a recipe from a ``.yaml``/``.yml`` or ``.json`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"recipe file not found: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:
+        raise BadInputError(f"cannot parse recipe {path.name}: {str(exc).splitlines()[0]}") from exc
+    return recipe_from_dict(data)
+
+
+def quantizable_layers(model) -> dict[str, str]:
+    """``{module name: op type}`` of the layers a recipe can address, in definition order."""
+    return {n: type(m).__name__ for n, m in model.named_modules() if type(m).__name__ in QUANTIZABLE_TYPES}
+
+
+def call_order(model, x) -> list[tuple[str, str]]:
+    """(name, op type) of the quantizable layers in the order one forward pass on ``x`` calls them."""
+    import torch
+
+    order = []
+    handles = [m.register_forward_hook(lambda _m, _i, _o, n=n, t=type(m).__name__: order.append((n, t)))
+               for n, m in model.named_modules() if type(m).__name__ in QUANTIZABLE_TYPES]
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return order

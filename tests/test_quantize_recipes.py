@@ -1,0 +1,227 @@
+"""Quantization recipes: validation, each scheme on each target (tiny model), and the sensitivity
+search on a model with one planted sensitive layer (it must be the one kept in float)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from restorekit.cli.main import app
+from restorekit.convert import convert_model
+from restorekit.errors import BadInputError
+from restorekit.eval.metrics import psnr
+from restorekit.models.spec import ModelSpec
+from restorekit.quantize.calibration import calibration_tiles
+from restorekit.quantize.recipe import (builtin_recipe, load_recipe, quantizable_layers, recipe_from_dict)
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
+runner = CliRunner()
+
+
+class TinyNet(nn.Module):
+    """x + conv3(relu(conv2(relu(conv1(relu(conv0(x))))))): a small residual ReLU net."""
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        self.conv0 = nn.Conv2d(3, width, 3, padding=1)
+        self.conv1 = nn.Conv2d(width, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        self.conv3 = nn.Conv2d(width, 3, 3, padding=1)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        h = self.relu(self.conv0(x))
+        h = self.relu(self.conv1(h))
+        h = self.relu(self.conv2(h))
+        return x + self.conv3(h)
+
+
+def _tiny(seed=0) -> TinyNet:
+    torch.manual_seed(seed)
+    return TinyNet().eval()
+
+
+def _planted() -> TinyNet:
+    """conv2 made sensitive to weight quantization only: input channel 15 is dead (conv1 makes it
+    relu(-1) = 0), and conv2 gives it a weight of 50 in every output channel. The function is
+    unchanged, but conv2's per-channel int8 step becomes 50/127, which rounds its real weights away."""
+    net = _tiny()
+    with torch.no_grad():
+        net.conv1.weight[15].zero_()
+        net.conv1.bias[15] = -1.0
+        net.conv2.weight[:, 15, 1, 1] = 50.0
+    return net
+
+
+SPEC = ModelSpec(name="tiny", architecture="TinyNet", task="restore", scale=1)
+
+
+@pytest.fixture(scope="module")
+def calib():
+    return calibration_tiles(SAMPLES, tile=32, count=6)
+
+
+def _fidelity(target: str, conv, model, tiles) -> float:
+    from restorekit.convert import _session
+
+    sess = _session(target, conv)
+    with torch.inference_mode():
+        return float(np.mean([psnr(sess.run(t), model(torch.from_numpy(t)).numpy()) for t in tiles]))
+
+
+# --- recipes as data -------------------------------------------------------------------------
+
+
+def test_recipe_yaml_round_trip_and_precedence(tmp_path):
+    f = tmp_path / "r.yaml"
+    f.write_text("scheme: w8a8\nop_types:\n  Linear: null\nop_names:\n  conv3: {weights: int8, activations: int16}\n"
+                 "  conv0: null\ncalibration: {method: percentile, tiles: 8}\n")
+    r = load_recipe(f)
+    assert r.setting("conv3", "Conv2d").activations == "int16"
+    assert r.setting("conv0", "Conv2d") is None
+    assert r.setting("conv1", "Conv2d").activations == "int8"
+    assert r.setting("head", "Linear") is None
+    assert recipe_from_dict(r.to_dict()).to_dict() == r.to_dict()
+    assert r.float_layers(quantizable_layers(_tiny())) == ["conv0"]
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"scheme": "w4a4"}, "scheme 'w4a4' is unknown"),
+    ({"scheme": "w8a8", "op_names": {"conv1": {"weights": None, "activations": "int8"}}}, "contradictory"),
+    ({"scheme": "w8a8", "op_names": {"conv1": {"weights": "fp16", "activations": "int8"}}}, "contradictory"),
+    ({"scheme": "w8a8", "op_names": {"conv1": {"weights": "int3"}}}, "unknown weights"),
+    ({"scheme": "w8", "op_names": {"conv1": {"weights": "int8", "activations": "int8"}}}, "no calibrated activations"),
+    ({"scheme": "w8a8", "op_types": {"Attention": None}}, "unknown op type"),
+    ({"scheme": "w8a8", "budget_psnr": 45}, "applies to scheme mixed"),
+    ({"scheme": "w8a8", "calibration": {"method": "entropy"}}, "calibration method"),
+    ({"scheme": "w8a8", "quantise": True}, "unknown key"),
+])
+def test_bad_recipes_are_rejected(bad, match):
+    with pytest.raises(BadInputError, match=match):
+        recipe_from_dict(bad)
+
+
+def test_recipe_checked_against_target_and_model():
+    layers = quantizable_layers(_tiny())
+    with pytest.raises(BadInputError, match="unknown op 'body.99'"):
+        recipe_from_dict({"scheme": "w8a8", "op_names": {"body.99": None}}).check("onnx", layers)
+    with pytest.raises(BadInputError, match="coreml does not implement scheme 'w8a8'"):
+        builtin_recipe("w8a8").check("coreml", layers)
+    with pytest.raises(BadInputError, match="palettized weights are a Core ML format"):
+        recipe_from_dict({"scheme": "w8a8", "op_names": {"conv1": {"weights": "palette6"}}}).check("onnx", layers)
+
+
+def test_cli_rejects_a_bad_recipe_before_any_work(tmp_path):
+    f = tmp_path / "r.json"
+    f.write_text('{"scheme": "w8a8", "op_names": {"body.99": null}}')
+    out = tmp_path / "o"
+    res = runner.invoke(app, ["quantize", "--recipe", str(f), "--target", "onnx", "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    assert "unknown op 'body.99'" in res.stderr and "body.0" in res.stderr
+    assert not out.exists() or not any(out.rglob("*"))
+    f.write_text('{"scheme": "w8a8", "op_names": {"body.0": {"activations": "int8"}}}')
+    res = runner.invoke(app, ["quantize", "--recipe", str(f), "--target", "onnx", "--out", str(out)])
+    assert res.exit_code == 2 and "contradictory" in res.stderr
+
+
+def test_calibration_folder_without_images_exits_2(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not a photo")
+    res = runner.invoke(app, ["quantize", "--scheme", "w8a16", "--calib", str(empty), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "no readable images" in res.stderr
+
+
+# --- every scheme on every target, tiny model ------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme, floor", [("fp16", 60.0), ("w8", 45.0), ("w8a8", 35.0), ("w8a16", 45.0)])
+def test_onnx_schemes(tmp_path, calib, scheme, floor):
+    import onnx
+
+    net = _tiny()
+    conv = convert_model(net, SPEC, "onnx", tmp_path, scheme, tile=32, calib=calib)
+    graph = onnx.load(str(conv.path)).graph
+    ops = [n.op_type for n in graph.node]
+    inits = {i.name: i.data_type for i in graph.initializer}
+    if scheme == "w8":  # weight-only: int8 weights behind DequantizeLinear, float activations
+        assert "QuantizeLinear" not in ops and ops.count("DequantizeLinear") == 4
+        assert sum(t == onnx.TensorProto.INT8 for t in inits.values()) == 8  # 4 weights + 4 zero points
+    if scheme in ("w8a8", "w8a16"):
+        want = onnx.TensorProto.UINT16 if scheme == "w8a16" else onnx.TensorProto.UINT8
+        zps = [inits[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear" and n.input[2] in inits]
+        assert zps and set(zps) == {want}
+    if scheme == "fp16":
+        assert onnx.TensorProto.FLOAT16 in inits.values()
+    assert conv.recipe["scheme"] == scheme
+    assert _fidelity("onnx", conv, net, calib) >= floor
+
+
+@pytest.mark.parametrize("scheme, floor", [("fp16", 60.0), ("w8", 45.0), ("w8a8", 30.0), ("w8a16", 40.0)])
+def test_tflite_schemes(tmp_path, calib, scheme, floor):
+    net = _tiny()
+    conv = convert_model(net, SPEC, "tflite", tmp_path, scheme, tile=32, calib=calib)
+    assert conv.input.dtype == ("int8" if scheme == "w8a8" else "int16" if scheme == "w8a16" else "float32")
+    assert conv.recipe["scheme"] == scheme
+    assert _fidelity("tflite", conv, net, calib) >= floor
+
+
+@pytest.mark.parametrize("scheme", ["w8", "palettize6"])
+def test_coreml_weight_compression_is_built_and_simulated(tmp_path, calib, scheme):
+    from restorekit.eval.structure import coreml_structure
+    from restorekit.quantize.coreml import with_weights
+
+    pytest.importorskip("coremltools")
+    net = _tiny()
+    conv = convert_model(net, SPEC, "coreml", tmp_path, scheme, tile=32)
+    manifest = type("M", (), {"precision": scheme, "input": conv.input, "output": conv.output, "target": "coreml"})()
+    st = coreml_structure(conv.path, manifest)
+    assert st["ok"], st["checks"]
+    sim, replaced = with_weights(net, conv.decompressed_weights)
+    assert replaced == 2  # conv1, conv2 (conv0/conv3 have 432 weights: under the compression threshold)
+    w = sim.conv2.weight.detach().numpy()
+    assert not np.array_equal(w, net.conv2.weight.detach().numpy())
+    if scheme == "palettize6":  # one 64-entry look-up table for the tensor
+        assert len(np.unique(w)) <= 64
+    else:  # int8 per output channel: every weight an integer multiple of its channel's step
+        step = np.abs(w).reshape(16, -1).max(axis=1) / 127
+        k = w.reshape(16, -1) / step[:, None]
+        assert np.abs(k - np.round(k)).mean() < 0.05  # (fp16 storage blurs the grid slightly; float weights: ~0.25)
+    with torch.inference_mode():
+        x = torch.from_numpy(calib[0])
+        d = psnr(sim(x).numpy(), net(x).numpy())
+    assert 35.0 < d < 150.0  # changed by compression, but still close
+
+
+# --- sensitivity analysis and mixed precision ------------------------------------------------
+
+
+def test_sensitivity_ranks_the_planted_layer_first(calib):
+    from restorekit.quantize.mixed import layer_sensitivity
+
+    sens = layer_sensitivity(_planted(), calib, quantizable_layers(_planted()))
+    assert min(sens, key=sens.get) == "conv2"
+    others = [v for k, v in sens.items() if k != "conv2"]
+    assert sens["conv2"] < min(others) - 10
+
+
+@pytest.mark.parametrize("target", ["onnx", "tflite"])
+def test_mixed_keeps_exactly_the_planted_layer_in_float(tmp_path, calib, target):
+    net = _planted()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    plain = recipe_from_dict({"scheme": "w8a8", "float_preparation": False})
+    naive = _fidelity(target, convert_model(net, SPEC, target, tmp_path / "a", "w8a8", tile=32, calib=calib,
+                                            recipe=plain), net, calib)
+    budget = 48.0
+    assert naive < budget - 5  # the planted layer ruins plain w8a8
+    mixed = recipe_from_dict({"scheme": "mixed", "budget_psnr": budget, "float_preparation": False})
+    conv = convert_model(net, SPEC, target, tmp_path / "b", "mixed", tile=32, calib=calib, recipe=mixed)
+    search = conv.recipe["mixed_search"]
+    assert search["float_layers"] == ["conv2"] and search["met"]
+    assert _fidelity(target, conv, net, calib) >= budget

@@ -17,7 +17,6 @@ import dataclasses
 import json
 import os
 import shlex
-import statistics
 import sys
 import tempfile
 import time
@@ -65,10 +64,9 @@ def eval_crops(count: int) -> list[np.ndarray]:
 
 def open_session(target: str, conv):
     """A 2-thread runtime session on a converted file."""
-    from restorekit.runtime.onnx import OnnxSession
-    from restorekit.runtime.tflite import TFLiteSession
+    from restorekit.convert import open_converted
 
-    return (OnnxSession if target == "onnx" else TFLiteSession)(conv.path, conv.input, conv.output, threads=THREADS)
+    return open_converted(target, conv, threads=THREADS)
 
 
 def outputs(run, crops) -> list[np.ndarray]:
@@ -86,15 +84,11 @@ def fidelity(outs, refs) -> dict:
 
 
 def latency(ref, cand, x: np.ndarray, runs: int) -> tuple[float, float]:
-    """Median ms of ``ref`` and ``cand`` on ``x``, runs interleaved after one warm-up each."""
-    def once(sess) -> float:
-        t = time.perf_counter()
-        sess.run(x)
-        return (time.perf_counter() - t) * 1e3
+    """Median ms of ``ref`` and ``cand`` on ``x``, runs interleaved (``eval.fidelity``)."""
+    from restorekit.eval.fidelity import latency_side_by_side
 
-    once(ref), once(cand)
-    a, b = zip(*[(once(ref), once(cand)) for _ in range(runs)])
-    return statistics.median(a), statistics.median(b)
+    (cand_p50, _), (ref_p50, _) = latency_side_by_side(cand, ref, x, runs=runs, warmup=1)
+    return ref_p50, cand_p50
 
 
 def size_kib(path: Path) -> float:
@@ -110,17 +104,11 @@ def naive_qdq(fp32_path: Path, out: Path, calib: list[np.ndarray]) -> Path:
 
     from restorekit.quiet import captured_native_output
 
+    from restorekit.quantize.onnx import TileReader
+
     name = onnx.load(str(fp32_path)).graph.input[0].name
-
-    class Reader(q.CalibrationDataReader):
-        def __init__(self):
-            self._it = iter([{name: t} for t in calib])
-
-        def get_next(self):
-            return next(self._it, None)
-
     with captured_native_output():  # ORT's "consider pre-processing" warnings
-        q.quantize_static(str(fp32_path), str(out), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=True,
+        q.quantize_static(str(fp32_path), str(out), TileReader(name, calib), quant_format=q.QuantFormat.QDQ, per_channel=True,
                           activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
                           calibrate_method=q.CalibrationMethod.MinMax)
     return out

@@ -67,9 +67,9 @@ def calib():
 
 
 def _fidelity(target: str, conv, model, tiles) -> float:
-    from restorekit.convert import _session
+    from restorekit.convert import open_converted
 
-    sess = _session(target, conv)
+    sess = open_converted(target, conv)
     with torch.inference_mode():
         return float(np.mean([psnr(sess.run(t), model(torch.from_numpy(t)).numpy()) for t in tiles]))
 

@@ -101,15 +101,15 @@ def recipe_for(precision: str, budget_psnr: float | None = None):
                           budget_psnr if precision == "mixed" else None)
 
 
-def _session(target: str, conv: Converted):
-    """A runtime session straight on a converted file (no bundle around it yet)."""
+def open_converted(target: str, conv: Converted, threads: int | None = None):
+    """A runtime session straight on a converted ONNX / TFLite file (no bundle around it yet)."""
     if target == "onnx":
         from restorekit.runtime.onnx import OnnxSession
 
-        return OnnxSession(conv.path, conv.input, conv.output)
+        return OnnxSession(conv.path, conv.input, conv.output, threads=threads)
     from restorekit.runtime.tflite import TFLiteSession
 
-    return TFLiteSession(conv.path, conv.input, conv.output)
+    return TFLiteSession(conv.path, conv.input, conv.output, threads=threads)
 
 
 def _search_mixed(module, model, spec, target: str, tile: int, calib, recipe, layers):
@@ -139,7 +139,7 @@ def _search_mixed(module, model, spec, target: str, tile: int, calib, recipe, la
         with tempfile.TemporaryDirectory() as tmp:
             conv = module.convert(prepared, spec, Path(tmp) / MODEL_FILES[target], precision="mixed", tile=tile,
                                   calib=calib, recipe=trial)
-            sess = _session(target, conv)
+            sess = open_converted(target, conv)
             return float(np.mean([psnr(sess.run(t), r) for t, r in zip(calib, refs)]))
 
     result = search_float_layers(ranking, measure, recipe.budget_psnr)

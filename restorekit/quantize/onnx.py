@@ -15,7 +15,7 @@ from restorekit.quantize.recipe import Recipe
 _WEIGHT_OPS = {"Conv": 0, "ConvTranspose": 1, "Gemm": 0, "MatMul": 1}  # op -> output-channel axis of W
 
 
-class _TileReader:
+class TileReader:
     """onnxruntime CalibrationDataReader over calibration tiles."""
 
     def __init__(self, input_name: str, tiles: list[np.ndarray]):
@@ -96,7 +96,7 @@ def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.n
         extra["CalibPercentile"] = float(recipe.calibration.get("percentile", 99.999))
     input_name = model.graph.input[0].name
     q.quantize_static(
-        str(float_model), str(out_path), _TileReader(input_name, calib),
+        str(float_model), str(out_path), TileReader(input_name, calib),
         quant_format=q.QuantFormat.QDQ, per_channel=True,
         activation_type=q.QuantType.QUInt16 if act16 else q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
         calibrate_method=q.CalibrationMethod.Percentile if method == "percentile" else q.CalibrationMethod.MinMax,

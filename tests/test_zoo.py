@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import http.server
 import os
 import re
@@ -267,6 +268,26 @@ def test_cached_path_rejects_a_tampered_file(cache, tmp_path, monkeypatch):
     assert zoo.cached_path("test-model") == path
     path.write_bytes(PAYLOAD[:-1] + b"!")
     assert zoo.cached_path("test-model") is None
+
+
+def test_a_rewrite_that_keeps_size_and_mtime_is_caught_while_the_stamp_is_fresh(cache, tmp_path, monkeypatch):
+    src = tmp_path / "w.pth"
+    src.write_bytes(PAYLOAD)
+    _register(monkeypatch, "https://example.invalid/test-model.pth")
+    path = zoo.install_from("test-model", src)
+    st = path.stat()
+    path.write_bytes(PAYLOAD[:-1] + b"!")  # same size; a coarse clock would also keep the mtime:
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert zoo.recorded_sha256(path) is None
+    assert zoo.cached_path("test-model") is None
+    path.write_bytes(PAYLOAD)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert zoo.cached_path("test-model") == path
+    # once the file is older than the stamp by more than the clock's slack, the stamp is trusted (no re-hash)
+    stamp = json.loads(zoo._stamp(path).read_text())
+    zoo._stamp(path).write_text(json.dumps({**stamp, "stamped_ns": st.st_mtime_ns + 2 * zoo.RACY_NS}))
+    monkeypatch.setattr(zoo, "sha256_file", lambda p: pytest.fail("hashed a file whose stamp is trusted"))
+    assert zoo.recorded_sha256(path) == stamp["sha256"]
 
 
 def test_resolve_model_ref(cache, tmp_path):

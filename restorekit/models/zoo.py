@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -256,21 +257,30 @@ def _stamp(path: Path) -> Path:
     return path.with_name(f".{path.name}.verified")
 
 
+RACY_NS = 2_000_000_000  # file timestamps this close to the stamp's own time may not show a rewrite
+
+
 def _write_stamp(path: Path, digest: str) -> None:
     st = path.stat()
-    _stamp(path).write_text(json.dumps({"sha256": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
+    _stamp(path).write_text(json.dumps({"sha256": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                        "stamped_ns": time.time_ns()}))
 
 
 def recorded_sha256(path: Path) -> str | None:
-    """The sha256 recorded when ``path`` was installed, if its size and mtime are unchanged; else None."""
+    """The sha256 recorded when ``path`` was installed, if its size and mtime are unchanged; else None.
+
+    A file modified within ``RACY_NS`` of its stamp can be rewritten without its mtime changing
+    (coarse file-system clocks), so it is hashed again instead of trusted (git's "racy clean" rule)."""
     st = path.stat()
     try:
         s = json.loads(_stamp(path).read_text())
-        if s["size"] == st.st_size and s["mtime_ns"] == st.st_mtime_ns:
-            return s["sha256"]
+        if s["size"] != st.st_size or s["mtime_ns"] != st.st_mtime_ns:
+            return None
+        if st.st_mtime_ns + RACY_NS > int(s.get("stamped_ns", 0)):
+            return s["sha256"] if sha256_file(path) == s["sha256"] else None
+        return s["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return None
+        return None
 
 
 def cached_path(name: str) -> Path | None:

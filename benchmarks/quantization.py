@@ -29,13 +29,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SHARED = Path("/work/shared")
+SHARED = ROOT.parent / "shared"
 MODELS = {"compact": SHARED / "weights" / "realesr-animevideov3.pth", "builtin": None}
 CALIB_DIRS = [ROOT / "sample_images", SHARED / "photos" / "old"]
 EVAL_DIRS = [SHARED / "photos" / d for d in ("bw", "faces", "whole")]
 TILE = 256  # conversion tile (TFLite's static input), calibration tiles, eval crops, timing input
 THREADS = 2
 NAIVE = "ort-qdq-naive"
+FINETUNED = "w8a8+ft"  # w8a8 with quantization-aware fine-tuning (recipe finetune: {steps: N})
 
 
 def calibration(count: int) -> list[np.ndarray]:
@@ -60,6 +61,40 @@ def eval_crops(count: int) -> list[np.ndarray]:
         y, x = (img.shape[0] - TILE) // 2, (img.shape[1] - TILE) // 2
         crops.append(np.ascontiguousarray(img[y : y + TILE, x : x + TILE].transpose(2, 0, 1)[None], np.float32))
     return crops
+
+
+GT_HR = 512  # ground-truth crops: HR side; the degraded LR input is GT_HR / scale, padded to TILE
+
+
+def gt_pairs(count: int, scale: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(LR input NCHW padded to TILE, clean HR HxWx3) pairs: held-out photo centre crops degraded by
+    the Real-ESRGAN-style second-order pipeline (``restorekit.distill.degrade``) at ``scale``."""
+    from restorekit.distill.degrade import degrade_pair
+    from restorekit.runtime.image import list_images, read_image
+    from restorekit.runtime.tiling import pad_to
+
+    rng = np.random.default_rng(seed)
+    paths = [p for row in zip_longest(*[list_images(d) for d in EVAL_DIRS]) for p in row if p is not None]
+    pairs = []
+    for p in paths:
+        img = read_image(p).rgb
+        if min(img.shape[:2]) < GT_HR:
+            continue
+        y, x = (img.shape[0] - GT_HR) // 2, (img.shape[1] - GT_HR) // 2
+        hr = np.ascontiguousarray(img[y:y + GT_HR, x:x + GT_HR], np.float32)
+        lr = pad_to(degrade_pair(hr, scale, rng), TILE, TILE)
+        pairs.append((np.ascontiguousarray(lr.transpose(2, 0, 1)[None], np.float32), hr))
+        if len(pairs) == count:
+            break
+    return pairs
+
+
+def gt_psnr(run, pairs) -> float:
+    """Mean PSNR against the clean HR of the model's output on the degraded LR (padding cropped off)."""
+    from restorekit.eval.metrics import psnr
+
+    return float(np.mean([psnr(np.clip(run(lr)[0].transpose(1, 2, 0), 0, 1)[:GT_HR, :GT_HR], hr)
+                          for lr, hr in pairs]))
 
 
 def open_session(target: str, conv):
@@ -117,7 +152,7 @@ def naive_qdq(fp32_path: Path, out: Path, calib: list[np.ndarray]) -> Path:
 def backend_row(target: str, scheme: str, convert, base: dict, calib, crops, work: Path) -> dict:
     """Fidelity and speed of one ONNX / TFLite scheme against the fp32 model of the same backend."""
     if scheme == "fp32":
-        return {"conv": base["conv"], **fidelity(base["outs"], base["torch"]),
+        return {"conv": base["conv"], **fidelity(base["outs"], base["torch"]), "gt_psnr": base["gt"],
                 "note": "PSNR vs PyTorch fp32; timed against itself (noise)", "sess": base["sess"]}
     if scheme == NAIVE:
         path = naive_qdq(base["conv"].path, work / "naive.onnx", calib)
@@ -125,10 +160,12 @@ def backend_row(target: str, scheme: str, convert, base: dict, calib, crops, wor
     else:
         conv = convert(scheme)
     sess = open_session(target, conv)
-    return {"conv": conv, "sess": sess, **fidelity(outputs(sess.run, crops), base["outs"])}
+    gt = gt_psnr(sess.run, base["pairs"]) if base["pairs"] else None
+    return {"conv": conv, "sess": sess, **fidelity(outputs(sess.run, crops), base["outs"]), "gt_psnr": gt,
+            "gt_delta": None if gt is None else gt - base["gt"]}
 
 
-def coreml_row(model, conv, torch_refs, crops) -> dict:
+def coreml_row(model, conv, torch_refs, crops, pairs=(), torch_gt=None) -> dict:
     """Simulated fidelity (PyTorch with the decompressed weights) of a Core ML model."""
     import torch
 
@@ -138,31 +175,43 @@ def coreml_row(model, conv, torch_refs, crops) -> dict:
         return {"conv": conv, "note": "reference (PyTorch fp32)" if (conv.recipe or {}).get("scheme") == "fp32"
                 else "not simulated: no compressed weights (runtime is macOS-only)"}
     sim, replaced = with_weights(model, conv.decompressed_weights)
+    run = lambda x: sim(torch.from_numpy(x)).numpy()  # noqa: E731
     with torch.inference_mode():
-        fid = fidelity(outputs(lambda x: sim(torch.from_numpy(x)).numpy(), crops), torch_refs)
-    return {"conv": conv, **fid, "note": f"simulated in PyTorch ({replaced} weights replaced)"}
+        fid = fidelity(outputs(run, crops), torch_refs)
+        gt = gt_psnr(run, pairs) if pairs else None
+    return {"conv": conv, **fid, "gt_psnr": gt, "gt_delta": None if gt is None else gt - torch_gt,
+            "note": f"simulated in PyTorch ({replaced} weights replaced)"}
 
 
-def bench_target(loaded, target: str, schemes: list[str], calib, crops, runs: int, work: Path) -> list[dict]:
+def bench_target(loaded, target: str, schemes: list[str], calib, crops, runs: int, work: Path,
+                 pairs=(), finetune_steps: int = 300) -> list[dict]:
     """All rows of one model on one target (a failed row keeps its error message)."""
     import torch
 
     from restorekit.convert import TARGETS, convert_model
 
     model, spec = loaded.module, loaded.spec
-    todo = [s for s in schemes if s in TARGETS[target].precisions] + ([NAIVE] if target == "onnx" else [])
+    todo = ([s for s in schemes if s in TARGETS[target].precisions or (s == FINETUNED and target != "coreml")]
+            + ([NAIVE] if target == "onnx" else []))
 
     def convert(scheme: str):
+        from restorekit.quantize.recipe import recipe_from_dict
+
         (work / scheme).mkdir(parents=True, exist_ok=True)
-        return convert_model(model, spec, target, work / scheme, precision=scheme, tile=TILE, calib=calib)
+        recipe = recipe_from_dict({"scheme": "w8a8", "finetune": {"steps": finetune_steps}}) if scheme == FINETUNED else None
+        return convert_model(model, spec, target, work / scheme, precision="w8a8" if recipe else scheme, tile=TILE,
+                             calib=calib, recipe=recipe)
 
     with torch.inference_mode():
-        base = {"torch": outputs(lambda x: model(torch.from_numpy(x)).numpy(), crops)}
+        run_torch = lambda x: model(torch.from_numpy(x)).numpy()  # noqa: E731
+        base = {"torch": outputs(run_torch, crops), "pairs": list(pairs),
+                "torch_gt": gt_psnr(run_torch, pairs) if pairs else None}
     if target != "coreml":  # the fp32 model of the same backend is every row's reference
         try:
             base["conv"] = convert("fp32")
             base["sess"] = open_session(target, base["conv"])
             base["outs"] = outputs(base["sess"].run, crops)
+            base["gt"] = gt_psnr(base["sess"].run, pairs) if pairs else None
         except Exception as exc:
             base["error"] = f"fp32 reference failed: {exc}"
     rows = []
@@ -172,7 +221,7 @@ def bench_target(loaded, target: str, schemes: list[str], calib, crops, runs: in
             if "error" in base:
                 raise RuntimeError(base["error"])
             if target == "coreml":
-                res = coreml_row(model, convert(scheme), base["torch"], crops)
+                res = coreml_row(model, convert(scheme), base["torch"], crops, pairs, base["torch_gt"])
             else:
                 res = backend_row(target, scheme, convert, base, calib, crops, work)
                 ms_ref, ms = latency(base["sess"], res.pop("sess"), crops[0], runs)
@@ -202,7 +251,29 @@ def progress(r: dict) -> str:
             f"{fmt(r.get('speedup'), '.2f', 'x')}, {fmt(r.get('size_kib'), '.0f')} KiB ({r['seconds']} s)")
 
 
-def markdown(rows: list[dict], args, n_calib: int, n_eval: int) -> str:
+def calibration_sweep(loaded, target: str, counts: list[int], crops, work: Path) -> list[dict]:
+    """w8a8 fidelity vs the same backend's fp32 for each calibration-set size (one model, one target)."""
+    from restorekit.convert import convert_model
+
+    model, spec = loaded.module, loaded.spec
+    (work / "fp32").mkdir(parents=True, exist_ok=True)
+    ref = outputs(open_session(target, convert_model(model, spec, target, work / "fp32", "fp32", TILE)).run, crops)
+    rows = []
+    for n in counts:
+        row, t0 = {"model": spec.name, "target": target, "scheme": f"w8a8 calib {n}", "calib_count": n}, time.perf_counter()
+        try:
+            (work / f"c{n}").mkdir(parents=True, exist_ok=True)
+            conv = convert_model(model, spec, target, work / f"c{n}", "w8a8", TILE, calib=calibration(n))
+            row.update(fidelity(outputs(open_session(target, conv).run, crops), ref))
+        except Exception as exc:
+            row["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        rows.append(row)
+        print(progress(row), file=sys.stderr, flush=True)
+    return rows
+
+
+def markdown(rows: list[dict], args, n_calib: int, n_eval: int, sweeps: list[dict] = (), n_gt: int = 0) -> str:
     """The report: a header, then one table per model."""
     lines = ["# Quantization benchmark", "",
              f"- date (UTC): {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M:%S')}",
@@ -213,24 +284,41 @@ def markdown(rows: list[dict], args, n_calib: int, n_eval: int) -> str:
              f"{', '.join(map(str, EVAL_DIRS))}; outputs clipped to [0, 1]",
              f"- PSNR/SSIM vs the fp32 model of the same backend (fp32 rows: vs PyTorch fp32; coreml: "
              f"PyTorch with decompressed weights vs PyTorch fp32); speed-up = fp32 ms / scheme ms at "
-             f"{TILE}x{TILE}, median of {args.runs} interleaved runs", ""]
+             f"{TILE}x{TILE}, median of {args.runs} interleaved runs",
+             f"- quality vs ground truth: {n_gt} held-out {GT_HR}x{GT_HR} photo crops degraded by the second-order "
+             f"pipeline (`restorekit.distill.degrade.degrade_pair`, seed 0) to {GT_HR}/scale, the input padded to "
+             f"{TILE}x{TILE}; Δ = PSNR vs GT of the scheme minus that of the fp32 model of the same backend", ""]
     for model in dict.fromkeys(r["model"] for r in rows):
         lines += [f"## {model}", "",
                   "| target-scheme | PSNR mean (dB) | PSNR worst (dB) | SSIM mean | speed-up | ms (fp32 → scheme) "
-                  "| size (KiB) | float layers | note |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| PSNR vs GT (dB) | Δ vs fp32 (dB) | size (KiB) | float layers | note |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in (r for r in rows if r["model"] == model):
             name = f"{r['target']}-{r['scheme']}"
             if "error" in r:
-                lines.append(f"| {name} | error: {r['error'].replace('|', '/')} | | | | | | | |")
+                lines.append(f"| {name} | error: {r['error'].replace('|', '/')} | | | | | | | | | |")
                 continue
             ms = f"{r['fp32_ms']:.1f} → {r['ms']:.1f}" if "ms" in r else "—"
             fl = r.get("float_layers")
             floats = "—" if fl is None else (", ".join(fl) or "none")
             lines.append(f"| {name} | {fmt(r.get('psnr_mean'))} | {fmt(r.get('psnr_worst'))} | "
                          f"{fmt(r.get('ssim_mean'), '.4f')} | {fmt(r.get('speedup'), '.2f', 'x')} | {ms} | "
+                         f"{fmt(r.get('gt_psnr'))} | {fmt(r.get('gt_delta'), '+.3f')} | "
                          f"{fmt(r.get('size_kib'), '.0f')} | {floats} | {r.get('note', '')} |")
         lines.append("")
+        sweep = [r for r in sweeps if r["model"] == model]
+        if sweep:
+            counts = sorted({r["calib_count"] for r in sweep})
+            lines += ["Calibration-set sensitivity (w8a8, held-out PSNR mean / worst vs fp32 of the same backend, "
+                      "by number of calibration tiles):", "",
+                      "| target | " + " | ".join(f"{c} tiles" for c in counts) + " |",
+                      "|---|" + "---|" * len(counts)]
+            for target in dict.fromkeys(r["target"] for r in sweep):
+                cells = {r["calib_count"]: ("error" if "error" in r else
+                                            f"{r['psnr_mean']:.2f} / {r['psnr_worst']:.2f}")
+                         for r in sweep if r["target"] == target}
+                lines.append(f"| {target} | " + " | ".join(cells.get(c, "—") for c in counts) + " |")
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -238,10 +326,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="compact,builtin", help="compact, builtin, or checkpoint paths")
     ap.add_argument("--targets", default="onnx,tflite,coreml")
-    ap.add_argument("--schemes", default="fp32,fp16,w8,w8a8,w8a16,mixed,palettize6")
+    ap.add_argument("--schemes", default=f"fp32,fp16,w8,w8a8,{FINETUNED},w8a16,mixed,palettize6")
+    ap.add_argument("--finetune-steps", type=int, default=300, help=f"training steps of the {FINETUNED} rows")
     ap.add_argument("--calib-count", type=int, default=16)
     ap.add_argument("--eval-count", type=int, default=8)
     ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--gt-count", type=int, default=6, help="degraded/clean pairs for quality vs ground truth")
+    ap.add_argument("--calib-sweep", default="2,8,32", help="calibration-tile counts for the w8a8 sensitivity "
+                    "table on onnx and tflite ('' to skip)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "quantization_bench.md"))
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = ap.parse_args()
@@ -253,7 +345,8 @@ def main() -> int:
     from restorekit.models.loader import load_model
 
     calib, crops = calibration(args.calib_count), eval_crops(args.eval_count)
-    rows = []
+    rows, sweeps, n_gt = [], [], 0
+    counts = [int(c) for c in args.calib_sweep.split(",") if c.strip()]
     with tempfile.TemporaryDirectory(prefix="qbench-") as tmp:
         for name in args.models.split(","):
             try:
@@ -262,11 +355,15 @@ def main() -> int:
                 rows.append({"model": name, "target": "load", "scheme": "model", "error": str(exc).splitlines()[0]})
                 print(progress({**rows[-1], "seconds": 0}), file=sys.stderr, flush=True)
                 continue
+            pairs = gt_pairs(args.gt_count, loaded.spec.scale)
+            n_gt = len(pairs)
             for target in args.targets.split(","):
                 rows += bench_target(loaded, target, args.schemes.split(","), calib, crops, args.runs,
-                                     Path(tmp) / name / target)
-    for path, text in ((args.out, markdown(rows, args, len(calib), len(crops))),
-                       (args.json, args.json and json.dumps(rows, indent=1, default=str))):
+                                     Path(tmp) / name / target, pairs, args.finetune_steps)
+                if counts and target in ("onnx", "tflite"):
+                    sweeps += calibration_sweep(loaded, target, counts, crops, Path(tmp) / name / f"{target}-sweep")
+    for path, text in ((args.out, markdown(rows, args, len(calib), len(crops), sweeps, n_gt)),
+                       (args.json, args.json and json.dumps(rows + sweeps, indent=1, default=str))):
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(f"{path}.tmp").write_text(text)

@@ -165,7 +165,7 @@ def build_bundles(
     if needs_calib and (recipe is None or not recipe.op_names):  # one int8 preparation of the float model, shared by every int8 target
         from restorekit.quantize.prepare import prepare_for_int8
 
-        prepared = prepare_for_int8(loaded.module, calib)
+        prepared = prepare_for_int8(loaded.module, calib, finetune=recipe.finetune if recipe is not None else None)
     reference = TorchSession(loaded.module)
     if spec.task == "detect":  # detectors are validated on whole photos (faces are not cut by a crop)
         tiles = eval_photos(eval_dir, max_side=size, count=eval_count)

@@ -11,6 +11,7 @@ Per-target settings are data (``TARGETS``), not branches scattered through the c
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,8 +188,12 @@ def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp3
                 if prepared is None or keep:
                     from restorekit.quantize.prepare import prepare_for_int8
 
-                    prepared = prepare_for_int8(model, calib, keep_float=keep)
+                    prepared = prepare_for_int8(model, calib, keep_float=keep, finetune=recipe.finetune)
                 model, prep_info = prepared
+                if prep_info.get("activation_ranges"):
+                    recipe = dataclasses.replace(recipe, activation_ranges=prep_info["activation_ranges"])
+                    prep_info = {k: v for k, v in prep_info.items() if k != "activation_ranges"}
+                    prep_info["learned_activation_ranges"] = len(recipe.activation_ranges)
             conv = module.convert(model, spec, Path(out_dir) / MODEL_FILES[target], precision=precision,
                                   tile=tile, calib=calib, recipe=recipe)
         if applied:
@@ -196,7 +201,9 @@ def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp3
         if prep_info:
             conv.recipe = {**(conv.recipe or {}), "float_preparation": {
                 **prep_info, "how": "cross-layer range equalization (alpha 0.5) + GPTQ rounding onto the per-channel "
-                               "int8 grid, on the calibration tiles"}}
+                               "int8 grid, on the calibration tiles"
+                               + ("; then quantization-aware fine-tuning against the fp32 model, with learned "
+                                  "activation ranges" if "finetune" in prep_info else "")}}
         if mixed is not None:
             conv.recipe = {**(conv.recipe or {}), "mixed_search": {
                 "budget_psnr_db": mixed.budget_db, "met": mixed.met, "psnr_db_on_calibration": round(mixed.psnr_db, 3),

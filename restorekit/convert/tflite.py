@@ -43,8 +43,11 @@ def convert(model: torch.nn.Module, spec: ModelSpec, out_path: Path, precision: 
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.tflite"
         export_fp32(model, spec, fp32, tile)
-        order = call_order(model, torch.rand(1, spec.in_channels, size, size)) if recipe.op_names or recipe.op_types else None
-        applied = qtflite.quantize(fp32, out_path, recipe, calib, layers=quantizable_layers(model), call_order=order)
+        order = call_order(model, torch.rand(1, spec.in_channels, size, size)) if recipe.op_names or recipe.op_types or recipe.activation_ranges else None
+        shapes = {n: tuple(m.weight.shape) for n, m in model.named_modules()
+                  if hasattr(m, "weight") and isinstance(m.weight, torch.Tensor)} if order else None
+        applied = qtflite.quantize(fp32, out_path, recipe, calib, layers=quantizable_layers(model), call_order=order,
+                                   weight_shapes=shapes)
     # Integer io: record the tensors' real dtype and scale/zero-point from the file.
     interp = require("ai_edge_litert.interpreter", "runtime").Interpreter(model_path=str(out_path))
     for contract, det in ((contract_in, interp.get_input_details()[0]), (contract_out, interp.get_output_details()[0])):

@@ -90,6 +90,9 @@ def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.n
         nd = by_name[node]
         for t in (nd.input[0], nd.output[0]):
             overrides[t] = [{"quant_type": qt}]
+    for node, (lo, hi) in _learned_ranges(recipe, mapping, setting, by_name).items():
+        if node not in overrides:
+            overrides[node] = [{"rmin": np.float32(lo), "rmax": np.float32(hi)}]
     method = recipe.calibration.get("method", "minmax")
     extra = {"TensorQuantOverrides": overrides} if overrides else {}
     if method == "percentile":
@@ -109,7 +112,24 @@ def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.n
     return {**applied, "scheme": recipe.scheme, "format": "QDQ", "weights": "int8 per-channel symmetric",
             "activations": f"{'uint16' if act16 else 'uint8'} per-tensor",
             "activations_16bit_layers": sorted({mapping[n] for n in setting if setting[n] and setting[n].activations == "int16"}),
-            "calibration": f"{method} on {len(calib)} photo tiles"}
+            "calibration": f"{method} on {len(calib)} photo tiles"
+                           + (f"; learned ranges on {len(_learned_ranges(recipe, mapping, setting, by_name))} tensors"
+                              if recipe.activation_ranges else "")}
+
+
+def _learned_ranges(recipe: Recipe, mapping: dict[str, str], setting: dict, by_name: dict) -> dict[str, tuple]:
+    """``{tensor: (rmin, rmax)}`` from the recipe's learned activation ranges (quantization-aware
+    fine-tuning) for the inputs and outputs of the int8 layers."""
+    out = {}
+    for node, layer in mapping.items():
+        ranges, s = (recipe.activation_ranges or {}).get(layer), setting.get(node)
+        if not ranges or s is None or s.activations != "int8":
+            continue
+        nd = by_name[node]
+        for key, tensor in (("input", nd.input[0]), ("output", nd.output[0])):
+            if key in ranges:
+                out[tensor] = tuple(ranges[key])
+    return out
 
 
 _PASS_THROUGH = ("Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "HardSigmoid", "Tanh")

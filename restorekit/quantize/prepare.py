@@ -155,10 +155,24 @@ def _gptq_layer(weight: torch.Tensor, hess: torch.Tensor, damp: float) -> torch.
     return q.reshape(weight.shape).to(weight.dtype)
 
 
-def prepare_for_int8(model: nn.Module, tiles: list[np.ndarray], keep_float: frozenset[str] = frozenset()
-                     ) -> tuple[nn.Module, dict]:
-    """Equalize, then GPTQ-round (except the layers ``keep_float``): the float model to hand to an
-    int8 converter, and what was done."""
+def prepare_for_int8(model: nn.Module, tiles: list[np.ndarray], keep_float: frozenset[str] = frozenset(),
+                     finetune: dict | None = None, progress=None) -> tuple[nn.Module, dict]:
+    """Equalize, then GPTQ-round (except the layers ``keep_float``), then optionally fine-tune with
+    w8a8 fake quantization (``finetune``: :func:`restorekit.quantize.finetune.quantization_finetune`
+    settings): the float model to hand to an int8 converter, and what was done (with the learned
+    ``activation_ranges`` when fine-tuned)."""
+    original = model
     model, pairs = equalize_ranges(model, tiles)
     model, rounded = gptq_round(model, tiles, skip=frozenset(keep_float))
-    return model, {"equalized_pairs": pairs, "gptq_rounded_convs": rounded}
+    info = {"equalized_pairs": pairs, "gptq_rounded_convs": rounded}
+    if finetune is not None:
+        from restorekit.quantize.finetune import quantization_finetune
+
+        res = quantization_finetune(model, original, tiles, keep_float=frozenset(keep_float), progress=progress,
+                                    **finetune)
+        model = res.model
+        info["finetune"] = res.report
+        info["activation_ranges"] = {n: {"input": list(res.input_ranges[n]),
+                                         **({"output": list(res.output_ranges[n])} if n in res.output_ranges else {})}
+                                     for n in res.input_ranges}
+    return model, info

@@ -71,6 +71,9 @@ class Recipe:
     calibration: dict[str, Any] = field(default_factory=lambda: {"method": "minmax", "tiles": 16})
     budget_psnr: float | None = None  # mixed: the fidelity the search must reach on calibration tiles
     float_preparation: bool = True  # range equalization + GPTQ rounding before integer schemes
+    finetune: dict[str, Any] | None = None  # quantization-aware fine-tuning (quantize.finetune) settings
+    #: learned ``{layer: {"input": [lo, hi], "output": [lo, hi]}}`` handed to the quantizer (set by convert)
+    activation_ranges: dict[str, dict[str, list[float]]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def default(self) -> LayerSetting:
@@ -98,7 +101,7 @@ class Recipe:
         enc = lambda d: {k: (None if v is None else v.to_dict()) for k, v in d.items()}  # noqa: E731
         return {"scheme": self.scheme, "op_types": enc(self.op_types), "op_names": enc(self.op_names),
                 "calibration": dict(self.calibration), "budget_psnr": self.budget_psnr,
-                "float_preparation": self.float_preparation}
+                "float_preparation": self.float_preparation, "finetune": self.finetune}
 
     def check(self, target: str, layers: dict[str, str] | None = None) -> "Recipe":
         """Reject a recipe the target cannot implement, or that names a layer the model lacks."""
@@ -154,7 +157,7 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
     """Build and check a recipe from its dict form (as written to YAML/JSON and manifests)."""
     if not isinstance(d, dict):
         raise BadInputError("a recipe must be a mapping with at least 'scheme'")
-    unknown = set(d) - {"scheme", "op_types", "op_names", "calibration", "budget_psnr", "float_preparation"}
+    unknown = set(d) - {"scheme", "op_types", "op_names", "calibration", "budget_psnr", "float_preparation", "finetune"}
     if unknown:
         raise BadInputError(f"recipe has unknown key {sorted(unknown)[0]!r}")
     scheme = d.get("scheme")
@@ -182,8 +185,38 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
         if any(s is not None and s.activations in ("int8", "int16") for s in [*op_types.values(), *op_names.values()]):
             raise BadInputError(f"recipe scheme {scheme} has no calibrated activations; an override asks for "
                                 "integer activations (start from w8a8 or w8a16)")
+    finetune = _finetune(d.get("finetune"), scheme, bool(d.get("float_preparation", True)))
     return Recipe(scheme, op_types, op_names, calib, None if budget is None else float(budget),
-                  bool(d.get("float_preparation", True)))
+                  bool(d.get("float_preparation", True)), finetune)
+
+
+FINETUNE_KEYS = {"steps": int, "lr": float, "range_lr": float, "crop": int, "batch": int, "seed": int}
+
+
+def _finetune(value: Any, scheme: str, float_preparation: bool) -> dict[str, Any] | None:
+    """Checked ``finetune`` settings: int8-activation schemes only, known keys, positive steps."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = {}
+    if not isinstance(value, dict):
+        raise BadInputError(f"recipe finetune: expected a mapping (steps, lr, range_lr, crop, batch, seed), got {value!r}")
+    if SCHEMES[scheme].activations != "int8":
+        raise BadInputError(f"recipe finetune trains for int8 activations; scheme {scheme} has "
+                            f"{SCHEMES[scheme].activations or 'float'} activations")
+    if not float_preparation:
+        raise BadInputError("recipe finetune is part of the float preparation: it cannot go with float_preparation: false")
+    out = {}
+    for k, v in value.items():
+        if k not in FINETUNE_KEYS:
+            raise BadInputError(f"recipe finetune: unknown key {k!r}: choose from {', '.join(FINETUNE_KEYS)}")
+        try:
+            out[k] = FINETUNE_KEYS[k](v)
+        except (TypeError, ValueError):
+            raise BadInputError(f"recipe finetune.{k}: expected a number, got {v!r}") from None
+        if out[k] < 0 or (k != "seed" and out[k] == 0 and k != "range_lr"):
+            raise BadInputError(f"recipe finetune.{k} must be positive, got {v!r}")
+    return out
 
 
 def builtin_recipe(scheme: str, budget_psnr: float | None = None) -> Recipe:

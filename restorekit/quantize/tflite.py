@@ -19,26 +19,49 @@ _CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV")
 _GROUP = {"Conv2d": "conv", "ConvTranspose2d": "conv", "Linear": "fc"}
 
 
-def op_scopes(float_model: Path) -> list[tuple[str, str]]:
-    """(group, ai-edge-quantizer scope regex) of the conv / fully connected ops, in graph order."""
+def _weight_ops(float_model: Path) -> list[dict]:
+    """The conv / fully connected ops in graph order: group, scope regex, input and output tensor names."""
     interp = require("ai_edge_litert.interpreter").Interpreter(model_path=str(float_model))
     names = {d["index"]: d["name"] for d in interp.get_tensor_details()}
+    shapes = {d["index"]: d["shape"] for d in interp.get_tensor_details()}
     out = []
     for op in interp._get_ops_details():  # noqa: SLF001 - the only op-order view the interpreter offers
         group = "conv" if op["op_name"] in _CONV_OPS else "fc" if op["op_name"] == "FULLY_CONNECTED" else None
         if group:
             scope = "".join(f"{names[i]};" for i in op["outputs"] if i >= 0)
-            out.append((group, "^" + re.escape(scope) + "$"))
+            filt = op["inputs"][1] if len(op["inputs"]) > 1 and op["inputs"][1] >= 0 else None
+            out.append({"group": group, "scope": "^" + re.escape(scope) + "$",
+                        "input": names[op["inputs"][0]], "output": names[op["outputs"][0]],
+                        "filter_dims": sorted(int(d) for d in shapes[filt]) if filt is not None else None})
     return out
 
 
-def layer_scopes(float_model: Path, call_order: list[tuple[str, str]]) -> dict[str, str]:
-    """``{layer name: scope regex}`` pairing TFLite ops with PyTorch module calls by order."""
-    ops = op_scopes(float_model)
+def op_scopes(float_model: Path) -> list[tuple[str, str]]:
+    """(group, ai-edge-quantizer scope regex) of the conv / fully connected ops, in graph order."""
+    return [(op["group"], op["scope"]) for op in _weight_ops(float_model)]
+
+
+def layer_ops(float_model: Path, call_order: list[tuple[str, str]],
+              weight_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, dict]:
+    """``{layer name: op}`` (see :func:`_weight_ops`) pairing TFLite ops with PyTorch module calls by order.
+
+    With ``weight_shapes`` (``{layer: weight shape}``), ops whose filter does not match the next
+    call's weight (a functional ``F.conv2d`` in the forward pass, say) are skipped; without, the
+    counts must agree."""
+    ops = _weight_ops(float_model)
     out = {}
     for group in ("conv", "fc"):
-        tfl = [s for g, s in ops if g == group]
+        tfl = [op for op in ops if op["group"] == group]
         torch_calls = [n for n, t in call_order if _GROUP.get(t) == group]
+        if weight_shapes is not None:
+            j = 0
+            for op in tfl:
+                if j < len(torch_calls) and op["filter_dims"] == sorted(weight_shapes[torch_calls[j]]):
+                    out[torch_calls[j]] = op
+                    j += 1
+            if j == len(torch_calls):
+                continue
+            out = {k: v for k, v in out.items() if k not in torch_calls}
         if len(tfl) != len(torch_calls):
             raise RestorekitError(f"cannot pair TFLite ops with layers: {len(tfl)} {group} ops in the flatbuffer, "
                                   f"{len(torch_calls)} in the PyTorch forward pass")
@@ -46,8 +69,15 @@ def layer_scopes(float_model: Path, call_order: list[tuple[str, str]]) -> dict[s
     return out
 
 
+def layer_scopes(float_model: Path, call_order: list[tuple[str, str]],
+                 weight_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, str]:
+    """``{layer name: scope regex}`` pairing TFLite ops with PyTorch module calls (:func:`layer_ops`)."""
+    return {n: op["scope"] for n, op in layer_ops(float_model, call_order, weight_shapes).items()}
+
+
 def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.ndarray] | None = None,
-             layers: dict[str, str] | None = None, call_order: list[tuple[str, str]] | None = None) -> dict:
+             layers: dict[str, str] | None = None, call_order: list[tuple[str, str]] | None = None,
+             weight_shapes: dict[str, tuple[int, ...]] | None = None) -> dict:
     """Write ``recipe`` applied to an fp32 .tflite model; returns what was applied."""
     require("ai_edge_quantizer")
     from ai_edge_quantizer import quantizer, recipe_manager
@@ -72,7 +102,7 @@ def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.n
     add(".*", recipe.default)
     per_layer = {}
     if recipe.op_names or recipe.op_types:
-        scopes = layer_scopes(float_model, call_order or [])
+        scopes = layer_scopes(float_model, call_order or [], weight_shapes)
         for name, regex in scopes.items():
             s = recipe.setting(name, layers[name])
             if s != recipe.default:
@@ -102,13 +132,36 @@ def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.n
                 r = ranges[name]
                 r["min"] = np.minimum(r["min"], 0.0).astype(np.float32)
                 r["max"] = np.maximum(r["max"], 1.0).astype(np.float32)
+        learned = _apply_learned_ranges(ranges, recipe, float_model, call_order, per_layer, weight_shapes)
         result = qt.quantize(ranges)
         bits = "int16" if recipe.default.activations == "int16" else "int8"
         applied.update({"scheme": recipe.scheme, "weights": "int8", "activations": bits,
                         "io": "int8" if bits == "int8" and not per_layer else "see model file",
-                        "calibration": f"ai-edge-quantizer min-max on {len(calib)} photo tiles"})
+                        "calibration": f"ai-edge-quantizer min-max on {len(calib)} photo tiles"
+                                       + (f"; learned ranges on {learned} tensors" if learned else "")})
     out_path.write_bytes(bytes(result.quantized_model))
     return applied
+
+
+def _apply_learned_ranges(ranges: dict, recipe: Recipe, float_model: Path, call_order, per_layer: dict,
+                          weight_shapes=None) -> int:
+    """Overwrite the calibrated min/max of each int8 conv's input and output tensors with the
+    recipe's learned activation ranges (quantization-aware fine-tuning); returns how many."""
+    if not recipe.activation_ranges or not call_order:
+        return 0
+    done = 0
+    for layer, op in layer_ops(float_model, call_order, weight_shapes).items():
+        learned = recipe.activation_ranges.get(layer)
+        if not learned or layer in per_layer:
+            continue
+        for key in ("input", "output"):
+            r = ranges.get(op[key])
+            if key in learned and r is not None:
+                lo, hi = learned[key]
+                r["min"] = np.full_like(np.asarray(r["min"], np.float32), min(lo, 0.0))
+                r["max"] = np.full_like(np.asarray(r["max"], np.float32), max(hi, 0.0))
+                done += 1
+    return done
 
 
 def _fit_nhwc(tile: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

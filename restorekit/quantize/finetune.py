@@ -1,0 +1,226 @@
+"""Quantization-aware fine-tuning of a float model for w8a8 (after equalization and GPTQ).
+
+Post-training recipes leave Real-ESRGAN Compact near 41 dB of fidelity at w8a8 because every one
+of its 35 quantized activations adds noise (``benchmarks/int8_study/REPORT.md``). Here the model
+is trained for a few hundred steps, on crops of the calibration photos, to make its
+fake-quantized output match the *original* fp32 model's output (MSE, the loss PSNR measures):
+
+* weights: symmetric per-output-channel int8 with scale ``max|w| / 127`` - the grid ONNX Runtime
+  and LiteRT use - through a straight-through estimator, so the converter's own rounding of the
+  saved float weights reproduces what was trained;
+* activations: asymmetric uint8 at each conv's input and output (where ONNX Runtime's QDQ places
+  them; a conv followed by ReLU has one point, after the ReLU), with learned ranges (log-scale
+  offsets of the observed min / max, LSQ-style gradients), handed to the quantizer as
+  ``rmin``/``rmax`` overrides.
+
+The result is a float model plus its activation ranges; converters quantize it as usual.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils import parametrize
+
+from restorekit.quantize.prepare import _pairs, _plain_conv
+
+
+def _round_ste(x: torch.Tensor) -> torch.Tensor:
+    return x + (torch.round(x) - x).detach()
+
+
+def fake_quant_uint8(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """ONNX Runtime's asymmetric uint8 quantize-dequantize of ``x`` over ``[min(lo, 0), max(hi, 0)]``
+    (scale ``(hi - lo) / 255``, rounded zero point), differentiable in ``x``, ``lo`` and ``hi``."""
+    lo, hi = torch.clamp(lo, max=0.0), torch.clamp(hi, min=0.0)
+    scale = torch.clamp(hi - lo, min=1e-8) / 255.0
+    zp = torch.clamp(_round_ste(-lo / scale), 0.0, 255.0)
+    q = torch.clamp(_round_ste(x / scale) + zp, 0.0, 255.0)
+    return (q - zp) * scale
+
+
+class _WeightInt8(nn.Module):
+    """Parametrization: per-output-channel symmetric int8 fake quantization (scale max|w| / 127)."""
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        scale = (w.detach().abs().amax(dim=tuple(range(1, w.ndim)), keepdim=True) / 127.0).clamp_min(1e-12)
+        return torch.clamp(_round_ste(w / scale), -127.0, 127.0) * scale
+
+
+class _Range(nn.Module):
+    """A learned activation range: observed (lo, hi) times exp of a learned log-offset each."""
+
+    def __init__(self, lo: float, hi: float, learn: bool = True):
+        super().__init__()
+        self.register_buffer("lo0", torch.tensor(float(min(lo, 0.0))))
+        self.register_buffer("hi0", torch.tensor(float(max(hi, 1e-6))))
+        self.log_scale = nn.Parameter(torch.zeros(2), requires_grad=learn)
+
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.lo0 * torch.exp(self.log_scale[0]), self.hi0 * torch.exp(self.log_scale[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.bounds()
+        return fake_quant_uint8(x, lo, hi)
+
+    def value(self) -> tuple[float, float]:
+        lo, hi = self.bounds()
+        return float(lo), float(hi)
+
+
+@dataclass
+class FinetuneResult:
+    """The fine-tuned float model, its activation ranges, and what the training did."""
+
+    model: nn.Module
+    input_ranges: dict[str, tuple[float, float]]  # conv module name -> (rmin, rmax) of its input
+    output_ranges: dict[str, tuple[float, float]]  # conv module name -> of its output (absent: ReLU-fused)
+    report: dict = field(default_factory=dict)
+    simulation: "FakeQuantized | None" = None  # ``with result.simulation as fq:`` runs the w8a8 simulation
+
+
+@torch.no_grad()
+def _observe(model: nn.Module, convs: dict[str, nn.Module], tiles: list[np.ndarray]):
+    lo_in, hi_in, lo_out, hi_out = {}, {}, {}, {}
+
+    def hook(name):
+        def fn(_m, inp, out):
+            for (lo, hi), t in (((lo_in, hi_in), inp[0]), ((lo_out, hi_out), out)):
+                lo[name] = min(lo.get(name, 0.0), float(t.min()))
+                hi[name] = max(hi.get(name, 0.0), float(t.max()))
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in convs.items()]
+    try:
+        for t in tiles:
+            model(torch.from_numpy(t))
+    finally:
+        for h in handles:
+            h.remove()
+    return lo_in, hi_in, lo_out, hi_out
+
+
+@torch.no_grad()
+def _reads_model_input(model: nn.Module, convs: dict[str, nn.Module], tile: np.ndarray) -> set[str]:
+    """Names of the convs whose input is the model's input tensor itself."""
+    x, found = torch.from_numpy(tile), set()
+    handles = [m.register_forward_pre_hook(lambda _m, inp, n=n: found.add(n) if inp[0] is x else None)
+               for n, m in convs.items()]
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return found
+
+
+def _crops(tiles: list[np.ndarray], batch: int, crop: int, gen: torch.Generator) -> torch.Tensor:
+    out = []
+    for _ in range(batch):
+        t = torch.from_numpy(tiles[int(torch.randint(len(tiles), (1,), generator=gen))])[0]
+        h, w = t.shape[-2:]
+        c = min(crop, h, w)
+        y = int(torch.randint(h - c + 1, (1,), generator=gen))
+        x = int(torch.randint(w - c + 1, (1,), generator=gen))
+        t = t[:, y:y + c, x:x + c]
+        k = int(torch.randint(8, (1,), generator=gen))
+        t = torch.rot90(t, k % 4, dims=(1, 2))
+        out.append(t.flip(2) if k >= 4 else t)
+    return torch.stack(out)
+
+
+class FakeQuantized:
+    """Context manager: ``model``'s convs run w8a8 fake-quantized (weights by parametrization,
+    activations by hooks with the ``_Range`` modules of ``in_fq`` / ``out_fq``, keyed by module name
+    with dots replaced by slashes)."""
+
+    def __init__(self, model: nn.Module, convs: dict[str, nn.Module], in_fq: nn.ModuleDict, out_fq: nn.ModuleDict,
+                 model_out: tuple[float, float] | None = None):
+        self.model, self.convs, self.in_fq, self.out_fq, self.handles = model, convs, in_fq, out_fq, []
+        self.model_out = model_out  # the model output's fixed (min, max): quantized like the quantizer does
+
+    def __enter__(self) -> nn.Module:
+        for n, m in self.convs.items():
+            key = n.replace(".", "/")
+            parametrize.register_parametrization(m, "weight", _WeightInt8())
+            fq_in = self.in_fq[key]
+            self.handles.append(m.register_forward_pre_hook(lambda _m, inp, f=fq_in: (f(inp[0]),) + tuple(inp[1:])))
+            if key in self.out_fq:
+                fq_out = self.out_fq[key]
+                self.handles.append(m.register_forward_hook(lambda _m, _i, out, f=fq_out: f(out)))
+        if self.model_out is not None:
+            lo, hi = (torch.tensor(v) for v in self.model_out)
+            self.handles.append(self.model.register_forward_hook(lambda _m, _i, out: fake_quant_uint8(out, lo, hi)))
+        return self.model
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+        for m in self.convs.values():
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
+
+
+def quantization_finetune(model: nn.Module, reference: nn.Module, tiles: list[np.ndarray], steps: int = 300,
+                          batch: int = 8, crop: int = 64, lr: float = 5e-5, range_lr: float = 3e-3, seed: int = 0,
+                          keep_float: frozenset[str] = frozenset(), progress=None) -> FinetuneResult:
+    """Fine-tune a copy of ``model`` so that its w8a8 fake-quantized output matches ``reference``
+    (the original fp32 model) on random crops of ``tiles``; ``progress(step, loss)`` is called each
+    step. ``range_lr=0`` keeps the observed min/max ranges."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = copy.deepcopy(model).float().eval()
+    reference = reference.float().eval()
+    convs = {n: m for n, m in model.named_modules() if _plain_conv(m) and n not in keep_float}
+    mods = dict(model.named_modules())
+    relu_fused = {first for first, act, _ in _pairs(model) if not isinstance(mods.get(act), nn.PReLU)}
+    lo_in, hi_in, lo_out, hi_out = _observe(model, convs, tiles)
+    # A conv reading the model input shares that tensor's quantizer with every other reader (a
+    # residual or upsampling path): its range stays the observed one, or learning it would clip them.
+    reads_input = _reads_model_input(model, convs, tiles[0])
+    with torch.no_grad():
+        outs = [model(torch.from_numpy(t)) for t in tiles]
+    model_out = (min(0.0, min(float(o.min()) for o in outs)), max(0.0, max(float(o.max()) for o in outs)))
+    in_fq = nn.ModuleDict({n.replace(".", "/"): _Range(lo_in[n], hi_in[n], learn=n not in reads_input) for n in convs})
+    out_fq = nn.ModuleDict({n.replace(".", "/"): _Range(lo_out[n], hi_out[n]) for n in convs if n not in relu_fused})
+    weights = list(model.parameters())
+    groups = [{"params": weights, "lr": lr}]
+    if range_lr > 0:
+        groups.append({"params": [p for p in [*in_fq.parameters(), *out_fq.parameters()] if p.requires_grad],
+                       "lr": range_lr})
+    opt = torch.optim.Adam(groups)
+    for g in opt.param_groups:
+        g["base_lr"] = g["lr"]
+    losses = []
+    with FakeQuantized(model, convs, in_fq, out_fq, model_out) as fq:
+        for step in range(steps):
+            x = _crops(tiles, batch, crop, gen)
+            with torch.no_grad():
+                target = reference(x)
+            loss = F.mse_loss(fq(x), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for g in opt.param_groups:  # cosine decay
+                g["lr"] = g["base_lr"] * 0.5 * (1 + math.cos(math.pi * step / steps))
+            opt.step()
+            losses.append(float(loss.detach()))
+            if progress is not None:
+                progress(step + 1, losses[-1])
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    first, last = np.mean(losses[: max(1, steps // 10)]), np.mean(losses[-max(1, steps // 10):])
+    return FinetuneResult(
+        model,
+        {n: in_fq[n.replace(".", "/")].value() for n in convs},
+        {n: out_fq[n.replace(".", "/")].value() for n in convs if n.replace(".", "/") in out_fq},
+        {"steps": steps, "batch": batch, "crop": crop, "lr": lr, "range_lr": range_lr, "seed": seed,
+         "fake_quant_psnr_db_first": round(-10 * math.log10(max(first, 1e-20)), 2),
+         "fake_quant_psnr_db_last": round(-10 * math.log10(max(last, 1e-20)), 2)},
+        FakeQuantized(model, convs, in_fq, out_fq, model_out))

@@ -1,0 +1,162 @@
+"""Quantization-aware fine-tuning (restorekit.quantize.finetune): the fake quantizer reproduces ONNX
+Runtime's uint8 QDQ, training lowers the w8a8 error, and the learned ranges reach the QDQ model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from restorekit.convert import convert_model
+from restorekit.errors import BadInputError
+from restorekit.eval.metrics import psnr
+from restorekit.models.spec import ModelSpec
+from restorekit.quantize.calibration import calibration_tiles
+from restorekit.quantize.finetune import fake_quant_uint8, quantization_finetune
+from restorekit.quantize.prepare import prepare_for_int8
+from restorekit.quantize.recipe import recipe_from_dict
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
+SPEC = ModelSpec(name="tiny-prelu", architecture="PReLUNet", task="restore", scale=1)
+
+
+class PReLUNet(nn.Module):
+    """x + conv3(prelu(conv2(prelu(conv1(prelu(conv0(x))))))): Compact's pattern, small."""
+
+    def __init__(self, width: int = 12):
+        super().__init__()
+        self.convs = nn.ModuleList([nn.Conv2d(3, width, 3, padding=1), nn.Conv2d(width, width, 3, padding=1),
+                                    nn.Conv2d(width, width, 3, padding=1), nn.Conv2d(width, 3, 3, padding=1)])
+        self.acts = nn.ModuleList([nn.PReLU(width) for _ in range(3)])
+
+    def forward(self, x):
+        h = x
+        for conv, act in zip(self.convs[:-1], self.acts):
+            h = act(conv(h))
+        return x + self.convs[-1](h)
+
+
+def _net() -> PReLUNet:
+    """Heavy-tailed activations, as in trained restoration nets: four strong edge detectors (large
+    on edges, near zero elsewhere) feed the rest. Plain w8a8 PTQ gives about 29.5 dB here."""
+    torch.manual_seed(0)
+    net = PReLUNet()
+    with torch.no_grad():
+        for a in net.acts:
+            a.weight.uniform_(-0.5, 0.5)
+        net.convs[0].weight[:4] = 8.0 * torch.tensor([[0.0, -1, 0], [-1, 4, -1], [0, -1, 0]])
+        net.convs[0].bias[:4] = 0.0
+        net.convs[1].weight.mul_(2.0)
+    return net.eval()
+
+
+FT = {"steps": 60, "batch": 4, "crop": 24, "lr": 1e-4, "range_lr": 1e-2}
+
+
+@pytest.fixture(scope="module")
+def tiles():
+    return calibration_tiles(SAMPLES, tile=32, count=8)
+
+
+def test_fake_quant_matches_onnxruntime_qdq():
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+    from onnxruntime.quantization.quant_utils import compute_scale_zp
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((1, 4, 8, 8)) * 3).astype(np.float32)
+    for lo, hi in ((-2.5, 4.0), (0.0, 1.0), (-7.3, 0.4), (0.3, 5.0)):
+        zp, scale = compute_scale_zp(np.array(min(lo, 0), np.float32), np.array(max(hi, 0), np.float32), np.array(0, np.uint8), np.array(255, np.uint8), False)
+        g = helper.make_graph(
+            [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])], "qdq",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, x.shape)],
+            [helper.make_tensor("s", TensorProto.FLOAT, [], [float(scale)]),
+             helper.make_tensor("z", TensorProto.UINT8, [], [int(zp)])])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        ref = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        ours = fake_quant_uint8(torch.from_numpy(x), torch.tensor(lo), torch.tensor(hi)).numpy()
+        # the same grid: equal but for float rounding of the scale (at most one step on ties)
+        assert np.mean(np.abs(ours - ref) < 1e-5) > 0.99, (lo, hi)
+        assert np.max(np.abs(ours - ref)) <= float(scale) * 1.001
+
+
+def test_finetune_lowers_the_w8a8_error_and_learns_ranges(tiles):
+    net = _net()
+    prepared, _ = prepare_for_int8(net, tiles)
+    res = quantization_finetune(prepared, net, tiles, **FT)
+    assert res.report["fake_quant_psnr_db_last"] > res.report["fake_quant_psnr_db_first"] + 1.0
+    assert set(res.input_ranges) == {f"convs.{i}" for i in range(4)}
+    assert set(res.output_ranges) == set(res.input_ranges)  # PReLU: conv outputs are quantized too
+    # conv0 reads the model input, which the residual also reads: its range is not learned (no clipping)
+    assert res.input_ranges["convs.0"][0] == 0.0 and res.input_ranges["convs.0"][1] >= 0.999
+    # the simulation, on tiles, beats the un-tuned model's simulation
+    with torch.no_grad():  # the simulation can be re-entered after training, and restores the model
+        x = torch.from_numpy(np.concatenate(tiles))
+        with res.simulation as fq:
+            simulated = fq(x)
+        plain = res.model(x)
+    assert not torch.equal(simulated, plain)
+    assert not hasattr(res.model.convs[0], "parametrizations")
+    for p in res.model.parameters():
+        assert not p.requires_grad
+
+
+@pytest.mark.parametrize("target", ["onnx", "tflite"])
+def test_learned_ranges_reach_the_quantized_model(target, tiles, tmp_path):
+    net = _net()
+    plain = recipe_from_dict({"scheme": "w8a8"})
+    tuned = recipe_from_dict({"scheme": "w8a8", "finetune": FT})
+    from restorekit.convert import open_converted
+
+    scores = {}
+    for name, recipe in (("plain", plain), ("tuned", tuned)):
+        (tmp_path / name).mkdir()
+        conv = convert_model(net, SPEC, target, tmp_path / name, precision="w8a8", tile=32, calib=tiles, recipe=recipe)
+        sess = open_converted(target, conv)
+        with torch.inference_mode():
+            scores[name] = float(np.mean([psnr(sess.run(t), net(torch.from_numpy(t)).numpy()) for t in tiles]))
+        if name == "tuned":
+            prep = conv.recipe["float_preparation"]
+            assert prep["learned_activation_ranges"] == 4 and prep["finetune"]["steps"] == 60
+            assert "learned ranges on" in conv.recipe["calibration"]
+            assert conv.recipe["recipe"]["finetune"]["steps"] == 60
+    if target == "onnx":
+        assert scores["tuned"] > scores["plain"] + 0.3, scores
+    else:  # LiteRT: litert-torch lowers PReLU to RELU/MUL/MUL/SUB, three more int8 points the training
+        # does not model; the learned ranges are applied (checked above) but bring no gain here
+        assert scores["tuned"] > scores["plain"] - 1.0, scores
+
+
+def test_onnx_qdq_scales_are_the_learned_ranges(tiles, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    net = _net()
+    recipe = recipe_from_dict({"scheme": "w8a8", "finetune": {"steps": 5, "batch": 2, "crop": 16}})
+    prepared, info = prepare_for_int8(net, tiles, finetune=recipe.finetune)
+    lo, hi = info["activation_ranges"]["convs.2"]["output"]
+    conv = convert_model(net, SPEC, "onnx", tmp_path, precision="w8a8", tile=32, calib=tiles, recipe=recipe,
+                         prepared=(prepared, info))
+    m = onnx.load(str(conv.path))
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    scales = [float(inits[n.input[1]]) for n in m.graph.node
+              if n.op_type == "QuantizeLinear" and inits[n.input[1]].ndim == 0]
+    assert any(abs(s - (max(hi, 0) - min(lo, 0)) / 255) < 1e-6 * max(1.0, hi) for s in scales)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"scheme": "w8a16", "finetune": {"steps": 10}}, "int8 activations"),
+    ({"scheme": "w8a8", "finetune": {"epochs": 10}}, "unknown key 'epochs'"),
+    ({"scheme": "w8a8", "finetune": {"steps": 0}}, "must be positive"),
+    ({"scheme": "w8a8", "finetune": {"steps": "many"}}, "expected a number"),
+    ({"scheme": "w8a8", "float_preparation": False, "finetune": {"steps": 10}}, "float_preparation"),
+])
+def test_bad_finetune_settings_are_rejected(bad, message):
+    with pytest.raises(BadInputError, match=message):
+        recipe_from_dict(bad)

@@ -166,21 +166,25 @@ def backend_row(target: str, scheme: str, convert, base: dict, calib, crops, wor
 
 
 def coreml_row(model, conv, torch_refs, crops, pairs=(), torch_gt=None) -> dict:
-    """Simulated fidelity (PyTorch with the decompressed weights) of a Core ML model."""
+    """Simulated fidelity of a Core ML model (PyTorch with the decompressed weights, or the
+    fake-quantized w8a8 model the program was converted from)."""
     import torch
 
     from restorekit.quantize.coreml import with_weights
 
-    if not conv.decompressed_weights:
+    if conv.simulation is not None:  # w8a8: the finalized fake-quantized PyTorch model
+        sim, note = conv.simulation, "simulated in PyTorch (coremltools fake-quantized w8a8, fp32 math)"
+    elif conv.decompressed_weights:
+        sim, replaced = with_weights(model, conv.decompressed_weights)
+        note = f"simulated in PyTorch ({replaced} weights replaced)"
+    else:
         return {"conv": conv, "note": "reference (PyTorch fp32)" if (conv.recipe or {}).get("scheme") == "fp32"
                 else "not simulated: no compressed weights (runtime is macOS-only)"}
-    sim, replaced = with_weights(model, conv.decompressed_weights)
     run = lambda x: sim(torch.from_numpy(x)).numpy()  # noqa: E731
     with torch.inference_mode():
         fid = fidelity(outputs(run, crops), torch_refs)
         gt = gt_psnr(run, pairs) if pairs else None
-    return {"conv": conv, **fid, "gt_psnr": gt, "gt_delta": None if gt is None else gt - torch_gt,
-            "note": f"simulated in PyTorch ({replaced} weights replaced)"}
+    return {"conv": conv, **fid, "gt_psnr": gt, "gt_delta": None if gt is None else gt - torch_gt, "note": note}
 
 
 def bench_target(loaded, target: str, schemes: list[str], calib, crops, runs: int, work: Path,

@@ -160,3 +160,23 @@ def test_onnx_qdq_scales_are_the_learned_ranges(tiles, tmp_path):
 def test_bad_finetune_settings_are_rejected(bad, message):
     with pytest.raises(BadInputError, match=message):
         recipe_from_dict(bad)
+
+
+def test_cli_finetune_steps_builds_a_fine_tuned_bundle_or_refuses_a_float_scheme(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from restorekit.cli.main import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["quantize", "--target", "onnx", "--scheme", "w8a16", "--finetune-steps", "5",
+                              "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "int8 activations" in bad.output
+    assert not (tmp_path / "bad").exists()
+    ok = runner.invoke(app, ["quantize", "--target", "onnx", "--scheme", "w8a8", "--finetune-steps", "3",
+                             "--calib-count", "2", "--out", str(tmp_path / "b")])
+    assert ok.exit_code == 0, ok.output
+    manifest = json.loads(next((tmp_path / "b").rglob("manifest.json")).read_text())
+    text = json.dumps(manifest)
+    assert '"finetune"' in text and "learned_activation_ranges" in text

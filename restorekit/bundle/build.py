@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import os
 import shutil
@@ -165,7 +166,18 @@ def build_bundles(
     if needs_calib and (recipe is None or not recipe.op_names):  # one int8 preparation of the float model, shared by every int8 target
         from restorekit.quantize.prepare import prepare_for_int8
 
-        prepared = prepare_for_int8(loaded.module, calib, finetune=recipe.finetune if recipe is not None else None)
+        finetune = recipe.finetune if recipe is not None else None
+        if finetune is None:
+            prepared = prepare_for_int8(loaded.module, calib)
+        else:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                          TextColumn("fake-quant PSNR {task.fields[psnr]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                          console=console, transient=False) as bar:
+                job = bar.add_task(f"int8 fine-tuning {spec.name}", total=finetune.get("steps", 300), psnr="…")
+                prepared = prepare_for_int8(loaded.module, calib, finetune=finetune, progress=lambda step, loss: bar.update(
+                    job, completed=step, psnr=f"{-10 * math.log10(max(loss, 1e-20)):.2f} dB"))
     reference = TorchSession(loaded.module)
     if spec.task == "detect":  # detectors are validated on whole photos (faces are not cut by a crop)
         tiles = eval_photos(eval_dir, max_side=size, count=eval_count)
@@ -238,16 +250,22 @@ def _validate(bundle_dir: Path, manifest: Manifest, tiles, refs, reference, load
         sim = _simulate_fp16(loaded.module, tiles, refs) if manifest.precision == "fp16" else None
         if conv is not None and conv.decompressed_weights is not None:
             sim = _simulate_weights(loaded.module, conv.decompressed_weights, tiles, refs)
+        if conv is not None and conv.simulation is not None:
+            sim = _simulate_module(conv.simulation, tiles, refs)
         m.update({"validated": False, "not_validated_reason": COREML_NEEDS_MACOS + "; checked structurally",
                   "structure_ok": st["ok"], "structure_checks": [f"{'✓' if ok else '✗'} {n}: {d}" for n, ok, d in st["checks"]],
                   "mil_ops": st["ops"], "device": "not run (Linux)"})
-        compressed = conv is not None and conv.decompressed_weights is not None
+        quantized_acts = conv is not None and conv.simulation is not None
+        compressed = conv is not None and (conv.decompressed_weights is not None or quantized_acts)
         if sim is not None:
-            m["simulated_weights_psnr_db" if compressed else "simulated_fp16_psnr_db"] = round(sim, 3)
+            key = ("simulated_w8a8_psnr_db" if quantized_acts else "simulated_weights_psnr_db" if compressed
+                   else "simulated_fp16_psnr_db")
+            m[key] = round(sim, 3)
         failed = [f"{n} ({d})" for n, ok, d in st["checks"] if not ok]
         detail = "structure ✓" if not failed else "structure ✗ " + "; ".join(failed)
         if sim is not None:
-            kind = "fp16" if manifest.precision == "fp16" else "decompressed-weights"
+            kind = ("fp16" if manifest.precision == "fp16" else "fake-quantized w8a8" if quantized_acts
+                    else "decompressed-weights")
             detail += f", PyTorch {kind} simulation {sim:.1f} dB"
         if compressed:  # the weights' numeric effect is known here: gate on it like a measured bundle
             m["min_fidelity_db"] = bar
@@ -313,6 +331,16 @@ def _simulate_fp16(module, tiles, refs) -> float:
             y = half(torch.from_numpy(t.x).half()).float().numpy()
             vals.append(psnr(np.nan_to_num(y), r))
     return float(np.mean(vals))
+
+
+def _simulate_module(sim, tiles, refs) -> float:
+    """PSNR of a PyTorch simulation of a Core ML program (fake-quantized w8a8) against the references."""
+    import torch
+
+    from restorekit.eval.metrics import psnr
+
+    with torch.inference_mode():
+        return float(np.mean([psnr(sim(torch.from_numpy(t.x)).numpy(), r) for t, r in zip(tiles, refs)]))
 
 
 def _simulate_weights(module, weights, tiles, refs) -> float:

@@ -128,6 +128,7 @@ def quantize(
     recipe_file: Annotated[Optional[Path], typer.Option("--recipe", help="YAML/JSON recipe (scheme + per-layer overrides); replaces --scheme.")] = None,
     budget_psnr: Annotated[Optional[float], typer.Option("--budget-psnr", help="mixed: fidelity (dB vs fp32) to reach on the calibration tiles (default 45).")] = None,
     calib_count: Annotated[Optional[int], typer.Option("--calib-count", min=1, help="Calibration tiles (default 16).")] = None,
+    finetune_steps: Annotated[Optional[int], typer.Option("--finetune-steps", min=1, help="w8a8/mixed: quantization-aware fine-tuning steps against the fp32 model, with learned activation ranges (minutes on CPU; off by default).")] = None,
     calib: CalibOpt = None,
     eval_images: EvalOpt = None,
     out: OutOpt = Path("bundles"),
@@ -146,6 +147,8 @@ def quantize(
         recipe = builtin_recipe(scheme, budget_psnr)
     if calib_count is not None:
         recipe.calibration["tiles"] = calib_count
+    if finetune_steps is not None:
+        recipe = recipe_from_dict({**recipe.to_dict(), "finetune": {**(recipe.finetune or {}), "steps": finetune_steps}})
     from restorekit.convert import TARGETS
 
     if target not in TARGETS:

@@ -52,7 +52,7 @@ TARGETS: dict[str, TargetProfile] = {
                           IMAGE_TASKS + ("detect",)),
     "tflite": TargetProfile("tflite", ("fp32", "fp16") + _INTEGER, "NHWC", False, 60.0, "any OS (ai-edge-litert)",
                             IMAGE_TASKS + ("detect",), rewrites=("prelu",)),
-    "coreml": TargetProfile("coreml", ("fp32", "fp16", "w8", "palettize4", "palettize6", "palettize8"), "NCHW",
+    "coreml": TargetProfile("coreml", ("fp32", "fp16", "w8", "w8a8", "palettize4", "palettize6", "palettize8"), "NCHW",
                             False, 60.0, "macOS only"),
 }
 
@@ -67,6 +67,7 @@ class Converted:
     recipe: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     decompressed_weights: list[Any] | None = None  # Core ML compressed weights, for simulation off macOS
+    simulation: Any = None  # Core ML w8a8: the PyTorch model computing what the program computes
 
 
 def check_target(target: str, precision: str) -> TargetProfile:

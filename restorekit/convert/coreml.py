@@ -16,14 +16,22 @@ from restorekit.models.spec import ModelSpec
 def convert(model: torch.nn.Module, spec: ModelSpec, out_path: Path, precision: str = "fp32",
             tile: int = 256, calib: list[np.ndarray] | None = None, recipe=None) -> Converted:
     """Trace ``model`` at a fixed tile and convert with coremltools: fp32 or fp16 compute, or fp16
-    compute with compressed weights (w8, palettize4/6/8; ``quantize/coreml.py``)."""
+    compute with compressed weights (w8, palettize4/6/8) or with int8 activations (w8a8), see
+    ``quantize/coreml.py``."""
     ct = require("coremltools")
     from restorekit.convert import recipe_for
 
     recipe = recipe or recipe_for(precision)
-    compressed = recipe is not None and recipe.scheme != "fp16"
+    activations = recipe is not None and recipe.scheme == "w8a8"
+    compressed = recipe is not None and recipe.scheme not in ("fp16", "w8a8")
     size = spec.fixed_size or tile
     x = torch.rand(1, spec.in_channels, size, size)
+    simulation, act_info = None, {}
+    if activations:
+        from restorekit.quantize import coreml as qcoreml
+
+        model, act_info = qcoreml.quantize_activations(model, calib)
+        simulation = model
     with torch.inference_mode():
         traced = torch.jit.trace(model.eval(), x)
     compute = ct.precision.FLOAT32 if recipe is None else ct.precision.FLOAT16
@@ -35,7 +43,9 @@ def convert(model: torch.nn.Module, spec: ModelSpec, out_path: Path, precision: 
         minimum_deployment_target=ct.target.iOS17,
         compute_precision=compute,
     )
-    applied = {"scheme": precision, "compute_precision": "float32" if recipe is None else "float16"}
+    applied = {"scheme": precision, "compute_precision": "float32" if recipe is None else "float16", **act_info}
+    if activations:
+        applied["recipe"] = recipe.to_dict()
     weights = None
     if compressed:
         from restorekit.quantize import coreml as qcoreml
@@ -48,4 +58,4 @@ def convert(model: torch.nn.Module, spec: ModelSpec, out_path: Path, precision: 
     contract_in = TensorContract(name="input", layout="NCHW", dtype="float32", shape=[1, spec.in_channels, size, size])
     contract_out = TensorContract(name="output", layout="NCHW", dtype="float32",
                                   shape=[1, spec.out_channels, size * spec.scale, size * spec.scale])
-    return Converted(out_path, contract_in, contract_out, applied, decompressed_weights=weights)
+    return Converted(out_path, contract_in, contract_out, applied, decompressed_weights=weights, simulation=simulation)

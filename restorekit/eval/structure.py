@@ -46,6 +46,10 @@ def coreml_structure(model_path: Path, manifest: Manifest) -> dict:
         packed = {k: v for k, v in ops.items() if k.startswith("constexpr_")}
         checks.append((f"{manifest.precision} weights compressed", bool(packed),
                        ", ".join(f"{k}x{v}" for k, v in packed.items()) or "no constexpr weight ops"))
+    if manifest.precision == "w8a8":  # int8 activations: every conv input passes a quantize/dequantize pair
+        n_conv = ops.get("conv", 0)
+        checks.append(("w8a8 activations quantized", 0 < n_conv <= min(ops.get("quantize", 0), ops.get("dequantize", 0)),
+                       f"quantize x{ops.get('quantize', 0)}, dequantize x{ops.get('dequantize', 0)} for conv x{n_conv}"))
     checks.append((f"conv compute {'fp32' if want == _FLOAT32 else 'fp16'}", bool(conv_dtypes) and set(conv_dtypes) == {want},
                    ", ".join(f"{'fp16' if k == _FLOAT16 else 'fp32' if k == _FLOAT32 else k}x{v}"
                              for k, v in conv_dtypes.items())))

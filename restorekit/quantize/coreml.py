@@ -1,7 +1,10 @@
-"""Core ML weight compression of a recipe with ``coremltools.optimize.coreml``: w8 (linear
-symmetric per-channel int8) and palettize4/6/8 (k-means look-up tables). Both work on Linux;
-predictions need macOS, so :func:`simulate` measures the numeric effect by running the PyTorch
-model with the weights decompressed from the compressed program."""
+"""Core ML quantization of a recipe. Weights with ``coremltools.optimize.coreml``: w8 (linear
+symmetric per-channel int8) and palettize4/6/8 (k-means look-up tables). Activations (w8a8) with
+``coremltools.optimize.torch``: the PyTorch model gets int8 fake quantizers, is calibrated on
+photo tiles, finalized and then converted, so the program carries quantize/dequantize ops. All of
+this works on Linux; predictions need macOS, so the numeric effect is measured in PyTorch: the
+model with the weights decompressed from the program (:func:`with_weights`), or the finalized
+fake-quantized model (:func:`quantize_activations`)."""
 
 from __future__ import annotations
 
@@ -62,3 +65,33 @@ def with_weights(module, weights: list[np.ndarray]):
             p.copy_(torch.from_numpy(pool.pop(best)))
             replaced += 1
     return sim, replaced
+
+
+def quantize_activations(model, calib: list[np.ndarray]):
+    """w8a8 for Core ML: a copy of ``model`` with coremltools' int8 fake quantizers (symmetric
+    per-channel weights, int8 activations), calibrated by running ``calib`` through it, then
+    finalized. Returns the finalized model (trace and convert it; it is also the simulation) and
+    what was applied."""
+    require("coremltools")
+    import torch
+    from coremltools.optimize.torch.quantization import LinearQuantizer, LinearQuantizerConfig
+
+    if not calib:
+        from restorekit.errors import BadInputError
+
+        raise BadInputError("w8a8 quantization needs calibration images (--calib DIR)")
+    # milestones: observers and fake quantization on from step 0; observers never frozen here
+    config = LinearQuantizerConfig.from_dict({"global_config": {"quantization_scheme": "symmetric",
+                                                                "milestones": [0, 0, 10 ** 9, 10 ** 9]}})
+    quantizer = LinearQuantizer(copy.deepcopy(model).eval(), config)
+    prepared = quantizer.prepare(example_inputs=(torch.from_numpy(calib[0]),))
+    prepared.train()
+    quantizer.step()  # applies the step-0 milestones: observers and fake quantization on
+    with torch.no_grad():
+        for t in calib:
+            prepared(torch.from_numpy(t))
+    prepared.eval()
+    final = quantizer.finalize(inplace=False).eval()
+    return final, {"scheme": "w8a8", "weights": "int8 symmetric per-channel (coremltools.optimize.torch)",
+                   "activations": "int8 (quantize/dequantize ops in the program)",
+                   "calibration": f"coremltools LinearQuantizer observers on {len(calib)} photo tiles"}

@@ -56,7 +56,7 @@ SCHEMES: dict[str, LayerSetting] = {
 TARGET_SCHEMES = {
     "onnx": ("fp16", "w8", "w8a8", "w8a16", "mixed"),
     "tflite": ("fp16", "w8", "w8a8", "w8a16", "mixed"),
-    "coreml": ("fp16", "w8", "palettize4", "palettize6", "palettize8"),
+    "coreml": ("fp16", "w8", "w8a8", "palettize4", "palettize6", "palettize8"),
 }
 DEFAULT_BUDGET_PSNR = 45.0
 
@@ -115,8 +115,8 @@ class Recipe:
                 if s is None:
                     continue
                 if target == "coreml" and s.activations in ("int8", "int16"):
-                    raise BadInputError(f"recipe {where}.{key}: Core ML bundles here quantize weights only "
-                                        "(activation quantization needs calibration in PyTorch)")
+                    raise BadInputError(f"recipe {where}.{key}: Core ML activation quantization is global "
+                                        "(scheme w8a8), not per layer")
                 if target != "coreml" and s.weights and s.weights.startswith("palette"):
                     raise BadInputError(f"recipe {where}.{key}: palettized weights are a Core ML format; "
                                         f"{target} takes fp16 or int8 weights")

@@ -110,8 +110,10 @@ def test_recipe_checked_against_target_and_model():
     layers = quantizable_layers(_tiny())
     with pytest.raises(BadInputError, match="unknown op 'body.99'"):
         recipe_from_dict({"scheme": "w8a8", "op_names": {"body.99": None}}).check("onnx", layers)
-    with pytest.raises(BadInputError, match="coreml does not implement scheme 'w8a8'"):
-        builtin_recipe("w8a8").check("coreml", layers)
+    with pytest.raises(BadInputError, match="coreml does not implement scheme 'w8a16'"):
+        builtin_recipe("w8a16").check("coreml", layers)
+    with pytest.raises(BadInputError, match="per-layer overrides are implemented for onnx and tflite"):
+        recipe_from_dict({"scheme": "w8a8", "op_names": {"conv1": None}}).check("coreml", layers)
     with pytest.raises(BadInputError, match="palettized weights are a Core ML format"):
         recipe_from_dict({"scheme": "w8a8", "op_names": {"conv1": {"weights": "palette6"}}}).check("onnx", layers)
 
@@ -196,6 +198,25 @@ def test_coreml_weight_compression_is_built_and_simulated(tmp_path, calib, schem
         x = torch.from_numpy(calib[0])
         d = psnr(sim(x).numpy(), net(x).numpy())
     assert 35.0 < d < 150.0  # changed by compression, but still close
+
+
+def test_coreml_w8a8_quantizes_activations_in_the_program_and_simulates(tmp_path, calib):
+    from restorekit.eval.structure import coreml_structure
+
+    pytest.importorskip("coremltools")
+    net = _tiny()
+    conv = convert_model(net, SPEC, "coreml", tmp_path, "w8a8", tile=32, calib=calib)
+    manifest = type("M", (), {"precision": "w8a8", "input": conv.input, "output": conv.output, "target": "coreml"})()
+    st = coreml_structure(conv.path, manifest)
+    assert st["ok"], st["checks"]
+    assert st["ops"]["quantize"] >= st["ops"]["conv"] == 4  # every conv reads int8 activations
+    assert conv.recipe["float_preparation"]["gptq_rounded_convs"] == 4
+    x = torch.from_numpy(calib[0])
+    with torch.inference_mode():
+        d = psnr(conv.simulation(x).numpy(), net(x).numpy())
+    assert 30.0 < d < 80.0  # int8 activations: visibly quantized, still close
+    with pytest.raises(BadInputError, match="calibration images"):
+        convert_model(net, SPEC, "coreml", tmp_path / "none", "w8a8", tile=32, calib=None)
 
 
 # --- sensitivity analysis and mixed precision ------------------------------------------------

@@ -124,7 +124,7 @@ def convert(
 def quantize(
     model: ModelArg = None,
     target: Annotated[str, typer.Option("--target", help="onnx, tflite or coreml.")] = "onnx",
-    scheme: Annotated[str, typer.Option("--scheme", help="fp16, w8, w8a8, w8a16, mixed (onnx/tflite); fp16, w8, palettize4/6/8 (coreml).")] = "w8a8",
+    scheme: Annotated[str, typer.Option("--scheme", help="fp16, w8, w8a8, w8a16, mixed (onnx/tflite); fp16, w8, w8a8, palettize4/6/8 (coreml).")] = "w8a8",
     recipe_file: Annotated[Optional[Path], typer.Option("--recipe", help="YAML/JSON recipe (scheme + per-layer overrides); replaces --scheme.")] = None,
     budget_psnr: Annotated[Optional[float], typer.Option("--budget-psnr", help="mixed: fidelity (dB vs fp32) to reach on the calibration tiles (default 45).")] = None,
     calib_count: Annotated[Optional[int], typer.Option("--calib-count", min=1, help="Calibration tiles (default 16).")] = None,

@@ -187,6 +187,19 @@ def coreml_row(model, conv, torch_refs, crops, pairs=(), torch_gt=None) -> dict:
     return {"conv": conv, **fid, "gt_psnr": gt, "gt_delta": None if gt is None else gt - torch_gt, "note": note}
 
 
+def timed_row(row: dict, measure) -> dict:
+    """Run ``measure()`` (which fills ``row``); a failure keeps its first line as the row's error.
+    Adds the seconds taken and prints the row's progress line."""
+    t0 = time.perf_counter()
+    try:
+        measure()
+    except Exception as exc:
+        row["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    print(progress(row), file=sys.stderr, flush=True)
+    return row
+
+
 def bench_target(loaded, target: str, schemes: list[str], calib, crops, runs: int, work: Path,
                  pairs=(), finetune_steps: int = 300) -> list[dict]:
     """All rows of one model on one target (a failed row keeps its error message)."""
@@ -220,8 +233,9 @@ def bench_target(loaded, target: str, schemes: list[str], calib, crops, runs: in
             base["error"] = f"fp32 reference failed: {exc}"
     rows = []
     for scheme in todo:
-        row, t0 = {"model": spec.name, "target": target, "scheme": scheme}, time.perf_counter()
-        try:
+        row = {"model": spec.name, "target": target, "scheme": scheme}
+
+        def measure(row=row, scheme=scheme):
             if "error" in base:
                 raise RuntimeError(base["error"])
             if target == "coreml":
@@ -233,11 +247,8 @@ def bench_target(loaded, target: str, schemes: list[str], calib, crops, runs: in
             conv = res.pop("conv")
             row.update(res, size_kib=size_kib(conv.path),
                        float_layers=((conv.recipe or {}).get("mixed_search") or {}).get("float_layers"))
-        except Exception as exc:
-            row["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        row["seconds"] = round(time.perf_counter() - t0, 1)
-        rows.append(row)
-        print(progress(row), file=sys.stderr, flush=True)
+
+        rows.append(timed_row(row, measure))
     return rows
 
 
@@ -264,16 +275,14 @@ def calibration_sweep(loaded, target: str, counts: list[int], crops, work: Path)
     ref = outputs(open_session(target, convert_model(model, spec, target, work / "fp32", "fp32", TILE)).run, crops)
     rows = []
     for n in counts:
-        row, t0 = {"model": spec.name, "target": target, "scheme": f"w8a8 calib {n}", "calib_count": n}, time.perf_counter()
-        try:
+        row = {"model": spec.name, "target": target, "scheme": f"w8a8 calib {n}", "calib_count": n}
+
+        def measure(row=row, n=n):
             (work / f"c{n}").mkdir(parents=True, exist_ok=True)
             conv = convert_model(model, spec, target, work / f"c{n}", "w8a8", TILE, calib=calibration(n))
             row.update(fidelity(outputs(open_session(target, conv).run, crops), ref))
-        except Exception as exc:
-            row["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        row["seconds"] = round(time.perf_counter() - t0, 1)
-        rows.append(row)
-        print(progress(row), file=sys.stderr, flush=True)
+
+        rows.append(timed_row(row, measure))
     return rows
 
 

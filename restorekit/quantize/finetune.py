@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from restorekit.quantize.prepare import _pairs, _plain_conv
+from restorekit.quantize.prepare import _pairs, _plain_conv, run_with_hooks
 
 
 def _round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -96,27 +96,17 @@ def _observe(model: nn.Module, convs: dict[str, nn.Module], tiles: list[np.ndarr
                 hi[name] = max(hi.get(name, 0.0), float(t.max()))
         return fn
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in convs.items()]
-    try:
-        for t in tiles:
-            model(torch.from_numpy(t))
-    finally:
-        for h in handles:
-            h.remove()
+    run_with_hooks(model, tiles, [(m, hook(n)) for n, m in convs.items()])
     return lo_in, hi_in, lo_out, hi_out
 
 
 @torch.no_grad()
 def _reads_model_input(model: nn.Module, convs: dict[str, nn.Module], tile: np.ndarray) -> set[str]:
     """Names of the convs whose input is the model's input tensor itself."""
-    x, found = torch.from_numpy(tile), set()
-    handles = [m.register_forward_pre_hook(lambda _m, inp, n=n: found.add(n) if inp[0] is x else None)
-               for n, m in convs.items()]
-    try:
-        model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    found, seen = set(), {}
+    hooks = [(model, lambda _m, inp: seen.update(x=inp[0]))]  # the model's own pre-hook runs first
+    hooks += [(m, lambda _m, inp, n=n: found.add(n) if inp[0] is seen["x"] else None) for n, m in convs.items()]
+    run_with_hooks(model, [tile], pre_hooks=hooks)
     return found
 
 

@@ -56,6 +56,20 @@ def _pairs(model: nn.Module) -> list[tuple[str, str, str]]:
 
 
 @torch.no_grad()
+def run_with_hooks(model: nn.Module, tiles: list[np.ndarray], hooks=(), pre_hooks=()) -> None:
+    """Run ``model`` on each tile with forward hooks and pre-hooks ``(module, fn)`` attached; they
+    are removed afterwards, whatever happens."""
+    handles = ([m.register_forward_hook(fn) for m, fn in hooks]
+               + [m.register_forward_pre_hook(fn) for m, fn in pre_hooks])
+    try:
+        for t in tiles:
+            model(torch.from_numpy(t))
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@torch.no_grad()
 def _channel_ranges(model: nn.Module, names: list[str], tiles: list[np.ndarray]) -> dict[str, torch.Tensor]:
     """Per-output-channel max |output| of the named convs over the calibration tiles."""
     mods = dict(model.named_modules())
@@ -67,13 +81,7 @@ def _channel_ranges(model: nn.Module, names: list[str], tiles: list[np.ndarray])
             ranges[name] = r if name not in ranges else torch.maximum(ranges[name], r)
         return fn
 
-    handles = [mods[n].register_forward_hook(hook(n)) for n in names]
-    try:
-        for t in tiles:
-            model(torch.from_numpy(t))
-    finally:
-        for h in handles:
-            h.remove()
+    run_with_hooks(model, tiles, [(mods[n], hook(n)) for n in names])
     return ranges
 
 
@@ -120,13 +128,7 @@ def gptq_round(model: nn.Module, tiles: list[np.ndarray], damp: float = 0.01, ma
             hess[name] = h if name not in hess else hess[name] + h
         return fn
 
-    handles = [m.register_forward_hook(hook(n, m)) for n, m in convs.items()]
-    try:
-        for t in tiles:
-            model(torch.from_numpy(t))
-    finally:
-        for h in handles:
-            h.remove()
+    run_with_hooks(model, tiles, [(m, hook(n, m)) for n, m in convs.items()])
     for name, conv in convs.items():
         if name in hess:
             conv.weight.copy_(_gptq_layer(conv.weight, hess[name] / len(tiles), damp))

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from restorekit.convert import convert_model
+from restorekit.convert import convert_model, prepare_for_targets
 from restorekit.errors import BadInputError
 from restorekit.eval.metrics import psnr
 from restorekit.models.spec import ModelSpec
@@ -139,10 +139,10 @@ def test_onnx_qdq_scales_are_the_learned_ranges(tiles, tmp_path):
 
     net = _net()
     recipe = recipe_from_dict({"scheme": "w8a8", "finetune": {"steps": 5, "batch": 2, "crop": 16}})
-    prepared, info = prepare_for_int8(net, tiles, finetune=recipe.finetune)
-    lo, hi = info["activation_ranges"]["convs.2"]["output"]
+    prepared = prepare_for_targets(net, ["onnx"], tiles, finetune=recipe.finetune)
+    lo, hi = prepared[()][1]["activation_ranges"]["convs.2"]["output"]
     conv = convert_model(net, SPEC, "onnx", tmp_path, precision="w8a8", tile=32, calib=tiles, recipe=recipe,
-                         prepared=(prepared, info))
+                         prepared=prepared)
     m = onnx.load(str(conv.path))
     inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
     scales = [float(inits[n.input[1]]) for n in m.graph.node

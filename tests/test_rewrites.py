@@ -1,4 +1,5 @@
-"""Edge rewrites are exact in fp32 and reach the bundle: PReLU -> relu(x) - a*relu(-x) for TFLite."""
+"""Edge rewrites are exact in fp32 and reach the bundle: PReLU -> max(x, a*x) for TFLite (slopes
+above 1 by sign flips folded into the convs around it; relu(x) - a*relu(-x) where they cannot be)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import numpy as np  # noqa: E402
 from torch import nn  # noqa: E402
 
-from restorekit.convert.rewrites import ReluFormPReLU, apply_rewrites, max_difference, prelu_to_relu_form  # noqa: E402
+from restorekit.convert.rewrites import (  # noqa: E402
+    MaxFormPReLU, ReluFormPReLU, apply_rewrites, max_difference, prelu_to_max_form, prelu_to_relu_form)
 from tests.conftest import REALESR, need_shared  # noqa: E402
 
 
@@ -21,6 +24,73 @@ def test_prelu_rewrite_is_bit_exact(channels):
     new, done = prelu_to_relu_form(net)
     assert done == ["1"] and isinstance(new[1], ReluFormPReLU) and isinstance(net[1], nn.PReLU)  # a copy
     assert max_difference(net, new, torch.randn(2, 3, 17, 19) * 3) == 0.0
+
+
+def _chain(slopes: torch.Tensor) -> nn.Sequential:
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.PReLU(slopes.numel()), nn.Conv2d(8, 3, 3, padding=1))
+    with torch.no_grad():
+        net[1].weight.copy_(slopes)
+    return net
+
+
+@pytest.mark.parametrize("slopes", [
+    torch.tensor([-0.5, 0.0, 0.25, 1.0, 0.9, -1.2, 0.1, 0.5]),  # all <= 1: max(x, a*x) as it is
+    torch.tensor([1.7, 0.2, 2.5, -0.3, 1.01, 0.0, 0.8, 3.0]),  # four above 1: their channels flipped
+])
+def test_max_form_is_bit_exact_with_slopes_above_one_folded_into_the_convs(slopes):
+    net = _chain(slopes)
+    new, done = prelu_to_max_form(net)
+    assert done == ["1"] and isinstance(new[1], MaxFormPReLU) and isinstance(net[1], nn.PReLU)  # a copy
+    above = int((slopes > 1).sum())
+    assert new[1].flipped == above
+    # the flipped channels are negated in the conv before (weights, bias) and read negated after
+    flip = slopes > 1
+    assert torch.equal(new[0].weight[flip], -net[0].weight[flip]) and torch.equal(new[0].bias[flip], -net[0].bias[flip])
+    assert torch.equal(new[2].weight[:, flip], -net[2].weight[:, flip])
+    assert torch.equal(new[0].weight[~flip], net[0].weight[~flip])
+    assert max_difference(net, new, torch.randn(2, 3, 17, 19) * 3) == 0.0
+
+
+def test_max_form_without_convs_around_a_slope_above_one_falls_back_to_the_relu_form():
+    x = torch.randn(2, 4, 9, 9) * 3
+    lone = nn.Sequential(nn.PReLU(4))  # no conv to fold a sign into
+    with torch.no_grad():
+        lone[0].weight.copy_(torch.tensor([0.2, 1.5, -0.1, 0.7]))
+    new, _ = prelu_to_max_form(lone)
+    assert isinstance(new[0], ReluFormPReLU) and max_difference(lone, new, x) == 0.0
+    with torch.no_grad():
+        lone[0].weight.copy_(torch.tensor([0.2, 0.5, -0.1, 0.7]))  # all <= 1: no folding needed
+    new, _ = prelu_to_max_form(lone)
+    assert isinstance(new[0], MaxFormPReLU) and new[0].flipped == 0 and max_difference(lone, new, x) == 0.0
+    shared = _chain(torch.tensor([1.3]))  # one shared slope above 1 cannot be flipped per channel
+    new, _ = prelu_to_max_form(shared)
+    assert isinstance(new[1], ReluFormPReLU) and max_difference(shared, new, torch.randn(1, 3, 8, 8)) == 0.0
+
+
+def test_int8_tflite_of_the_max_form_is_integer_end_to_end(tmp_path):
+    """Every op between the input quantize and the output dequantize runs on int8 tensors: the
+    PReLU is MUL + MAXIMUM in int8, not a float island (what made int8 slower than fp32)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from restorekit.convert import convert_model
+    from restorekit.models.spec import ModelSpec
+
+    net = _chain(torch.tensor([1.7, 0.2, 2.5, -0.3, 1.01, 0.0, 0.8, 3.0]))
+    spec = ModelSpec(name="chain", architecture="Sequential", task="restore", scale=1)
+    rng = np.random.default_rng(0)
+    calib = [rng.random((1, 3, 16, 16), dtype=np.float32) for _ in range(4)]
+    conv = convert_model(net, spec, "tflite", tmp_path, "w8a8", tile=16, calib=calib)
+    assert conv.recipe["rewrites"] == {"prelu": 1}
+    interp = Interpreter(model_path=str(conv.path))
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    ops = interp._get_ops_details()
+    names = [op["op_name"] for op in ops]
+    assert "MAXIMUM" in names and "MUL" in names and not {"RELU", "NEG", "SUB", "PRELU"} & set(names), names
+    for op in ops:
+        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
+            continue
+        assert tensors[op["outputs"][0]]["dtype"] == np.int8, (op["op_name"], tensors[op["outputs"][0]]["dtype"])
 
 
 def test_rewrite_on_real_esrgan_compact_and_in_the_tflite_bundle(tmp_path):
@@ -37,4 +107,4 @@ def test_rewrite_on_real_esrgan_compact_and_in_the_tflite_bundle(tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
     ops = {op["op_name"] for op in Interpreter(model_path=str(conv.path))._get_ops_details()}
-    assert "PRELU" not in ops and "SELECT" not in ops and "SELECT_V2" not in ops and "RELU" in ops, ops
+    assert "MAXIMUM" in ops and not {"PRELU", "SELECT", "SELECT_V2", "RELU", "NEG"} & ops, ops

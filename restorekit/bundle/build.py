@@ -163,21 +163,28 @@ def build_bundles(
         calib_count = recipe.calibration.get("tiles", calib_count)
     calib = calibration_tiles(calib_dir, tile=size, count=calib_count) if needs_calib else None
     prepared = None
-    if needs_calib and (recipe is None or not recipe.op_names):  # one int8 preparation of the float model, shared by every int8 target
-        from restorekit.quantize.prepare import prepare_for_int8
+    if needs_calib and (recipe is None or not recipe.op_names):  # int8 preparations shared by the int8 targets
+        from restorekit.convert import prepare_for_targets
 
+        int8_targets = sorted({t for t, p in build.pairs if p in CALIBRATED})
         finetune = recipe.finetune if recipe is not None else None
         if finetune is None:
-            prepared = prepare_for_int8(loaded.module, calib)
+            prepared = prepare_for_targets(loaded.module, int8_targets, calib)
         else:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                           TextColumn("fake-quant PSNR {task.fields[psnr]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                           console=console, transient=False) as bar:
-                job = bar.add_task(f"int8 fine-tuning {spec.name}", total=finetune.get("steps", 300), psnr="…")
-                prepared = prepare_for_int8(loaded.module, calib, finetune=finetune, progress=lambda step, loss: bar.update(
-                    job, completed=step, psnr=f"{-10 * math.log10(max(loss, 1e-20)):.2f} dB"))
+                jobs = {}
+
+                def step(target, i, loss):
+                    if target not in jobs:
+                        jobs[target] = bar.add_task(f"int8 fine-tuning {spec.name} for {target}",
+                                                    total=finetune.get("steps", 300), psnr="…")
+                    bar.update(jobs[target], completed=i, psnr=f"{-10 * math.log10(max(loss, 1e-20)):.2f} dB")
+
+                prepared = prepare_for_targets(loaded.module, int8_targets, calib, finetune=finetune, progress=step)
     reference = TorchSession(loaded.module)
     if spec.task == "detect":  # detectors are validated on whole photos (faces are not cut by a crop)
         tiles = eval_photos(eval_dir, max_side=size, count=eval_count)

@@ -150,14 +150,40 @@ def _search_mixed(module, model, spec, target: str, tile: int, calib, recipe, la
     return final, result
 
 
+def edge_model(model, target: str):
+    """``model`` as ``target`` exports it: a copy with the target's edge rewrites applied (or the
+    model itself when it has none), and how many modules each rewrite replaced."""
+    if not TARGETS[target].rewrites:
+        return model, {}
+    from restorekit.convert.rewrites import apply_rewrites
+
+    return apply_rewrites(model, TARGETS[target].rewrites)
+
+
+def prepare_for_targets(model, targets, calib, finetune: dict | None = None, progress=None) -> dict:
+    """One int8 float preparation (:func:`restorekit.quantize.prepare.prepare_for_int8`) per
+    distinct edge-rewritten model among ``targets``, for :func:`convert_model`'s ``prepared``;
+    ``progress(label, step, loss)`` follows fine-tuning."""
+    from restorekit.quantize.prepare import prepare_for_int8
+
+    prepared = {}
+    for target in targets:
+        key = TARGETS[target].rewrites
+        if key not in prepared:
+            rewritten, _ = edge_model(model, target)
+            step = None if progress is None else (lambda i, loss, t=target: progress(t, i, loss))
+            prepared[key] = prepare_for_int8(rewritten, calib, finetune=finetune, progress=step)
+    return prepared
+
+
 def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp32", tile: int = 256,
                   calib=None, prepared=None, recipe=None) -> Converted:
     """Convert ``model`` for ``target`` into ``out_dir/<model file>`` (the bundle's model file).
 
     ``recipe`` (default: the built-in one of ``precision``) says how to quantize. Integer schemes
     convert the model prepared by :func:`restorekit.quantize.prepare.prepare_for_int8` on ``calib``
-    (pass ``prepared``, its result, to share one preparation between targets); ``mixed`` first
-    searches the layers to keep in float."""
+    (pass ``prepared``, from :func:`prepare_for_targets`, to share preparations between targets);
+    ``mixed`` first searches the layers to keep in float."""
     from restorekit.quantize.recipe import quantizable_layers
 
     check_target(target, precision)
@@ -171,11 +197,7 @@ def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp3
     layers = quantizable_layers(model)
     if recipe is not None:
         recipe.check(target, layers)
-    applied = {}
-    if TARGETS[target].rewrites:
-        from restorekit.convert.rewrites import apply_rewrites
-
-        model, applied = apply_rewrites(model, TARGETS[target].rewrites)
+    model, applied = edge_model(model, target)
     mixed = None
     prep_info = None
     try:
@@ -186,11 +208,12 @@ def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp3
                 recipe, mixed = _search_mixed(module, model, spec, target, tile, calib, recipe, layers)
             if recipe is not None and recipe.integer and recipe.float_preparation and calib:
                 keep = frozenset(recipe.float_layers(layers))
-                if prepared is None or keep:
+                shared = (prepared or {}).get(TARGETS[target].rewrites)
+                if shared is None or keep:
                     from restorekit.quantize.prepare import prepare_for_int8
 
-                    prepared = prepare_for_int8(model, calib, keep_float=keep, finetune=recipe.finetune)
-                model, prep_info = prepared
+                    shared = prepare_for_int8(model, calib, keep_float=keep, finetune=recipe.finetune)
+                model, prep_info = shared
                 if prep_info.get("activation_ranges"):
                     recipe = dataclasses.replace(recipe, activation_ranges=prep_info["activation_ranges"])
                     prep_info = {k: v for k, v in prep_info.items() if k != "activation_ranges"}

@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from restorekit.quantize.prepare import _pairs, _plain_conv, run_with_hooks
+from restorekit.quantize.prepare import _plain_conv, conv_act_conv_chains, run_with_hooks
 
 
 def _round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -169,7 +169,10 @@ def quantization_finetune(model: nn.Module, reference: nn.Module, tiles: list[np
     reference = reference.float().eval()
     convs = {n: m for n, m in model.named_modules() if _plain_conv(m) and n not in keep_float}
     mods = dict(model.named_modules())
-    relu_fused = {first for first, act, _ in _pairs(model) if not isinstance(mods.get(act), nn.PReLU)}
+    # a conv followed by a ReLU (module or function) has its output fused into the conv's int8 kernel;
+    # PReLU and its edge rewrites quantize the conv output on its own
+    relu_fused = {first for first, act, _ in conv_act_conv_chains(model)
+                  if not isinstance(mods.get(act), nn.PReLU) and not getattr(mods.get(act), "scale_equivariant", False)}
     lo_in, hi_in, lo_out, hi_out = _observe(model, convs, tiles)
     # A conv reading the model input shares that tensor's quantizer with every other reader (a
     # residual or upsampling path): its range stays the observed one, or learning it would clip them.

@@ -24,14 +24,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-_ACTS = (nn.ReLU, nn.PReLU)
+
+
+def _is_act(m) -> bool:
+    """ReLU, PReLU, or an edge rewrite of PReLU (anything with ``scale_equivariant = True``)."""
+    return isinstance(m, (nn.ReLU, nn.PReLU)) or getattr(m, "scale_equivariant", False)
 
 
 def _plain_conv(m) -> bool:
     return isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros"
 
 
-def _pairs(model: nn.Module) -> list[tuple[str, str, str]]:
+def conv_act_conv_chains(model: nn.Module) -> list[tuple[str, str, str]]:
     """(conv, activation, conv) module names chained with no other use of their outputs (torch.fx)."""
     import torch.fx as fx
 
@@ -45,7 +49,7 @@ def _pairs(model: nn.Module) -> list[tuple[str, str, str]]:
         if node.op != "call_module" or not _plain_conv(mods.get(node.target)) or len(node.users) != 1:
             continue
         act = next(iter(node.users))
-        is_act = ((act.op == "call_module" and isinstance(mods.get(act.target), _ACTS))
+        is_act = ((act.op == "call_module" and _is_act(mods.get(act.target)))
                   or (act.op == "call_function" and act.target in (F.relu, torch.relu)))
         if not is_act or len(act.users) != 1:
             continue
@@ -89,7 +93,7 @@ def _channel_ranges(model: nn.Module, names: list[str], tiles: list[np.ndarray])
 def equalize_ranges(model: nn.Module, tiles: list[np.ndarray], alpha: float = 0.5) -> tuple[nn.Module, int]:
     """A copy of ``model`` with its Conv-(P)ReLU-Conv pairs range-equalized; returns it and the pair count."""
     model = copy.deepcopy(model).eval()
-    pairs = _pairs(model)
+    pairs = conv_act_conv_chains(model)
     if not pairs:
         return model, 0
     mods = dict(model.named_modules())

@@ -246,3 +246,28 @@ def test_mixed_keeps_exactly_the_planted_layer_in_float(tmp_path, calib, target)
     search = conv.recipe["mixed_search"]
     assert search["float_layers"] == ["conv2"] and search["met"]
     assert _fidelity(target, conv, net, calib) >= budget
+
+
+def test_tflite_layer_kept_in_float_keeps_its_prelu_in_float(tmp_path, calib):
+    """A float layer on LiteRT is the conv and the ops that read its output alone (the PReLU's MUL
+    and MAXIMUM): its output is not re-quantized to int8 for the activation (what made LiteRT
+    ``mixed`` gain nothing from float layers)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.PReLU(8), nn.Conv2d(8, 8, 3, padding=1), nn.PReLU(8),
+                        nn.Conv2d(8, 3, 3, padding=1)).eval()
+    recipe = recipe_from_dict({"scheme": "w8a8", "float_preparation": False, "op_names": {"2": None}})
+    conv = convert_model(net, SPEC, "tflite", tmp_path, "w8a8", tile=32, calib=calib, recipe=recipe)
+    assert conv.recipe["float_layers"] == ["2"]
+    interp = Interpreter(model_path=str(conv.path))
+    dtype = {t["index"]: t["dtype"] for t in interp.get_tensor_details()}
+    ops = [op for op in interp._get_ops_details() if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE")]
+    kinds = [(op["op_name"], dtype[op["outputs"][0]]) for op in ops]
+    convs = [i for i, (name, _) in enumerate(kinds) if name == "CONV_2D"]
+    assert len(convs) == 3, kinds
+    first, float_layer, last = convs
+    assert all(dt == np.int8 for _, dt in kinds[first:float_layer]), kinds  # conv 0 + its PReLU: int8
+    assert all(dt == np.float32 for _, dt in kinds[float_layer:last]), kinds  # conv 2 + its PReLU: float
+    assert {name for name, _ in kinds[float_layer:last]} >= {"CONV_2D", "MUL", "MAXIMUM"}, kinds
+    assert kinds[last][1] == np.int8, kinds

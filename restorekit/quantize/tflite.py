@@ -20,19 +20,37 @@ _GROUP = {"Conv2d": "conv", "ConvTranspose2d": "conv", "Linear": "fc"}
 
 
 def _weight_ops(float_model: Path) -> list[dict]:
-    """The conv / fully connected ops in graph order: group, scope regex, input and output tensor names."""
+    """The conv / fully connected ops in graph order: group, scope regex, input and output tensor
+    names, filter dims, and ``region``: a scope regex for the op together with the ops that follow
+    it on its output alone (the MUL + MAXIMUM of a PReLU, say), so a layer kept in float keeps its
+    activation in float too instead of re-quantizing the conv output for an int8 MUL."""
     interp = require("ai_edge_litert.interpreter").Interpreter(model_path=str(float_model))
     names = {d["index"]: d["name"] for d in interp.get_tensor_details()}
     shapes = {d["index"]: d["shape"] for d in interp.get_tensor_details()}
+    ops = interp._get_ops_details()  # noqa: SLF001 - the only op-order view the interpreter offers
+    constants = ({i for op in ops for i in op["inputs"] if i >= 0} - {i for op in ops for i in op["outputs"]}
+                 - {d["index"] for d in interp.get_input_details()})
     out = []
-    for op in interp._get_ops_details():  # noqa: SLF001 - the only op-order view the interpreter offers
+    owner: dict[int, int] = {}  # tensor index -> index in ``out`` of the weight op it derives from alone
+    for op in ops:
+        outputs = [i for i in op["outputs"] if i >= 0]
+        scope = "".join(f"{names[i]};" for i in outputs)
         group = "conv" if op["op_name"] in _CONV_OPS else "fc" if op["op_name"] == "FULLY_CONNECTED" else None
         if group:
-            scope = "".join(f"{names[i]};" for i in op["outputs"] if i >= 0)
             filt = op["inputs"][1] if len(op["inputs"]) > 1 and op["inputs"][1] >= 0 else None
-            out.append({"group": group, "scope": "^" + re.escape(scope) + "$",
+            out.append({"group": group, "scope": "^" + re.escape(scope) + "$", "scopes": [scope],
                         "input": names[op["inputs"][0]], "output": names[op["outputs"][0]],
                         "filter_dims": sorted(int(d) for d in shapes[filt]) if filt is not None else None})
+            owners = {len(out) - 1}
+        else:  # constants (no producer) are ignored; an op fed by one layer's outputs only joins its region
+            owners = {owner.get(i, -1) for i in op["inputs"] if i >= 0 and i not in constants}
+        if len(owners) == 1 and -1 not in owners:
+            k = owners.pop()
+            owner.update({i: k for i in outputs})
+            if not group:
+                out[k]["scopes"].append(scope)
+    for op in out:
+        op["region"] = "^(?:" + "|".join(re.escape(s) for s in op.pop("scopes")) + ")$"
     return out
 
 
@@ -102,12 +120,11 @@ def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.n
     add(".*", recipe.default)
     per_layer = {}
     if recipe.op_names or recipe.op_types:
-        scopes = layer_scopes(float_model, call_order or [], weight_shapes)
-        for name, regex in scopes.items():
+        for name, op in layer_ops(float_model, call_order or [], weight_shapes).items():
             s = recipe.setting(name, layers[name])
             if s != recipe.default:
                 per_layer[name] = s
-                add(regex, s)
+                add(op["region"] if s is None else op["scope"], s)
         applied["float_layers"] = sorted(n for n, s in per_layer.items() if s is None)
     qt = quantizer.Quantizer(str(float_model))
     qt.load_quantization_recipe(rm.get_quantization_recipe())

@@ -35,8 +35,9 @@ _DISTILL = "distill to a plain-conv student (restorekit distill)"
 RULES: tuple[Rule, ...] = (
     Rule("PReLU", ("aten::prelu",), {
         "onnx": (OK, "PRelu (ONNX Runtime int8 keeps it in float between quantized convs)"),
-        "tflite": (HANDLED, "PReLU: the TFLite GPU delegate rejects GREATER+SELECT — rewritten to relu(x) - a*relu(-x) "
-                            "(bit-exact)"),
+        "tflite": (HANDLED, "PReLU: rewritten to max(x, a*x), slopes > 1 by sign flips folded into the "
+                            "convs around it (bit-exact; MUL + MAXIMUM run in int8 on XNNPACK and pass the GPU "
+                            "delegate, which rejects GREATER+SELECT)"),
         "coreml": (OK, "prelu op"),
     }),
     Rule("PixelShuffle", ("aten::pixel_shuffle",), {

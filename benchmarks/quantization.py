@@ -286,12 +286,28 @@ def calibration_sweep(loaded, target: str, counts: list[int], crops, work: Path)
     return rows
 
 
+def merge(earlier: list[dict], new: list[dict]) -> list[dict]:
+    """``earlier`` rows (a previous ``--json``) with those of each (model, target) measured again
+    replaced, in place, by the ``new`` ones."""
+    key = lambda r: (r["model"], r["target"])  # noqa: E731
+    redone = {key(r) for r in new}
+    out, placed = [], set()
+    for r in earlier:
+        if key(r) not in redone:
+            out.append(r)
+        elif key(r) not in placed:
+            placed.add(key(r))
+            out += [n for n in new if key(n) == key(r)]
+    return out + [n for n in new if key(n) not in placed]
+
+
 def markdown(rows: list[dict], args, n_calib: int, n_eval: int, sweeps: list[dict] = (), n_gt: int = 0) -> str:
     """The report: a header, then one table per model."""
     lines = ["# Quantization benchmark", "",
              f"- date (UTC): {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M:%S')}",
              f"- CPU count: {os.cpu_count()}, runtime threads: {THREADS}",
              f"- command: `{shlex.join(sys.orig_argv)}`",
+             *([f"- rows of the other models / targets: {args.merged_from}"] if args.merge else []),
              f"- calibration: {n_calib} tiles of {TILE}x{TILE} from {', '.join(map(str, CALIB_DIRS))}",
              f"- held-out evaluation: {n_eval} centre crops of {TILE}x{TILE} from "
              f"{', '.join(map(str, EVAL_DIRS))}; outputs clipped to [0, 1]",
@@ -349,6 +365,10 @@ def main() -> int:
                     "table on onnx and tflite ('' to skip)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "quantization_bench.md"))
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
+    ap.add_argument("--merge", default=None, help="a previous run's --json: its rows are kept, except those of "
+                    "the models x targets measured in this run, which replace them")
+    ap.add_argument("--merged-from", default="an earlier run", help="what --merge is (its command and date), "
+                    "for the report's header")
     args = ap.parse_args()
     missing = [str(d) for d in [SHARED, *CALIB_DIRS, *EVAL_DIRS] if not d.is_dir()]
     if missing:
@@ -375,6 +395,10 @@ def main() -> int:
                                      Path(tmp) / name / target, pairs, args.finetune_steps)
                 if counts and target in ("onnx", "tflite"):
                     sweeps += calibration_sweep(loaded, target, counts, crops, Path(tmp) / name / f"{target}-sweep")
+    if args.merge:
+        earlier = json.loads(Path(args.merge).read_text())
+        rows = merge([r for r in earlier if "calib_count" not in r], rows)
+        sweeps = merge([r for r in earlier if "calib_count" in r], sweeps)
     for path, text in ((args.out, markdown(rows, args, len(calib), len(crops), sweeps, n_gt)),
                        (args.json, args.json and json.dumps(rows + sweeps, indent=1, default=str))):
         if path:

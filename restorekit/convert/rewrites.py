@@ -83,7 +83,7 @@ def prelu_to_max_form(model: nn.Module) -> tuple[nn.Module, list[str]]:
     mods = dict(out.named_modules())
     flipped = {}
     for first, act, nxt in conv_act_conv_chains(out):
-        prelu = mods[act]
+        prelu = mods.get(act)  # None for a functional relu
         if not isinstance(prelu, nn.PReLU) or prelu.weight.numel() != mods[first].out_channels:
             continue
         flip = prelu.weight.detach() > 1

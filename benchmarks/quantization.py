@@ -272,12 +272,17 @@ def calibration_sweep(loaded, target: str, counts: list[int], crops, work: Path)
 
     model, spec = loaded.module, loaded.spec
     (work / "fp32").mkdir(parents=True, exist_ok=True)
-    ref = outputs(open_session(target, convert_model(model, spec, target, work / "fp32", "fp32", TILE)).run, crops)
+    try:
+        ref = outputs(open_session(target, convert_model(model, spec, target, work / "fp32", "fp32", TILE)).run, crops)
+    except Exception as exc:  # every row of the sweep carries the error; the report is still written
+        ref, failed = None, f"fp32 reference failed: {(str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]}"
     rows = []
     for n in counts:
         row = {"model": spec.name, "target": target, "scheme": f"w8a8 calib {n}", "calib_count": n}
 
         def measure(row=row, n=n):
+            if ref is None:
+                raise RuntimeError(failed)
             (work / f"c{n}").mkdir(parents=True, exist_ok=True)
             conv = convert_model(model, spec, target, work / f"c{n}", "w8a8", TILE, calib=calibration(n))
             row.update(fidelity(outputs(open_session(target, conv).run, crops), ref))
@@ -286,11 +291,11 @@ def calibration_sweep(loaded, target: str, counts: list[int], crops, work: Path)
     return rows
 
 
-def merge(earlier: list[dict], new: list[dict]) -> list[dict]:
+def merge(earlier: list[dict], new: list[dict], redone: set | None = None) -> list[dict]:
     """``earlier`` rows (a previous ``--json``) with those of each (model, target) measured again
-    replaced, in place, by the ``new`` ones."""
+    (``redone``, default: those in ``new``) dropped, the ``new`` ones taking their place."""
     key = lambda r: (r["model"], r["target"])  # noqa: E731
-    redone = {key(r) for r in new}
+    redone = {key(r) for r in new} if redone is None else redone
     out, placed = [], set()
     for r in earlier:
         if key(r) not in redone:
@@ -397,8 +402,9 @@ def main() -> int:
                     sweeps += calibration_sweep(loaded, target, counts, crops, Path(tmp) / name / f"{target}-sweep")
     if args.merge:
         earlier = json.loads(Path(args.merge).read_text())
+        redone = {(r["model"], r["target"]) for r in rows}
         rows = merge([r for r in earlier if "calib_count" not in r], rows)
-        sweeps = merge([r for r in earlier if "calib_count" in r], sweeps)
+        sweeps = merge([r for r in earlier if "calib_count" in r], sweeps, redone)
     for path, text in ((args.out, markdown(rows, args, len(calib), len(crops), sweeps, n_gt)),
                        (args.json, args.json and json.dumps(rows + sweeps, indent=1, default=str))):
         if path:

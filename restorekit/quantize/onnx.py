@@ -93,6 +93,8 @@ def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.n
     for node, (lo, hi) in _learned_ranges(recipe, mapping, setting, by_name).items():
         if node not in overrides:
             overrides[node] = [{"rmin": np.float32(lo), "rmax": np.float32(hi)}]
+    for tensor, (lo, hi) in output_clamp_ranges(model).items():
+        overrides.setdefault(tensor, [{}])[0].update(rmin=np.float32(min(lo, 0.0)), rmax=np.float32(max(hi, 0.0)))
     method = recipe.calibration.get("method", "minmax")
     extra = {"TensorQuantOverrides": overrides} if overrides else {}
     if method == "percentile":
@@ -129,6 +131,60 @@ def _learned_ranges(recipe: Recipe, mapping: dict[str, str], setting: dict, by_n
         for key, tensor in (("input", nd.input[0]), ("output", nd.output[0])):
             if key in ranges:
                 out[tensor] = tuple(ranges[key])
+    return out
+
+
+#: Ops that move values without changing them: a clamp after them bounds their input too.
+_DATA_MOVEMENT = ("DepthToSpace", "SpaceToDepth", "Reshape", "Transpose", "Identity", "Flatten", "Squeeze", "Unsqueeze")
+
+
+def output_clamp_ranges(model) -> dict[str, tuple[float, float]]:
+    """``{tensor: (lo, hi)}`` around the model's output clamp: a ``Clip(lo, hi)`` with constant
+    bounds whose result reaches a graph output through data movement alone, and the tensors that
+    feed it through data movement alone (e.g. the residual ``Add`` before the final
+    ``DepthToSpace`` and ``Clip(0, 1)`` of an image model).
+
+    Calibration sees the clamp's input before clamping (say [-0.2, 1.2]), which makes its uint8
+    step coarser than the output needs; values outside the clamp are discarded anyway, so these
+    tensors are quantized over the clamp's own range: on [0, 1], the 1/255 grid of an 8-bit image."""
+    from onnx import numpy_helper
+
+    consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for nd in model.graph.node:
+        if nd.op_type == "Constant" and nd.attribute and nd.attribute[0].name == "value":
+            consts[nd.output[0]] = numpy_helper.to_array(nd.attribute[0].t)
+    consumers: dict[str, list] = {}
+    for nd in model.graph.node:
+        for i in nd.input:
+            consumers.setdefault(i, []).append(nd)
+    producers = {o: nd for nd in model.graph.node for o in nd.output}
+    graph_outputs = {o.name for o in model.graph.output}
+
+    def reaches_output(t: str) -> list[str] | None:  # the tensors from t to a graph output, or None
+        chain = [t]
+        while t not in graph_outputs:
+            users = consumers.get(t, [])
+            if len(users) != 1 or users[0].op_type not in _DATA_MOVEMENT:
+                return None
+            t = users[0].output[0]
+            chain.append(t)
+        return chain
+
+    out = {}
+    for clip in (nd for nd in model.graph.node if nd.op_type == "Clip" and len(nd.input) == 3):
+        bounds = [consts.get(i) for i in clip.input[1:]]
+        downstream = reaches_output(clip.output[0])
+        if downstream is None or any(b is None or np.size(b) != 1 for b in bounds):
+            continue
+        lo, hi = (float(np.asarray(b).reshape(())) for b in bounds)
+        chain, t = list(downstream), clip.input[0]
+        while t not in graph_outputs and len(consumers.get(t, [])) == 1:
+            chain.append(t)
+            p = producers.get(t)
+            if p is None or p.op_type not in _DATA_MOVEMENT:
+                break
+            t = p.input[0]
+        out.update({c: (lo, hi) for c in chain})
     return out
 
 

@@ -54,6 +54,51 @@ def _weight_ops(float_model: Path) -> list[dict]:
     return out
 
 
+#: TFLite's clamping activations and their bounds.
+_CLAMPS = {"RELU_0_TO_1": (0.0, 1.0), "RELU_N1_TO_1": (-1.0, 1.0), "RELU6": (0.0, 6.0)}
+#: Ops that move values without changing them.
+_DATA_MOVEMENT = ("RESHAPE", "TRANSPOSE", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "SQUEEZE", "EXPAND_DIMS")
+
+
+def output_clamp_ranges(float_model: Path) -> dict[str, tuple[float, float]]:
+    """``{tensor name: (lo, hi)}`` around the model's output clamp (a RELU_0_TO_1, say, whose result
+    reaches the model output through data movement alone), for the clamp's result, the tensors
+    after it and the tensors that feed it through data movement alone.
+
+    ai-edge-quantizer's calibration averages the per-sample min / max, so the output range ends
+    short of the clamp (measured: [0, 0.969] on the built-in model, clipping every highlight) and
+    the clamp's input keeps its pre-clamp range (coarser steps). Both get the clamp's own range."""
+    interp = require("ai_edge_litert.interpreter").Interpreter(model_path=str(float_model))
+    names = {d["index"]: d["name"] for d in interp.get_tensor_details()}
+    ops = interp._get_ops_details()  # noqa: SLF001
+    outputs = {d["index"] for d in interp.get_output_details()}
+    consumers: dict[int, list] = {}
+    for op in ops:
+        for i in op["inputs"]:
+            consumers.setdefault(i, []).append(op)
+    producer = {i: op for op in ops for i in op["outputs"]}
+    out = {}
+    for op in (o for o in ops if o["op_name"] in _CLAMPS):
+        chain, t = [], op["outputs"][0]
+        while True:
+            chain.append(t)
+            users = consumers.get(t, [])
+            if t in outputs or len(users) != 1 or users[0]["op_name"] not in _DATA_MOVEMENT:
+                break
+            t = users[0]["outputs"][0]
+        if t not in outputs:
+            continue
+        t = op["inputs"][0]
+        while t not in outputs and len(consumers.get(t, [])) == 1:
+            chain.append(t)
+            p = producer.get(t)
+            if p is None or p["op_name"] not in _DATA_MOVEMENT:
+                break
+            t = p["inputs"][0]
+        out.update({names[i]: _CLAMPS[op["op_name"]] for i in chain})
+    return out
+
+
 def op_scopes(float_model: Path) -> list[tuple[str, str]]:
     """(group, ai-edge-quantizer scope regex) of the conv / fully connected ops, in graph order."""
     return [(op["group"], op["scope"]) for op in _weight_ops(float_model)]
@@ -140,9 +185,8 @@ def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.n
         in_name = sig["inputs"][0]
         shape = tuple(interp.get_input_details()[0]["shape"])
         samples = [{in_name: _fit_nhwc(t, shape)} for t in calib]
-        ranges = qt.calibrate({sig_key: samples})
-        # The calibrator averages per-sample min/max, so pure black/white can fall outside the
-        # integer range of the model's input and output. Their value range is known: [0, 1].
+        ranges = _calibrate_min_max(qt, sig_key, samples)
+        # The model's input and output are images: their value range is known, [0, 1].
         io_names = [interp.get_input_details()[0]["name"], interp.get_output_details()[0]["name"]]
         for name in io_names:
             if name in ranges:
@@ -150,6 +194,11 @@ def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.n
                 r["min"] = np.minimum(r["min"], 0.0).astype(np.float32)
                 r["max"] = np.maximum(r["max"], 1.0).astype(np.float32)
         learned = _apply_learned_ranges(ranges, recipe, float_model, call_order, per_layer, weight_shapes)
+        for name, (lo, hi) in output_clamp_ranges(float_model).items():
+            if name in ranges:
+                r = ranges[name]
+                r["min"] = np.full_like(np.asarray(r["min"], np.float32), min(lo, 0.0))
+                r["max"] = np.full_like(np.asarray(r["max"], np.float32), max(hi, 0.0))
         result = qt.quantize(ranges)
         bits = "int16" if recipe.default.activations == "int16" else "int8"
         applied.update({"scheme": recipe.scheme, "weights": "int8", "activations": bits,
@@ -158,6 +207,25 @@ def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.n
                                        + (f"; learned ranges on {learned} tensors" if learned else "")})
     out_path.write_bytes(bytes(result.quantized_model))
     return applied
+
+
+def _calibrate_min_max(qt, sig_key: str, samples: list[dict]) -> dict:
+    """Each tensor's min / max over all ``samples``.
+
+    ``Quantizer.calibrate`` merges the samples' ranges by a moving average (smoothing 0.95), so a
+    range ends near a typical tile's and clips the activations of every brighter or busier one
+    (measured on the built-in model: up to 1.3 dB lost against ground truth on single photos).
+    Calibrating one sample at a time and keeping the extremes is true min-max."""
+    merged: dict = {}
+    for sample in samples:
+        for name, qsv in qt.calibrate({sig_key: [sample]}).items():
+            if name not in merged or not merged[name]:
+                merged[name] = dict(qsv)
+            elif qsv:
+                m = merged[name]
+                m["min"] = np.minimum(m["min"], qsv["min"])
+                m["max"] = np.maximum(m["max"], qsv["max"])
+    return merged
 
 
 def _apply_learned_ranges(ranges: dict, recipe: Recipe, float_model: Path, call_order, per_layer: dict,

@@ -328,7 +328,7 @@ def markdown(rows: list[dict], args, n_calib: int, n_eval: int, sweeps: list[dic
              f"{', '.join(map(str, EVAL_DIRS))}; outputs clipped to [0, 1]",
              f"- PSNR/SSIM vs the fp32 model of the same backend (fp32 rows: vs PyTorch fp32; coreml: "
              f"PyTorch with decompressed weights vs PyTorch fp32); speed-up = fp32 ms / scheme ms at "
-             f"{TILE}x{TILE}, median of {args.runs} interleaved runs",
+             f"{TILE}x{TILE}, median of {args.runs} interleaved runs (3 for a scheme over {SLOW}x slower than fp32)",
              f"- quality vs ground truth: {n_gt} held-out {GT_HR}x{GT_HR} photo crops degraded by the second-order "
              f"pipeline (`restorekit.distill.degrade.degrade_pair`, seed 0) to {GT_HR}/scale, the input padded to "
              f"{TILE}x{TILE}; outputs rounded to 8 bits as written; Δ = PSNR vs GT of the scheme minus that of the fp32 "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from restorekit.bundle.manifest import MODEL_FILES, read_manifest, sha256_file
@@ -51,6 +52,19 @@ def test_tflite_int8_is_full_integer(builtin_bundles):
     # Pure white must be representable: calibration covers the full [0, 1] range.
     q = m.input.quant
     assert (127 - q["zero_point"]) * q["scale"] >= 0.99
+    # the output too: its clamp to [0, 1] sets its grid (1/255), not the averaged calibration
+    q = m.output.quant
+    assert (127 - q["zero_point"]) * q["scale"] == pytest.approx(1.0, abs=1e-6) and q["scale"] == pytest.approx(1 / 255)
+
+
+def test_int8_fine_tuning_is_skipped_where_plain_int8_meets_the_bar(builtin_bundles):
+    """The default ``--int8-finetune auto``: the built-in model simulates above 45 dB plain, so no
+    training runs, and the manifest says so with the simulated figure."""
+    for name in ("onnx-int8", "tflite-int8"):
+        prep = read_manifest(builtin_bundles / name).recipe["float_preparation"]
+        assert prep["simulated_ptq_psnr_db"] >= 45.0
+        assert prep["finetune"].startswith("not needed")
+        assert "fine-tuning" not in prep["how"]
 
 
 def test_coreml_checked_structurally_off_macos(builtin_bundles):

@@ -181,3 +181,46 @@ def test_cli_finetune_steps_builds_a_fine_tuned_bundle_or_refuses_a_float_scheme
     manifest = json.loads(next((tmp_path / "b").rglob("manifest.json")).read_text())
     text = json.dumps(manifest)
     assert '"finetune"' in text and "learned_activation_ranges" in text
+
+
+def test_simulated_psnr_predicts_plain_int8_on_onnxruntime(tiles, tmp_path):
+    """The PyTorch w8a8 simulation that decides whether to fine-tune agrees with the converted
+    ONNX Runtime model (plain post-training quantization of the same prepared model)."""
+    from restorekit.convert import open_converted
+    from restorekit.quantize.finetune import simulated_psnr
+
+    net = _net()
+    prepared, _ = prepare_for_int8(net, tiles)
+    simulated = simulated_psnr(prepared, net, tiles)
+    conv = convert_model(net, SPEC, "onnx", tmp_path, precision="w8a8", tile=32, calib=tiles,
+                         prepared={(): (prepared, {})})
+    sess = open_converted("onnx", conv)
+    with torch.inference_mode():
+        ort_db = float(np.mean([psnr(np.clip(sess.run(t), 0, 1), np.clip(net(torch.from_numpy(t)).numpy(), 0, 1))
+                                for t in tiles]))
+    assert 25.0 < ort_db < 40.0  # the net is hard for plain int8 (the case the decision is about)
+    assert abs(simulated - ort_db) < 1.5, (simulated, ort_db)
+
+
+@pytest.mark.parametrize("below, tuned", [(1.0, False), (200.0, True)])
+def test_finetune_runs_only_below_the_fidelity_bar(tiles, below, tuned):
+    net = _net()
+    _, info = prepare_for_int8(net, tiles, finetune={"steps": 3, "batch": 2, "crop": 16, "below_psnr": below})
+    assert 20.0 < info["simulated_ptq_psnr_db"] < 45.0
+    if tuned:
+        assert info["finetune"]["steps"] == 3 and "below_psnr" not in info["finetune"]
+        assert set(info["activation_ranges"]) == {f"convs.{i}" for i in range(4)}
+    else:
+        assert info["finetune"].startswith("not needed: simulated w8a8 fidelity")
+        assert "activation_ranges" not in info
+
+
+def test_cli_int8_finetune_option_is_checked_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from restorekit.cli.main import app
+
+    res = CliRunner().invoke(app, ["bundle", "--targets", "onnx", "--precisions", "int8", "--int8-finetune", "lots",
+                                   "--out", str(tmp_path / "b")])
+    assert res.exit_code != 0 and "--int8-finetune takes auto, off or a positive number" in res.output
+    assert not (tmp_path / "b").exists()

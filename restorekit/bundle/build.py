@@ -16,6 +16,7 @@ import numpy as np
 from restorekit.bundle.manifest import Manifest, write_manifest
 from restorekit.convert import TARGETS, check_target, convert_model
 from restorekit.errors import BadInputError
+from restorekit.quantize.recipe import INT8_FINETUNE
 
 DEFAULT_PRECISIONS = {"onnx": ("fp32", "fp16", "int8"), "tflite": ("fp32", "fp16", "int8"),
                       "coreml": ("fp32", "fp16")}
@@ -116,6 +117,7 @@ def build_bundles(
     calib_count: int = 16,
     latency_runs: int = 8,
     console=None,
+    int8_finetune: dict | None = INT8_FINETUNE,
     recipe=None,
 ) -> list[BundleResult]:
     """Build and validate bundles under ``out_dir/<model-name>/<target>-<precision>/``.
@@ -124,6 +126,8 @@ def build_bundles(
     real photo crops; Core ML bundles structurally (and by prediction on macOS). Writes
     ``report.json`` and ``report.html`` beside the bundles. ``recipe`` (a
     :class:`~restorekit.quantize.recipe.Recipe`) replaces the built-in recipe of its scheme.
+    ``int8_finetune`` (recipe ``finetune`` settings, None = off) is the ``int8`` precision's
+    quantization-aware fine-tuning; by default it runs only where plain w8a8 simulates below 45 dB.
     """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -167,7 +171,7 @@ def build_bundles(
         from restorekit.convert import prepare_for_targets
 
         int8_targets = sorted({t for t, p in build.pairs if p in CALIBRATED})
-        finetune = recipe.finetune if recipe is not None else None
+        finetune = recipe.finetune if recipe is not None else int8_finetune
         if finetune is None:
             prepared = prepare_for_targets(loaded.module, int8_targets, calib)
         else:
@@ -185,6 +189,11 @@ def build_bundles(
                     bar.update(jobs[target], completed=i, psnr=f"{-10 * math.log10(max(loss, 1e-20)):.2f} dB")
 
                 prepared = prepare_for_targets(loaded.module, int8_targets, calib, finetune=finetune, progress=step)
+            for _, info in prepared.values():
+                if "simulated_ptq_psnr_db" in info:
+                    done = info.get("finetune")
+                    console.print(f"int8: plain w8a8 simulates {info['simulated_ptq_psnr_db']:.2f} dB on the calibration tiles; "
+                                  + (f"fine-tuned {done['steps']} steps" if isinstance(done, dict) else "no fine-tuning needed"))
     reference = TorchSession(loaded.module)
     if spec.task == "detect":  # detectors are validated on whole photos (faces are not cut by a crop)
         tiles = eval_photos(eval_dir, max_side=size, count=eval_count)

@@ -227,7 +227,7 @@ def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp3
                 **prep_info, "how": "cross-layer range equalization (alpha 0.5) + GPTQ rounding onto the per-channel "
                                "int8 grid, on the calibration tiles"
                                + ("; then quantization-aware fine-tuning against the fp32 model, with learned "
-                                  "activation ranges" if "finetune" in prep_info else "")}}
+                                  "activation ranges" if isinstance(prep_info.get("finetune"), dict) else "")}}
         if mixed is not None:
             conv.recipe = {**(conv.recipe or {}), "mixed_search": {
                 "budget_psnr_db": mixed.budget_db, "met": mixed.met, "psnr_db_on_calibration": round(mixed.psnr_db, 3),

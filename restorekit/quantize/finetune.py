@@ -157,16 +157,9 @@ class FakeQuantized:
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
 
 
-def quantization_finetune(model: nn.Module, reference: nn.Module, tiles: list[np.ndarray], steps: int = 300,
-                          batch: int = 8, crop: int = 64, lr: float = 5e-5, range_lr: float = 3e-3, seed: int = 0,
-                          keep_float: frozenset[str] = frozenset(), progress=None) -> FinetuneResult:
-    """Fine-tune a copy of ``model`` so that its w8a8 fake-quantized output matches ``reference``
-    (the original fp32 model) on random crops of ``tiles``; ``progress(step, loss)`` is called each
-    step. ``range_lr=0`` keeps the observed min/max ranges."""
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    model = copy.deepcopy(model).float().eval()
-    reference = reference.float().eval()
+def _fake_quant_setup(model: nn.Module, tiles: list[np.ndarray], keep_float: frozenset[str]):
+    """The convs to quantize, their observed activation ranges (``_Range`` modules; learnable
+    except where noted) and the model output's range: a ready :class:`FakeQuantized`."""
     convs = {n: m for n, m in model.named_modules() if _plain_conv(m) and n not in keep_float}
     mods = dict(model.named_modules())
     # a conv followed by a ReLU (module or function) has its output fused into the conv's int8 kernel;
@@ -182,6 +175,35 @@ def quantization_finetune(model: nn.Module, reference: nn.Module, tiles: list[np
     model_out = (min(0.0, min(float(o.min()) for o in outs)), max(0.0, max(float(o.max()) for o in outs)))
     in_fq = nn.ModuleDict({n.replace(".", "/"): _Range(lo_in[n], hi_in[n], learn=n not in reads_input) for n in convs})
     out_fq = nn.ModuleDict({n.replace(".", "/"): _Range(lo_out[n], hi_out[n]) for n in convs if n not in relu_fused})
+    return FakeQuantized(model, convs, in_fq, out_fq, model_out)
+
+
+@torch.no_grad()
+def simulated_psnr(model: nn.Module, reference: nn.Module, tiles: list[np.ndarray],
+                   keep_float: frozenset[str] = frozenset()) -> float:
+    """Mean PSNR (dB, outputs clipped to [0, 1]) of ``model`` run w8a8 fake-quantized with its
+    observed activation ranges, against ``reference`` on ``tiles``: what plain post-training
+    quantization of ``model`` will give, without converting it."""
+    model = copy.deepcopy(model).float().eval()
+    reference = reference.float().eval()
+    with _fake_quant_setup(model, tiles, frozenset(keep_float)) as fq:
+        mses = [float(F.mse_loss(fq(torch.from_numpy(t)).clamp(0, 1), reference(torch.from_numpy(t)).clamp(0, 1)))
+                for t in tiles]
+    return float(np.mean([-10 * math.log10(max(m, 1e-15)) for m in mses]))
+
+
+def quantization_finetune(model: nn.Module, reference: nn.Module, tiles: list[np.ndarray], steps: int = 300,
+                          batch: int = 8, crop: int = 64, lr: float = 5e-5, range_lr: float = 3e-3, seed: int = 0,
+                          keep_float: frozenset[str] = frozenset(), progress=None) -> FinetuneResult:
+    """Fine-tune a copy of ``model`` so that its w8a8 fake-quantized output matches ``reference``
+    (the original fp32 model) on random crops of ``tiles``; ``progress(step, loss)`` is called each
+    step. ``range_lr=0`` keeps the observed min/max ranges."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = copy.deepcopy(model).float().eval()
+    reference = reference.float().eval()
+    simulation = _fake_quant_setup(model, tiles, frozenset(keep_float))
+    convs, in_fq, out_fq = simulation.convs, simulation.in_fq, simulation.out_fq
     weights = list(model.parameters())
     groups = [{"params": weights, "lr": lr}]
     if range_lr > 0:
@@ -191,7 +213,7 @@ def quantization_finetune(model: nn.Module, reference: nn.Module, tiles: list[np
     for g in opt.param_groups:
         g["base_lr"] = g["lr"]
     losses = []
-    with FakeQuantized(model, convs, in_fq, out_fq, model_out) as fq:
+    with simulation as fq:
         for step in range(steps):
             x = _crops(tiles, batch, crop, gen)
             with torch.no_grad():
@@ -216,4 +238,4 @@ def quantization_finetune(model: nn.Module, reference: nn.Module, tiles: list[np
         {"steps": steps, "batch": batch, "crop": crop, "lr": lr, "range_lr": range_lr, "seed": seed,
          "fake_quant_psnr_db_first": round(-10 * math.log10(max(first, 1e-20)), 2),
          "fake_quant_psnr_db_last": round(-10 * math.log10(max(last, 1e-20)), 2)},
-        FakeQuantized(model, convs, in_fq, out_fq, model_out))
+        simulation)

@@ -165,12 +165,23 @@ def prepare_for_int8(model: nn.Module, tiles: list[np.ndarray], keep_float: froz
                      finetune: dict | None = None, progress=None) -> tuple[nn.Module, dict]:
     """Equalize, then GPTQ-round (except the layers ``keep_float``), then optionally fine-tune with
     w8a8 fake quantization (``finetune``: :func:`restorekit.quantize.finetune.quantization_finetune`
-    settings): the float model to hand to an int8 converter, and what was done (with the learned
-    ``activation_ranges`` when fine-tuned)."""
+    settings; with ``below_psnr``, only when the w8a8 simulation of the GPTQ-rounded model is below
+    that fidelity on ``tiles``): the float model to hand to an int8 converter, and what was done
+    (with the learned ``activation_ranges`` when fine-tuned)."""
     original = model
     model, pairs = equalize_ranges(model, tiles)
     model, rounded = gptq_round(model, tiles, skip=frozenset(keep_float))
     info = {"equalized_pairs": pairs, "gptq_rounded_convs": rounded}
+    finetune = dict(finetune) if finetune is not None else None
+    below = finetune.pop("below_psnr", None) if finetune is not None else None
+    if below is not None:  # fine-tune only when plain int8 would miss the fidelity bar
+        from restorekit.quantize.finetune import simulated_psnr
+
+        ptq = simulated_psnr(model, original, tiles, keep_float=frozenset(keep_float))
+        info["simulated_ptq_psnr_db"] = round(ptq, 2)
+        if ptq >= below:
+            info["finetune"] = f"not needed: simulated w8a8 fidelity {ptq:.2f} dB >= {below:g} dB"
+            finetune = None
     if finetune is not None:
         from restorekit.quantize.finetune import quantization_finetune
 

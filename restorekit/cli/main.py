@@ -31,7 +31,7 @@ OutOpt = Annotated[Path, typer.Option("--out", help="Directory that receives <mo
 CalibOpt = Annotated[Optional[Path], typer.Option("--calib", help="Folder of real photos for int8 calibration (default: sample_images/).")]
 EvalOpt = Annotated[Optional[Path], typer.Option("--eval-images", help="Folder of photos for validation (default: sample_images/).")]
 TileOpt = Annotated[int, typer.Option("--tile", min=16, help="Fixed tile size (TFLite/Core ML input, ONNX validation).")]
-Int8FinetuneOpt = Annotated[str, typer.Option("--int8-finetune", help="int8: quantization-aware fine-tuning against the fp32 model. auto: 1200 steps, only where plain w8a8 simulates below 45 dB on the calibration tiles (Real-ESRGAN Compact: about 25 min on 2 CPU cores; the built-in model: none); off; or a number of steps.")]
+Int8FinetuneOpt = Annotated[str, typer.Option("--int8-finetune", help="int8: quantization-aware fine-tuning against the fp32 model. auto: 1200 steps, only where plain w8a8 simulates below 45 dB on the calibration tiles (Real-ESRGAN Compact: about 20 min per target on 2 CPU cores; the built-in model: none); off; or a number of steps.")]
 
 
 def _split(value: str | None) -> list[str] | None:

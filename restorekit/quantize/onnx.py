@@ -134,6 +134,15 @@ def _learned_ranges(recipe: Recipe, mapping: dict[str, str], setting: dict, by_n
     return out
 
 
+def _consumers(model) -> dict[str, list]:
+    """``{tensor name: nodes that read it}`` of an ONNX graph."""
+    out: dict[str, list] = {}
+    for nd in model.graph.node:
+        for i in nd.input:
+            out.setdefault(i, []).append(nd)
+    return out
+
+
 #: Ops that move values without changing them: a clamp after them bounds their input too.
 _DATA_MOVEMENT = ("DepthToSpace", "SpaceToDepth", "Reshape", "Transpose", "Identity", "Flatten", "Squeeze", "Unsqueeze")
 
@@ -153,10 +162,7 @@ def output_clamp_ranges(model) -> dict[str, tuple[float, float]]:
     for nd in model.graph.node:
         if nd.op_type == "Constant" and nd.attribute and nd.attribute[0].name == "value":
             consts[nd.output[0]] = numpy_helper.to_array(nd.attribute[0].t)
-    consumers: dict[str, list] = {}
-    for nd in model.graph.node:
-        for i in nd.input:
-            consumers.setdefault(i, []).append(nd)
+    consumers = _consumers(model)
     producers = {o: nd for nd in model.graph.node for o in nd.output}
     graph_outputs = {o.name for o in model.graph.output}
 
@@ -198,10 +204,7 @@ def _isolate_float_nodes(model, float_nodes: list[str]) -> None:
     a QLinearConv, quantizing the weights the recipe keeps in float (measured: a planted
     layer kept "float" this way lost 15 dB). Without the Q, the layer (and the next conv, whose
     input is now float) runs in float."""
-    consumers: dict[str, list] = {}
-    for nd in model.graph.node:
-        for i in nd.input:
-            consumers.setdefault(i, []).append(nd)
+    consumers = _consumers(model)
     by_name = {nd.name: nd for nd in model.graph.node}
     drop = []
     for name in float_nodes:

@@ -46,6 +46,23 @@ def test_equalization_is_exact_and_balances_ranges():
         assert spread(eq) < spread(net) ** 0.6
 
 
+@pytest.mark.parametrize("rewrite", ["prelu_to_max_form", "prelu_to_relu_form"])
+def test_equalization_sees_through_the_edge_rewrites_of_prelu(rewrite):
+    """The TFLite model's PReLU is a rewritten module: it must still count as the activation of a
+    Conv -> act -> Conv pair (before the fix, tracing failed and TFLite int8 lost equalization)."""
+    from restorekit.convert import rewrites
+
+    torch.manual_seed(0)
+    net, tiles = Chain().eval(), _tiles()
+    edge, replaced = getattr(rewrites, rewrite)(net)
+    assert replaced == ["act"]
+    eq, pairs = equalize_ranges(edge, tiles)
+    assert pairs == 2
+    x = torch.from_numpy(_tiles(1, 32, seed=1)[0])
+    with torch.no_grad():
+        assert torch.allclose(eq(x), net(x), atol=1e-5, rtol=1e-5)
+
+
 def test_gptq_weights_lie_on_the_grid_and_beat_round_to_nearest():
     torch.manual_seed(0)
     net, tiles = Chain().eval(), _tiles(8)

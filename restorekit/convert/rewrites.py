@@ -32,9 +32,10 @@ class ReluFormPReLU(nn.Module):
     def __init__(self, prelu: nn.PReLU):
         super().__init__()
         self.weight = nn.Parameter(prelu.weight.detach().clone(), requires_grad=False)
+        self.per_channel = prelu.weight.numel() > 1  # decided here: a branch in forward breaks torch.fx
 
     def forward(self, x):
-        a = self.weight.view(1, -1, 1, 1) if self.weight.numel() > 1 else self.weight
+        a = self.weight.view(1, -1, 1, 1) if self.per_channel else self.weight
         return F.relu(x) - a * F.relu(-x)
 
 
@@ -50,9 +51,10 @@ class MaxFormPReLU(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(prelu.weight.detach().clone(), requires_grad=False)
         self.flipped = flipped
+        self.per_channel = prelu.weight.numel() > 1  # decided here: a branch in forward breaks torch.fx
 
     def forward(self, x):
-        a = self.weight.view(1, -1, 1, 1) if self.weight.numel() > 1 else self.weight
+        a = self.weight.view(1, -1, 1, 1) if self.per_channel else self.weight
         return torch.maximum(x, a * x)
 
 

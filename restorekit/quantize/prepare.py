@@ -39,8 +39,12 @@ def conv_act_conv_chains(model: nn.Module) -> list[tuple[str, str, str]]:
     """(conv, activation, conv) module names chained with no other use of their outputs (torch.fx)."""
     import torch.fx as fx
 
+    class _Tracer(fx.Tracer):  # edge rewrites of PReLU stay one node, like nn.PReLU
+        def is_leaf_module(self, m, qualname):
+            return _is_act(m) or super().is_leaf_module(m, qualname)
+
     try:
-        graph = fx.symbolic_trace(model).graph
+        graph = _Tracer().trace(model)
     except Exception:  # data-dependent control flow: no equalization for this model
         return []
     mods = dict(model.named_modules())

@@ -183,23 +183,50 @@ def test_cli_finetune_steps_builds_a_fine_tuned_bundle_or_refuses_a_float_scheme
     assert '"finetune"' in text and "learned_activation_ranges" in text
 
 
-def test_simulated_psnr_predicts_plain_int8_on_onnxruntime(tiles, tmp_path):
+@pytest.mark.parametrize("target", ["onnx", "tflite"])
+def test_simulated_psnr_predicts_plain_int8(target, tiles, tmp_path):
     """The PyTorch w8a8 simulation that decides whether to fine-tune agrees with the converted
-    ONNX Runtime model (plain post-training quantization of the same prepared model)."""
-    from restorekit.convert import open_converted
+    model run by its runtime (plain post-training quantization of the same prepared model)."""
+    from restorekit.convert import TARGETS, edge_model, open_converted
     from restorekit.quantize.finetune import simulated_psnr
 
     net = _net()
-    prepared, _ = prepare_for_int8(net, tiles)
+    edge, _ = edge_model(net, target)
+    prepared, _ = prepare_for_int8(edge, tiles)
     simulated = simulated_psnr(prepared, net, tiles)
-    conv = convert_model(net, SPEC, "onnx", tmp_path, precision="w8a8", tile=32, calib=tiles,
-                         prepared={(): (prepared, {})})
-    sess = open_converted("onnx", conv)
+    conv = convert_model(net, SPEC, target, tmp_path, precision="w8a8", tile=32, calib=tiles,
+                         prepared={TARGETS[target].rewrites: (prepared, {})})
+    sess = open_converted(target, conv)
     with torch.inference_mode():
-        ort_db = float(np.mean([psnr(np.clip(sess.run(t), 0, 1), np.clip(net(torch.from_numpy(t)).numpy(), 0, 1))
-                                for t in tiles]))
-    assert 25.0 < ort_db < 40.0  # the net is hard for plain int8 (the case the decision is about)
-    assert abs(simulated - ort_db) < 1.5, (simulated, ort_db)
+        measured = float(np.mean([psnr(np.clip(sess.run(t), 0, 1), np.clip(net(torch.from_numpy(t)).numpy(), 0, 1))
+                                  for t in tiles]))
+    assert 25.0 < measured < 40.0  # the net is hard for plain int8 (the case the decision is about)
+    assert abs(simulated - measured) < 1.5, (simulated, measured)
+
+
+def test_tflite_prelu_slopes_are_simulated_on_their_int8_grid(tiles):
+    """Full-integer TFLite multiplies by the PReLU slopes as one per-tensor int8 constant: the
+    simulation uses those values (and puts the float ones back after); ONNX Runtime keeps PReLU in
+    float, so there the slopes stay exact."""
+    from restorekit.convert import edge_model
+    from restorekit.quantize.finetune import _fake_quant_setup
+
+    for target, on_grid in (("tflite", True), ("onnx", False)):
+        model, _ = edge_model(_net(), target)
+        before = [a.weight.detach().clone() for a in model.acts]
+        with _fake_quant_setup(model, tiles, frozenset()):
+            for a, w0 in zip(model.acts, before):
+                w = a.weight.detach()
+                if not on_grid:
+                    assert torch.equal(w, w0)
+                    continue
+                lo, hi = min(float(w0.min()), 0.0), max(float(w0.max()), 0.0)
+                step = (hi - lo) / 255
+                k = (w - w.min()) / step
+                assert torch.allclose(k, torch.round(k), atol=1e-3)  # on one grid of 255 steps
+                assert float((w - w0).abs().max()) <= step / 2 + 1e-6 and not torch.equal(w, w0)
+        for a, w0 in zip(model.acts, before):
+            assert torch.equal(a.weight.detach(), w0)
 
 
 @pytest.mark.parametrize("below, tuned", [(1.0, False), (200.0, True)])

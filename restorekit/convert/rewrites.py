@@ -28,6 +28,7 @@ class ReluFormPReLU(nn.Module):
     Compact); the rewrite keeps TFLite bundles so whatever the converter version does."""
 
     scale_equivariant = True  # f(s * x) = s * f(x) for a positive per-channel s (range equalization)
+    int8_mul_slopes = True  # full-integer TFLite multiplies by the slopes as one per-tensor int8 constant
 
     def __init__(self, prelu: nn.PReLU):
         super().__init__()
@@ -46,6 +47,7 @@ class MaxFormPReLU(nn.Module):
     ``conv -> PReLU -> conv`` stays exact. ``flipped`` counts those channels."""
 
     scale_equivariant = True  # f(s * x) = s * f(x) for a positive per-channel s (range equalization)
+    int8_mul_slopes = True  # full-integer TFLite multiplies by the slopes as one per-tensor int8 constant
 
     def __init__(self, prelu: nn.PReLU, flipped: int = 0):
         super().__init__()

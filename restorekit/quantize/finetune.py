@@ -8,6 +8,8 @@ fake-quantized output match the *original* fp32 model's output (MSE, the loss PS
 * weights: symmetric per-output-channel int8 with scale ``max|w| / 127`` - the grid ONNX Runtime
   and LiteRT use - through a straight-through estimator, so the converter's own rounding of the
   saved float weights reproduces what was trained;
+* PReLU slopes, where the target multiplies by them in int8 (TFLite's ``MUL`` after the edge
+  rewrite): one per-tensor asymmetric int8 grid, as the converter stores them;
 * activations: asymmetric uint8 at each conv's input and output (where ONNX Runtime's QDQ places
   them; a conv followed by ReLU has one point, after the ReLU), with learned ranges (log-scale
   offsets of the observed min / max, LSQ-style gradients), handed to the quantizer as
@@ -51,6 +53,14 @@ class _WeightInt8(nn.Module):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         scale = (w.detach().abs().amax(dim=tuple(range(1, w.ndim)), keepdim=True) / 127.0).clamp_min(1e-12)
         return torch.clamp(_round_ste(w / scale), -127.0, 127.0) * scale
+
+
+class _SlopesInt8(nn.Module):
+    """Parametrization: per-tensor asymmetric int8 fake quantization over ``[min(w, 0), max(w, 0)]``,
+    how ai-edge-quantizer stores the slopes of a PReLU lowered to ``MUL`` (step ~0.009 on Compact)."""
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return fake_quant_uint8(w, w.detach().min(), w.detach().max())
 
 
 class _Range(nn.Module):
@@ -131,8 +141,9 @@ class FakeQuantized:
     with dots replaced by slashes)."""
 
     def __init__(self, model: nn.Module, convs: dict[str, nn.Module], in_fq: nn.ModuleDict, out_fq: nn.ModuleDict,
-                 model_out: tuple[float, float] | None = None):
+                 model_out: tuple[float, float] | None = None, slopes: list[nn.Module] = ()):
         self.model, self.convs, self.in_fq, self.out_fq, self.handles = model, convs, in_fq, out_fq, []
+        self.slopes = list(slopes)  # activations whose slopes the target multiplies by in int8
         self.model_out = model_out  # the model output's fixed (min, max): quantized like the quantizer does
 
     def __enter__(self) -> nn.Module:
@@ -144,6 +155,8 @@ class FakeQuantized:
             if key in self.out_fq:
                 fq_out = self.out_fq[key]
                 self.handles.append(m.register_forward_hook(lambda _m, _i, out, f=fq_out: f(out)))
+        for m in self.slopes:
+            parametrize.register_parametrization(m, "weight", _SlopesInt8())
         if self.model_out is not None:
             lo, hi = (torch.tensor(v) for v in self.model_out)
             self.handles.append(self.model.register_forward_hook(lambda _m, _i, out: fake_quant_uint8(out, lo, hi)))
@@ -153,7 +166,7 @@ class FakeQuantized:
         for h in self.handles:
             h.remove()
         self.handles = []
-        for m in self.convs.values():
+        for m in [*self.convs.values(), *self.slopes]:
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
 
 
@@ -164,8 +177,12 @@ def _fake_quant_setup(model: nn.Module, tiles: list[np.ndarray], keep_float: fro
     mods = dict(model.named_modules())
     # a conv followed by a ReLU (module or function) has its output fused into the conv's int8 kernel;
     # PReLU and its edge rewrites quantize the conv output on its own
-    relu_fused = {first for first, act, _ in conv_act_conv_chains(model)
+    chains = conv_act_conv_chains(model)
+    relu_fused = {first for first, act, _ in chains
                   if not isinstance(mods.get(act), nn.PReLU) and not getattr(mods.get(act), "scale_equivariant", False)}
+    # int8 slopes, except after a conv kept in float (its activation stays in float with it)
+    after_float = {act for first, act, _ in chains if first in keep_float}
+    slopes = [m for n, m in model.named_modules() if getattr(m, "int8_mul_slopes", False) and n not in after_float]
     lo_in, hi_in, lo_out, hi_out = _observe(model, convs, tiles)
     # A conv reading the model input shares that tensor's quantizer with every other reader (a
     # residual or upsampling path): its range stays the observed one, or learning it would clip them.
@@ -175,7 +192,7 @@ def _fake_quant_setup(model: nn.Module, tiles: list[np.ndarray], keep_float: fro
     model_out = (min(0.0, min(float(o.min()) for o in outs)), max(0.0, max(float(o.max()) for o in outs)))
     in_fq = nn.ModuleDict({n.replace(".", "/"): _Range(lo_in[n], hi_in[n], learn=n not in reads_input) for n in convs})
     out_fq = nn.ModuleDict({n.replace(".", "/"): _Range(lo_out[n], hi_out[n]) for n in convs if n not in relu_fused})
-    return FakeQuantized(model, convs, in_fq, out_fq, model_out)
+    return FakeQuantized(model, convs, in_fq, out_fq, model_out, slopes)
 
 
 @torch.no_grad()

@@ -219,6 +219,40 @@ def test_coreml_w8a8_quantizes_activations_in_the_program_and_simulates(tmp_path
         convert_model(net, SPEC, "coreml", tmp_path / "none", "w8a8", tile=32, calib=None)
 
 
+def test_coreml_w8a8_uses_the_image_grid_and_the_int8_weight_grid(tmp_path, calib):
+    """The program's input quantizer is the 8-bit image itself (uint8, scale 1/255), not
+    coremltools' symmetric int8 over [-1, 1]; its int8 weights are the prepared weights on the
+    grid of ONNX Runtime and LiteRT (scale max|w| / 127, where GPTQ put them), not rounded again
+    onto coremltools' max|w| / 127.5."""
+    ct = pytest.importorskip("coremltools")
+    from restorekit.quantize.coreml import decompressed_weights
+    from restorekit.quantize.prepare import prepare_for_int8
+
+    conv = convert_model(_tiny(), SPEC, "coreml", tmp_path, "w8a8", tile=32, calib=calib)
+    assert "x" in conv.recipe.get("unsigned_activations", ()) and conv.recipe.get("weight_grid", "").endswith("on 4 weights")
+    mlmodel = ct.models.MLModel(str(conv.path), skip_model_load=True)
+    fn = next(iter(mlmodel.get_spec().mlProgram.functions.values()))
+    ops = list(fn.block_specializations[fn.opset].operations)
+    consts = {op.outputs[0].name: op.attributes["val"].immediateValue.tensor for op in ops if op.type == "const"}
+    first = next(op for op in ops if op.type == "quantize")
+    assert first.inputs["input"].arguments[0].name.startswith("input")  # the model input's quantizer
+    assert list(consts[first.inputs["output_dtype"].arguments[0].name].strings.values) == ["uint8"]
+    scale = np.frombuffer(consts[first.inputs["scale"].arguments[0].name].bytes.values, dtype=np.float16)
+    assert float(scale[0]) == pytest.approx(1 / 255, rel=1e-3)
+    prepared = [m.weight.detach().numpy() for m in prepare_for_int8(_tiny(), calib)[0].modules()
+                if isinstance(m, nn.Conv2d)]
+    program = decompressed_weights(mlmodel)
+    assert len(program) == 2  # the two 16x16 convs (the 432-weight ones are below the size it lists)
+
+    def steps_off(w, ref):  # largest distance, in int8 steps, from the prepared weights on the 1/127 grid
+        step = (np.abs(ref).reshape(len(ref), -1).max(axis=1) / 127).reshape(-1, 1, 1, 1)
+        return float((np.abs(w - np.round(ref / step) * step) / step).max())
+
+    for w in program:
+        off = min(steps_off(w, ref) for ref in prepared if ref.shape == w.shape)
+        assert off < 0.15, off  # fp16 scale storage only (2^-11 of up to 127 steps); the /127.5 grid: up to 1 step
+
+
 # --- sensitivity analysis and mixed precision ------------------------------------------------
 
 

@@ -172,7 +172,8 @@ def _unsigned_ranges(gm, calib: list[np.ndarray]) -> list[str]:
     from torch import fx
 
     quantizers = [n for n in gm.graph.nodes if n.op == "call_function" and n.target is torch.quantize_per_tensor
-                  and all(getattr(a, "op", None) == "get_attr" for a in n.args[1:3])]
+                  and all(getattr(a, "op", None) == "get_attr" for a in n.args[1:3])
+                  and (n.args[3] if len(n.args) > 3 else n.kwargs.get("dtype")) is torch.quint8]  # unsigned storage
     lowest: dict[str, float] = {}
     highest: dict[str, float] = {}
 

@@ -126,14 +126,14 @@ def _functional_weights_on_int8_grid(gm) -> int:
     a fixed upsampling kernel whose 1.0 taps the default grid stores as 127/127.5)."""
     import torch
 
+    from restorekit.quantize.prepare import int8_weight_scale
+
     done = 0
     for node in gm.graph.nodes:
         if node.op == "call_function" and node.target is torch.quantize_per_channel:
             w, scale = node.args[:2]
             if getattr(w, "op", None) == "get_attr" and getattr(scale, "op", None) == "get_attr":
-                weight, axis = getattr(gm, w.target), int(node.args[3])
-                dims = tuple(d for d in range(weight.ndim) if d != axis)
-                getattr(gm, scale.target).copy_((weight.detach().abs().amax(dim=dims) / 127.0).clamp_min(1e-12))
+                getattr(gm, scale.target).copy_(int8_weight_scale(getattr(gm, w.target), int(node.args[3])))
                 done += 1
     return done
 

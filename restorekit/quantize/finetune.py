@@ -30,7 +30,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from restorekit.quantize.prepare import _plain_conv, conv_act_conv_chains, run_with_hooks
+from restorekit.eval.metrics import psnr
+from restorekit.quantize.prepare import _plain_conv, conv_act_conv_chains, int8_weight_scale, run_with_hooks
 
 
 def _round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -51,7 +52,7 @@ class _WeightInt8(nn.Module):
     """Parametrization: per-output-channel symmetric int8 fake quantization (scale max|w| / 127)."""
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        scale = (w.detach().abs().amax(dim=tuple(range(1, w.ndim)), keepdim=True) / 127.0).clamp_min(1e-12)
+        scale = int8_weight_scale(w, keepdim=True)
         return torch.clamp(_round_ste(w / scale), -127.0, 127.0) * scale
 
 
@@ -204,9 +205,8 @@ def simulated_psnr(model: nn.Module, reference: nn.Module, tiles: list[np.ndarra
     model = copy.deepcopy(model).float().eval()
     reference = reference.float().eval()
     with _fake_quant_setup(model, tiles, frozenset(keep_float)) as fq:
-        mses = [float(F.mse_loss(fq(torch.from_numpy(t)).clamp(0, 1), reference(torch.from_numpy(t)).clamp(0, 1)))
-                for t in tiles]
-    return float(np.mean([-10 * math.log10(max(m, 1e-15)) for m in mses]))
+        return float(np.mean([psnr(fq(torch.from_numpy(t)).clamp(0, 1).numpy(), reference(torch.from_numpy(t)).clamp(0, 1).numpy())
+                              for t in tiles]))
 
 
 def quantization_finetune(model: nn.Module, reference: nn.Module, tiles: list[np.ndarray], steps: int = 300,

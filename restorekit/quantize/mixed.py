@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from restorekit.eval.metrics import psnr
+from restorekit.quantize.prepare import int8_weight_scale
 
 
 def _fake_quant(x: torch.Tensor, lo: float, hi: float, levels: int = 255) -> torch.Tensor:
@@ -28,8 +29,7 @@ def _fake_quant(x: torch.Tensor, lo: float, hi: float, levels: int = 255) -> tor
 
 
 def _weight_fake_quant(w: torch.Tensor, axis: int) -> torch.Tensor:
-    red = [i for i in range(w.ndim) if i != axis]
-    scale = w.abs().amax(dim=red, keepdim=True).clamp_min(1e-12) / 127.0
+    scale = int8_weight_scale(w, axis, keepdim=True)
     return torch.clamp(torch.round(w / scale), -127, 127) * scale
 
 

@@ -26,6 +26,13 @@ from torch.nn import functional as F
 
 
 
+def int8_weight_scale(w: torch.Tensor, axis: int = 0, keepdim: bool = False) -> torch.Tensor:
+    """Per-channel symmetric int8 scale ``max|w| / 127`` along ``axis`` (output channels): the
+    weight grid ONNX Runtime and LiteRT use, and the one every int8 path here rounds onto."""
+    dims = tuple(d for d in range(w.ndim) if d != axis)
+    return (w.detach().abs().amax(dim=dims, keepdim=keepdim) / 127.0).clamp_min(1e-12)
+
+
 def _is_act(m) -> bool:
     """ReLU, PReLU, or an edge rewrite of PReLU (anything with ``scale_equivariant = True``)."""
     return isinstance(m, (nn.ReLU, nn.PReLU)) or getattr(m, "scale_equivariant", False)
@@ -146,7 +153,7 @@ def gptq_round(model: nn.Module, tiles: list[np.ndarray], damp: float = 0.01, ma
 def _gptq_layer(weight: torch.Tensor, hess: torch.Tensor, damp: float) -> torch.Tensor:
     """Round one conv's weights (rows = output channels) onto the symmetric per-row int8 grid."""
     w = weight.reshape(weight.shape[0], -1).double().clone()
-    scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
+    scale = int8_weight_scale(w)
     h = hess.clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0

@@ -164,15 +164,23 @@ def backend_row(target: str, scheme: str, convert, base: dict, calib, crops, wor
     if scheme == "fp32":
         return {"conv": base["conv"], **fidelity(base["outs"], base["torch"]), "gt_psnr": base["gt"],
                 "note": "PSNR vs PyTorch fp32; timed against itself (noise)", "sess": base["sess"]}
-    if scheme == NAIVE:
-        path = naive_qdq(base["conv"].path, work / "naive.onnx", calib)
-        conv = dataclasses.replace(base["conv"], path=path, recipe=None)
+    extra = {}
+    if scheme == NAIVE:  # what a user gets today: the plain export (PRelu, no edge rewrite) + quantize_static
+        from restorekit.convert import onnx as onnx_converter
+
+        (work / "plain").mkdir(parents=True, exist_ok=True)
+        plain = onnx_converter.convert(base["model"], base["spec"], work / "plain" / "model.onnx", precision="fp32",
+                                       tile=TILE, calib=None, recipe=None)
+        path = naive_qdq(plain.path, work / "naive.onnx", calib)
+        conv = dataclasses.replace(plain, path=path, recipe=None)
+        extra = {"ref_sess": open_session(target, plain),
+                 "note": "plain export (PRelu) + quantize_static; speed-up vs that plain fp32 export"}
     else:
         conv = convert(scheme)
     sess = open_session(target, conv)
     gt = gt_psnr(sess.run, base["pairs"]) if base["pairs"] else None
     return {"conv": conv, "sess": sess, **fidelity(outputs(sess.run, crops), base["outs"]), "gt_psnr": gt,
-            "gt_delta": None if gt is None else gt - base["gt"]}
+            "gt_delta": None if gt is None else gt - base["gt"], **extra}
 
 
 def coreml_row(model, conv, torch_refs, crops, pairs=(), torch_gt=None) -> dict:
@@ -231,7 +239,7 @@ def bench_target(loaded, target: str, schemes: list[str], calib, crops, runs: in
 
     with torch.inference_mode():
         run_torch = lambda x: model(torch.from_numpy(x)).numpy()  # noqa: E731
-        base = {"torch": outputs(run_torch, crops), "pairs": list(pairs),
+        base = {"torch": outputs(run_torch, crops), "pairs": list(pairs), "model": model, "spec": spec,
                 "torch_gt": gt_psnr(run_torch, pairs) if pairs else None}
     if target != "coreml":  # the fp32 model of the same backend is every row's reference
         try:
@@ -252,7 +260,7 @@ def bench_target(loaded, target: str, schemes: list[str], calib, crops, runs: in
                 res = coreml_row(model, convert(scheme), base["torch"], crops, pairs, base["torch_gt"])
             else:
                 res = backend_row(target, scheme, convert, base, calib, crops, work)
-                ms_ref, ms = latency(base["sess"], res.pop("sess"), crops[0], runs)
+                ms_ref, ms = latency(res.pop("ref_sess", base["sess"]), res.pop("sess"), crops[0], runs)
                 res.update(fp32_ms=ms_ref, ms=ms, speedup=ms_ref / ms)
             conv = res.pop("conv")
             row.update(res, size_kib=size_kib(conv.path),

@@ -138,10 +138,12 @@ def test_onnx_qdq_scales_are_the_learned_ranges(tiles, tmp_path):
     import onnx
     from onnx import numpy_helper
 
+    from restorekit.convert import TARGETS
+
     net = _net()
     recipe = recipe_from_dict({"scheme": "w8a8", "finetune": {"steps": 5, "batch": 2, "crop": 16}})
     prepared = prepare_for_targets(net, ["onnx"], tiles, finetune=recipe.finetune)
-    lo, hi = prepared[()][1]["activation_ranges"]["convs.2"]["output"]
+    lo, hi = prepared[TARGETS["onnx"].edge_key][1]["activation_ranges"]["convs.2"]["output"]
     conv = convert_model(net, SPEC, "onnx", tmp_path, precision="w8a8", tile=32, calib=tiles, recipe=recipe,
                          prepared=prepared)
     m = onnx.load(str(conv.path))
@@ -195,7 +197,7 @@ def test_simulated_psnr_predicts_plain_int8(target, tiles, tmp_path):
     prepared, _ = prepare_for_int8(edge, tiles)
     simulated = simulated_psnr(prepared, net, tiles)
     conv = convert_model(net, SPEC, target, tmp_path, precision="w8a8", tile=32, calib=tiles,
-                         prepared={TARGETS[target].rewrites: (prepared, {})})
+                         prepared={TARGETS[target].edge_key: (prepared, {})})
     sess = open_converted(target, conv)
     with torch.inference_mode():
         measured = float(np.mean([psnr(np.clip(sess.run(t), 0, 1), np.clip(net(torch.from_numpy(t)).numpy(), 0, 1))

@@ -305,3 +305,37 @@ def test_tflite_layer_kept_in_float_keeps_its_prelu_in_float(tmp_path, calib):
     assert all(dt == np.float32 for _, dt in kinds[float_layer:last]), kinds  # conv 2 + its PReLU: float
     assert {name for name, _ in kinds[float_layer:last]} >= {"CONV_2D", "MUL", "MAXIMUM"}, kinds
     assert kinds[last][1] == np.int8, kinds
+
+
+def test_onnx_prelu_is_max_form_in_float_between_int8_convs_and_a_float_layer_keeps_it(tmp_path, calib):
+    """ONNX gets PReLU as Max(x, Mul(x, a)) (ORT's PRelu kernel is 6x slower). In w8a8 the Mul and
+    Max stay float between the Q/DQ pairs, the slopes a float constant; a layer kept in float
+    takes its max-form PReLU with it, so the next conv reads a float tensor, not a re-quantized one."""
+    import onnx
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.PReLU(8), nn.Conv2d(8, 8, 3, padding=1), nn.PReLU(8),
+                        nn.Conv2d(8, 3, 3, padding=1)).eval()
+    recipe = recipe_from_dict({"scheme": "w8a8", "float_preparation": False, "op_names": {"2": None}})
+    conv = convert_model(net, SPEC, "onnx", tmp_path, "w8a8", tile=32, calib=calib, recipe=recipe)
+    assert conv.recipe["rewrites"] == {"prelu": 2} and conv.recipe["float_layers"] == ["2"]
+    graph = onnx.load(str(conv.path)).graph
+    ops = [n.op_type for n in graph.node]
+    assert "PRelu" not in ops and ops.count("Mul") == 2 and ops.count("Max") == 2, ops
+    producer = {o: n for n in graph.node for o in n.output}
+    inits = {i.name for i in graph.initializer}
+    for mx in (n for n in graph.node if n.op_type == "Max"):
+        mul = next((producer[i] for i in mx.input if i in producer and producer[i].op_type == "Mul"), None)
+        assert mul is not None, mx  # Mul -> Max directly, no Q/DQ between
+        (slope,) = [i for i in mul.input if i not in mx.input]
+        assert slope in inits or producer[slope].op_type != "DequantizeLinear"  # float slopes, not int8 ones
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert len(convs) == 3
+    w_dq = [producer.get(c.input[1]) for c in convs]
+    assert w_dq[0].op_type == "DequantizeLinear" and w_dq[2].op_type == "DequantizeLinear"
+    assert convs[1].input[1] in inits  # the float layer's weights stay float
+    last_in = producer[convs[2].input[0]]
+    assert last_in.op_type == "Max", last_in.op_type  # it reads the float layer's PReLU, not a Q/DQ of it
+    first_in = producer[convs[1].input[0]]
+    assert first_in.op_type in ("Max", "DequantizeLinear")
+    assert _fidelity("onnx", conv, net, calib) > 35.0

@@ -1,4 +1,4 @@
-"""Edge rewrites are exact in fp32 and reach the bundle: PReLU -> max(x, a*x) for TFLite (slopes
+"""Edge rewrites are exact in fp32 and reach the bundle: PReLU -> max(x, a*x) for TFLite and ONNX (slopes
 above 1 by sign flips folded into the convs around it; relu(x) - a*relu(-x) where they cannot be)."""
 
 from __future__ import annotations

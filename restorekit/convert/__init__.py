@@ -41,6 +41,12 @@ class TargetProfile:
     runs_here: str  # where predictions can run
     tasks: tuple[str, ...] = ()  # model tasks it converts (``IMAGE_TASKS`` when empty)
     rewrites: tuple[str, ...] = ()  # edge rewrites applied before export (``convert.rewrites.REWRITES``)
+    int8_prelu_slopes: bool = False  # int8 multiplies a rewritten PReLU's slopes as an int8 constant
+
+    @property
+    def edge_key(self) -> tuple:
+        """What makes this target's edge model (and so its int8 preparation) differ from another's."""
+        return self.rewrites, self.int8_prelu_slopes
 
     def converts(self, task: str) -> bool:
         return task in (self.tasks or IMAGE_TASKS)
@@ -48,10 +54,12 @@ class TargetProfile:
 
 _INTEGER = ("int8", "w8", "w8a8", "w8a16", "mixed")
 TARGETS: dict[str, TargetProfile] = {
+    # ORT's PRelu kernel is 6x slower than Max(x, Mul(x, a)); int8 keeps the Mul and Max in float
     "onnx": TargetProfile("onnx", ("fp32", "fp16") + _INTEGER, "NCHW", True, 60.0, "any OS (onnxruntime)",
-                          IMAGE_TASKS + ("detect",)),
+                          IMAGE_TASKS + ("detect",), rewrites=("prelu",)),
+    # full-integer TFLite runs the MUL + MAXIMUM in int8, the slopes one per-tensor int8 constant
     "tflite": TargetProfile("tflite", ("fp32", "fp16") + _INTEGER, "NHWC", False, 60.0, "any OS (ai-edge-litert)",
-                            IMAGE_TASKS + ("detect",), rewrites=("prelu",)),
+                            IMAGE_TASKS + ("detect",), rewrites=("prelu",), int8_prelu_slopes=True),
     "coreml": TargetProfile("coreml", ("fp32", "fp16", "w8", "w8a8", "palettize4", "palettize6", "palettize8"), "NCHW",
                             False, 60.0, "macOS only"),
 }
@@ -152,12 +160,19 @@ def _search_mixed(module, model, spec, target: str, tile: int, calib, recipe, la
 
 def edge_model(model, target: str):
     """``model`` as ``target`` exports it: a copy with the target's edge rewrites applied (or the
-    model itself when it has none), and how many modules each rewrite replaced."""
-    if not TARGETS[target].rewrites:
+    model itself when it has none), and how many modules each rewrite replaced. The rewritten
+    modules record whether the target's int8 multiplies by PReLU slopes in int8 (what the w8a8
+    simulation and fine-tuning model)."""
+    profile = TARGETS[target]
+    if not profile.rewrites:
         return model, {}
     from restorekit.convert.rewrites import apply_rewrites
 
-    return apply_rewrites(model, TARGETS[target].rewrites)
+    rewritten, applied = apply_rewrites(model, profile.rewrites)
+    for m in rewritten.modules():
+        if hasattr(m, "int8_mul_slopes"):
+            m.int8_mul_slopes = profile.int8_prelu_slopes
+    return rewritten, applied
 
 
 def prepare_for_targets(model, targets, calib, finetune: dict | None = None, progress=None) -> dict:
@@ -168,7 +183,7 @@ def prepare_for_targets(model, targets, calib, finetune: dict | None = None, pro
 
     prepared = {}
     for target in targets:
-        key = TARGETS[target].rewrites
+        key = TARGETS[target].edge_key
         if key not in prepared:
             rewritten, _ = edge_model(model, target)
             step = None if progress is None else (lambda i, loss, t=target: progress(t, i, loss))
@@ -208,7 +223,7 @@ def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp3
                 recipe, mixed = _search_mixed(module, model, spec, target, tile, calib, recipe, layers)
             if recipe is not None and recipe.integer and recipe.float_preparation and calib:
                 keep = frozenset(recipe.float_layers(layers))
-                shared = (prepared or {}).get(TARGETS[target].rewrites)
+                shared = (prepared or {}).get(TARGETS[target].edge_key)
                 if shared is None or keep:
                     from restorekit.quantize.prepare import prepare_for_int8
 

@@ -34,7 +34,8 @@ class Rule:
 _DISTILL = "distill to a plain-conv student (restorekit distill)"
 RULES: tuple[Rule, ...] = (
     Rule("PReLU", ("aten::prelu",), {
-        "onnx": (OK, "PRelu (ONNX Runtime int8 keeps it in float between quantized convs)"),
+        "onnx": (HANDLED, "PReLU: rewritten to Max(x, Mul(x, a)) as on TFLite (bit-exact; ONNX Runtime's PRelu "
+                          "kernel is 6x slower); int8 keeps the Mul and Max in float between quantized convs"),
         "tflite": (HANDLED, "PReLU: rewritten to max(x, a*x), slopes > 1 by sign flips folded into the "
                             "convs around it (bit-exact; MUL + MAXIMUM run in int8 on XNNPACK and pass the GPU "
                             "delegate, which rejects GREATER+SELECT)"),

@@ -1,10 +1,12 @@
 """Edge rewrites: module substitutions applied before export, each exact in fp32.
 
-PReLU is the one that matters on LiteRT: litert-torch lowers it to RELU/NEG/RELU/MUL/SUB, and in
-a full-integer model those standalone int8 ops leave XNNPACK's fast path, so int8 Real-ESRGAN
-Compact ran at 0.43x the speed of fp32. :func:`prelu_to_max_form` writes it as
-``max(x, a * x)`` (MUL + MAXIMUM, both int8 kernels in XNNPACK): 2.95x faster than fp32 on the
-same model (2 cores, 2026-11-23, ``benchmarks/quantization.py``).
+PReLU is the one that matters, on both CPU runtimes. On LiteRT, litert-torch lowers it to
+RELU/NEG/RELU/MUL/SUB, and in a full-integer model those standalone int8 ops leave XNNPACK's fast
+path, so int8 Real-ESRGAN Compact ran at 0.43x the speed of fp32. :func:`prelu_to_max_form`
+writes it as ``max(x, a * x)`` (MUL + MAXIMUM, both int8 kernels in XNNPACK): 2.95x faster than
+fp32 on the same model (2 cores, 2026-11-23, ``benchmarks/quantization.py``). On ONNX Runtime
+the ``PRelu`` kernel itself is slow: 9.25 ms against 1.51 ms for ``Max(x, Mul(x, a))`` on one
+1x64x256x256 tensor, 61% of int8 Compact's time (``benchmarks/ort_op_profile.py``).
 
 A rewrite returns a copy of the model (the caller's module is never changed) and the names of
 the modules it replaced, so the bundle's recipe can record what was done. Which target gets
@@ -28,7 +30,9 @@ class ReluFormPReLU(nn.Module):
     Compact); the rewrite keeps TFLite bundles so whatever the converter version does."""
 
     scale_equivariant = True  # f(s * x) = s * f(x) for a positive per-channel s (range equalization)
-    int8_mul_slopes = True  # full-integer TFLite multiplies by the slopes as one per-tensor int8 constant
+    #: the target multiplies by the slopes as one per-tensor int8 constant (full-integer TFLite);
+    #: False where the MUL stays float (ONNX Runtime). Set per target by ``convert.edge_model``.
+    int8_mul_slopes = False
 
     def __init__(self, prelu: nn.PReLU):
         super().__init__()
@@ -47,7 +51,7 @@ class MaxFormPReLU(nn.Module):
     ``conv -> PReLU -> conv`` stays exact. ``flipped`` counts those channels."""
 
     scale_equivariant = True  # f(s * x) = s * f(x) for a positive per-channel s (range equalization)
-    int8_mul_slopes = True  # full-integer TFLite multiplies by the slopes as one per-tensor int8 constant
+    int8_mul_slopes = False  # as :class:`ReluFormPReLU`
 
     def __init__(self, prelu: nn.PReLU, flipped: int = 0):
         super().__init__()

@@ -97,6 +97,9 @@ def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.n
         overrides.setdefault(tensor, [{}])[0].update(rmin=np.float32(min(lo, 0.0)), rmax=np.float32(max(hi, 0.0)))
     method = recipe.calibration.get("method", "minmax")
     extra = {"TensorQuantOverrides": overrides} if overrides else {}
+    # a PReLU written max(x, a*x) (convert.rewrites) stays float between the Q/DQ pairs, as a
+    # PRelu would: int8 slopes and an int8 Max cost fidelity, and ORT has no int8 Max kernel
+    prelu_nodes = sorted(n.name for pair in prelu_max_form(model) for n in pair)
     if method == "percentile":
         extra["CalibPercentile"] = float(recipe.calibration.get("percentile", 99.999))
     input_name = model.graph.input[0].name
@@ -105,7 +108,7 @@ def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.n
         quant_format=q.QuantFormat.QDQ, per_channel=True,
         activation_type=q.QuantType.QUInt16 if act16 else q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
         calibrate_method=q.CalibrationMethod.Percentile if method == "percentile" else q.CalibrationMethod.MinMax,
-        nodes_to_exclude=float_nodes, extra_options=extra,
+        nodes_to_exclude=float_nodes + prelu_nodes, extra_options=extra,
     )
     if float_nodes:
         qmodel = onnx.load(str(out_path))
@@ -194,6 +197,25 @@ def output_clamp_ranges(model) -> dict[str, tuple[float, float]]:
     return out
 
 
+def prelu_max_form(model) -> list[tuple]:
+    """``[(Mul, Max)]``: each PReLU written ``Max(x, Mul(x, a))`` in an ONNX graph (the
+    ``convert.rewrites`` max form), ``a`` a constant."""
+    producers = {o: nd for nd in model.graph.node for o in nd.output}
+    consts = {i.name for i in model.graph.initializer} | {nd.output[0] for nd in model.graph.node
+                                                          if nd.op_type == "Constant"}
+    out = []
+    for mx in (nd for nd in model.graph.node if nd.op_type == "Max" and len(nd.input) == 2):
+        for x, prod in ((mx.input[0], mx.input[1]), (mx.input[1], mx.input[0])):
+            mul = producers.get(prod)
+            if mul is not None and mul.op_type == "Mul" and x in mul.input:
+                other = mul.input[1] if mul.input[0] == x else mul.input[0]
+                if other in consts or (producers.get(other) is not None and producers[other].op_type == "Reshape"
+                                       and producers[other].input[0] in consts):
+                    out.append((mul, mx))
+                    break
+    return out
+
+
 _PASS_THROUGH = ("Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "HardSigmoid", "Tanh")
 
 
@@ -206,11 +228,17 @@ def _isolate_float_nodes(model, float_nodes: list[str]) -> None:
     input is now float) runs in float."""
     consumers = _consumers(model)
     by_name = {nd.name: nd for nd in model.graph.node}
+    prelu_max = {mul.input[0] if mul.input[0] in mx.input else mul.input[1]: mx for mul, mx in prelu_max_form(model)}
     drop = []
     for name in float_nodes:
         t = by_name[name].output[0]
-        while len(consumers.get(t, [])) == 1 and consumers[t][0].op_type in _PASS_THROUGH:
-            t = consumers[t][0].output[0]
+        while True:
+            if len(consumers.get(t, [])) == 1 and consumers[t][0].op_type in _PASS_THROUGH:
+                t = consumers[t][0].output[0]
+            elif t in prelu_max and len(consumers.get(t, [])) == 2:  # x -> Mul, Max: a PReLU's max form
+                t = prelu_max[t].output[0]
+            else:
+                break
         for q in [c for c in consumers.get(t, []) if c.op_type == "QuantizeLinear"]:
             for dq in [c for c in consumers.get(q.output[0], []) if c.op_type == "DequantizeLinear"]:
                 for user in consumers.get(dq.output[0], []):

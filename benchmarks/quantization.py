@@ -174,7 +174,7 @@ def backend_row(target: str, scheme: str, convert, base: dict, calib, crops, wor
         path = naive_qdq(plain.path, work / "naive.onnx", calib)
         conv = dataclasses.replace(plain, path=path, recipe=None)
         extra = {"ref_sess": open_session(target, plain),
-                 "note": "plain export (PRelu) + quantize_static; speed-up vs that plain fp32 export"}
+                 "note": "plain export (no edge rewrite) + quantize_static; speed-up vs that plain fp32 export"}
     else:
         conv = convert(scheme)
     sess = open_session(target, conv)

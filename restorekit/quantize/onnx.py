@@ -99,7 +99,7 @@ def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.n
     extra = {"TensorQuantOverrides": overrides} if overrides else {}
     # a PReLU written max(x, a*x) (convert.rewrites) stays float between the Q/DQ pairs, as a
     # PRelu would: int8 slopes and an int8 Max cost fidelity, and ORT has no int8 Max kernel
-    prelu_nodes = sorted(n.name for pair in prelu_max_form(model) for n in pair)
+    prelu_nodes = sorted(n.name for _, mul, mx in prelu_max_form(model) for n in (mul, mx))
     if method == "percentile":
         extra["CalibPercentile"] = float(recipe.calibration.get("percentile", 99.999))
     input_name = model.graph.input[0].name
@@ -198,8 +198,8 @@ def output_clamp_ranges(model) -> dict[str, tuple[float, float]]:
 
 
 def prelu_max_form(model) -> list[tuple]:
-    """``[(Mul, Max)]``: each PReLU written ``Max(x, Mul(x, a))`` in an ONNX graph (the
-    ``convert.rewrites`` max form), ``a`` a constant."""
+    """``[(x, Mul, Max)]``: each PReLU written ``Max(x, Mul(x, a))`` in an ONNX graph (the
+    ``convert.rewrites`` max form), ``x`` the input tensor's name, ``a`` a constant."""
     producers = {o: nd for nd in model.graph.node for o in nd.output}
     consts = {i.name for i in model.graph.initializer} | {nd.output[0] for nd in model.graph.node
                                                           if nd.op_type == "Constant"}
@@ -211,7 +211,7 @@ def prelu_max_form(model) -> list[tuple]:
                 other = mul.input[1] if mul.input[0] == x else mul.input[0]
                 if other in consts or (producers.get(other) is not None and producers[other].op_type == "Reshape"
                                        and producers[other].input[0] in consts):
-                    out.append((mul, mx))
+                    out.append((x, mul, mx))
                     break
     return out
 
@@ -228,7 +228,7 @@ def _isolate_float_nodes(model, float_nodes: list[str]) -> None:
     input is now float) runs in float."""
     consumers = _consumers(model)
     by_name = {nd.name: nd for nd in model.graph.node}
-    prelu_max = {mul.input[0] if mul.input[0] in mx.input else mul.input[1]: mx for mul, mx in prelu_max_form(model)}
+    prelu_max = {x: mx for x, _, mx in prelu_max_form(model)}
     drop = []
     for name in float_nodes:
         t = by_name[name].output[0]

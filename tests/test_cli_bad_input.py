@@ -43,6 +43,10 @@ def test_not_a_model_file(tmp_path):
     f = tmp_path / "notes.pth"
     f.write_text("hello")
     _fails_cleanly(["inspect", str(f)], match="not a loadable weights file")
+    text = tmp_path / "text.pth"
+    text.write_text("not a checkpoint")  # torch refuses it with advice to retry weights_only=False
+    err = _fails_cleanly(["inspect", str(text)], match="not a loadable weights file")
+    assert "Unsupported operand" in err and "weights_only` set to `False`" not in err, err  # the reason, not the advice
     g = tmp_path / "photo.jpg"
     g.write_bytes(b"\xff\xd8")
     _fails_cleanly(["inspect", str(g)], match="not a model checkpoint")

@@ -80,6 +80,19 @@ def count_macs(module: nn.Module, in_channels: int = 3, size: int = 64) -> float
     return total * (1e6 / (size * size))
 
 
+
+def _load_refusal(exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in a few words. torch's own message
+    opens with advice to retry with ``weights_only=False`` (which would run the file's code): the
+    reason is the part after ``WeightsUnpickler error:``."""
+    if isinstance(exc, (KeyError, IndexError)):
+        return f"unreadable pickle stream ({type(exc).__name__})"
+    text = str(exc).strip()
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+    text = " ".join(text.split())
+    return text[:160] or type(exc).__name__
+
 def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and (safetensors) metadata of a checkpoint; unwraps params/params_ema/state_dict."""
     if path.suffix.lower() == ".safetensors":
@@ -95,11 +108,8 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only=True executes nothing: any failure means "not a weights file"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if isinstance(exc, (KeyError, IndexError)):
-            first = f"unreadable pickle stream ({type(exc).__name__})"
         raise BadInputError(
-            f"not a loadable weights file: {path} (refused by torch.load(weights_only=True): {first[:160]})"
+            f"not a loadable weights file: {path} (refused by torch.load(weights_only=True): {_load_refusal(exc)})"
         ) from exc
     for _ in range(3):
         if isinstance(obj, dict):

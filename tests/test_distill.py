@@ -165,3 +165,77 @@ def test_cli_takes_the_teacher_option_and_a_folder_of_collections(teacher, tmp_p
     card = out.with_suffix(".md").read_text()
     n = int(card.split(" training images")[0].rsplit("| ", 1)[-1])
     assert n >= 20  # the collections under photos/ (old, faces, bw, whole, ...), not zero images
+
+
+def test_pair_pool_is_a_pure_function_of_seed_and_step():
+    """A pool rebuilt at step s (what a resumed run does) holds the bytes of one advanced from 0;
+    slot contents follow the documented write order and targets are the label of the stored LR."""
+    import numpy as np
+
+    from restorekit.distill.pool import POOL_TAG, PairPool, source_of_slot, to_uint8
+
+    def draw(words):
+        rng = np.random.default_rng(words)
+        return rng.random((4, 4, 3), dtype=np.float32), rng.random((8, 8, 3), dtype=np.float32)
+
+    def label(x):
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest") * 0.5
+
+    def make():
+        return PairPool(draw, label, seed=3, size=5, refresh=2, device="cpu", keep_hr=True)
+
+    advanced = make()
+    advanced.fill(0)
+    assert torch.equal(advanced.lr[4], torch.from_numpy(to_uint8(draw([3, POOL_TAG, 4])[0])).permute(2, 0, 1))
+    for t in range(7):
+        advanced.advance(t)
+    rebuilt = make()
+    rebuilt.fill(7)
+    for name in ("lr", "target", "hr"):
+        assert torch.equal(getattr(advanced, name), getattr(rebuilt, name)), name
+    # 14 writes so far: write 13 = step 6, j 1 went to slot 13 % 5 = 3; slot 4's last was write 9
+    assert source_of_slot(3, 7, 5, 2) == (6, 1) and source_of_slot(4, 7, 5, 2) == (4, 1)
+    assert source_of_slot(4, 2, 5, 2) is None  # writes 0..3 have not reached slot 4
+    lr6, hr6 = draw([3, 6, 1])
+    assert torch.equal(rebuilt.lr[3], torch.from_numpy(to_uint8(lr6)).permute(2, 0, 1))
+    assert torch.equal(rebuilt.hr[3], torch.from_numpy(to_uint8(hr6)).permute(2, 0, 1))
+    expected = (label(rebuilt.lr[3:4].float() / 255)[0] * 255).round().to(torch.uint8)
+    assert torch.equal(rebuilt.target[3], expected)
+    x, target, hr = rebuilt.batch(7, 4, rank=1, world_size=2)  # rank 1's half of a global batch of 4
+    x_all, target_all, _ = rebuilt.batch(7, 4)
+    assert x.shape == (2, 3, 4, 4) and torch.equal(x, x_all[2:]) and torch.equal(target, target_all[2:])
+    assert target.shape == hr.shape == (2, 3, 8, 8) and float(x.max()) <= 1.0
+
+
+def test_pooled_distillation_resumes_bit_exactly(teacher, tmp_path, monkeypatch):
+    """With a pool of cached teacher outputs, an interrupted run rebuilds the pool and ends on the
+    same bytes as an uninterrupted one; the card and metadata say a pool was used."""
+    from restorekit.distill.pool import PairPool
+
+    kw = dict(steps=5, pool_size=6, pool_refresh=1, **TINY)
+    ref = distill(teacher, "edge-s-x4", [SAMPLES], tmp_path / "ref.safetensors", resume=False, **kw)
+    meta = read_safetensors_metadata(ref.out)
+    assert meta["pool_size"] == "6" and meta["pool_refresh"] == "1"
+    assert "pool of 6 cached teacher outputs (1 new per step)" in ref.card.read_text()
+
+    real, seen = PairPool.advance, []
+
+    def interrupting(self, step):
+        seen.append(step)
+        if step == 2:
+            raise KeyboardInterrupt
+        return real(self, step)
+
+    out = tmp_path / "m.safetensors"
+    monkeypatch.setattr(PairPool, "advance", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        distill(teacher, "edge-s-x4", [SAMPLES], out, **kw)
+    monkeypatch.setattr(PairPool, "advance", real)
+    res = distill(teacher, "edge-s-x4", [SAMPLES], out, **kw)
+    assert res.losses == ref.losses and out.read_bytes() == ref.out.read_bytes()
+    fresh = distill(teacher, "edge-s-x4", [SAMPLES], tmp_path / "f.safetensors", **{**kw, "pool_size": 0})
+    assert fresh.losses != ref.losses  # the pool really changed what was trained on
+    with pytest.raises(BadInputError, match="pool_size"):  # a checkpoint of other settings is refused
+        distill(teacher, "edge-s-x4", [SAMPLES], out, **{**kw, "pool_size": 7})
+    with pytest.raises(BadInputError, match="pool_refresh in"):
+        distill(teacher, "edge-s-x4", [SAMPLES], tmp_path / "bad.safetensors", **{**kw, "pool_refresh": 7})

@@ -37,6 +37,8 @@ def distill_command(
     qat_steps: Annotated[Optional[int], typer.Option("--qat-steps", min=0, help="QAT steps after the float ones (default: 10 % of --steps).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:N.")] = "auto",
     resume: Annotated[bool, typer.Option("--resume/--restart", help="Continue from <out>.ckpt.pt when present.")] = True,
+    pool_size: Annotated[int, typer.Option("--pool-size", min=0, help="Train from a pool of this many cached teacher outputs (0: degrade and run the teacher for every sample of every step).")] = 0,
+    pool_refresh: Annotated[int, typer.Option("--pool-refresh", min=1, help="New samples replacing the oldest in the pool each step.")] = 2,
 ):
     """Distil a teacher into a small edge student on degraded photos (resumable, deterministic, torchrun-ready)."""
     from restorekit.distill.distill import DEGRADATIONS, distill
@@ -54,5 +56,6 @@ def distill_command(
     result = distill(teacher, student, data, out, steps=steps, seed=seed, batch_size=batch_size,
                      patch_size=patch_size, lr=lr, degradation=degradation, gt_weight=gt_weight,
                      edge_weight=edge_weight, val_every=val_every, holdout=holdout, qat=qat, qat_steps=qat_steps,
-                     resume=resume, device=None if device == "auto" else device)
+                     resume=resume, device=None if device == "auto" else device, pool_size=pool_size,
+                     pool_refresh=pool_refresh)
     return result

@@ -12,6 +12,11 @@ or the classic :func:`degrade_pair`), runs the frozen fp32 teacher on the LR, an
 ``patch_size`` is the **LR** (network input) side, so a step costs the same at every scale; the
 HR crop is ``patch_size * scale``.
 
+``pool_size`` > 0: instead of degrading and labelling every sample of every step, train from a
+:class:`restorekit.distill.pool.PairPool` of cached (LR, teacher output) pairs, ``pool_refresh``
+of them replaced each step: the teacher and the degradation pipeline, most of a CPU step, then
+run ``pool_refresh`` times per step instead of ``batch_size`` times.
+
 Determinism: the student is initialised after ``torch.manual_seed(seed)``; sample ``i`` of the
 *global* batch of step ``s`` is a pure function of ``np.random.default_rng([seed, s, i])``. A
 resumed run therefore sees the same samples as an uninterrupted one, and under ``torchrun`` rank
@@ -56,6 +61,7 @@ DEGRADATIONS = ("second-order", "classic")
 VAL_TAG = 2**32 - 1  # seed-sequence word of the validation crops (a training step never reaches it)
 QAT_LR_FRACTION = 0.05  # QAT fine-tune: cosine from 5 % of the base learning rate
 MAX_HOLDOUT = 8
+LEGACY_SETTINGS = {"pool_size": 0, "pool_refresh": 0}  # checkpoints from before the pool: fresh samples
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,7 +231,7 @@ def _holdout_count(n: int, holdout: int | None) -> int:
 
 def _check_args(out: Path, steps: int, batch_size: int, patch_size: int, degradation: str, gt_weight: float,
                 edge_weight: float, val_every: int, val_crops: int, checkpoint_every: int, qat_steps: int | None,
-                world_size: int) -> Path:
+                world_size: int, pool_size: int = 0, pool_refresh: int = 2) -> Path:
     from restorekit.fileio import check_writable_path
 
     out = Path(out)
@@ -244,6 +250,8 @@ def _check_args(out: Path, steps: int, batch_size: int, patch_size: int, degrada
         raise BadInputError(f"qat_steps must be >= 0, got {qat_steps}")
     if batch_size % world_size:
         raise BadInputError(f"batch_size {batch_size} must be a multiple of the number of processes ({world_size})")
+    if pool_size < 0 or (pool_size and not 1 <= pool_refresh <= pool_size):
+        raise BadInputError(f"pool_size must be >= 0 and pool_refresh in [1, pool_size], got {pool_size}, {pool_refresh}")
     return out
 
 
@@ -298,11 +306,14 @@ def distill(
     checkpoint_every: int = 250,
     progress: bool = True,
     device: str | None = None,
+    pool_size: int = 0,
+    pool_refresh: int = 2,
 ) -> DistillResult:
     """Distil ``teacher_ref`` into the student ``student_name`` on photos from ``data_dirs``.
 
     ``patch_size`` is the LR side of a training crop, ``batch_size`` the global batch (split over
-    ``torchrun`` processes). Every bad input (unknown student, scale mismatch, empty data
+    ``torchrun`` processes). ``pool_size`` > 0 trains from a :class:`PairPool` of that many cached
+    teacher outputs, ``pool_refresh`` of them replaced each step (0: fresh samples every step). Every bad input (unknown student, scale mismatch, empty data
     folder, ...) raises :class:`BadInputError` before training starts. See the module docstring.
     """
     import torch
@@ -311,7 +322,7 @@ def distill(
 
     rank, world, local_rank = _dist_env()
     out = _check_args(out, steps, batch_size, patch_size, degradation, gt_weight, edge_weight, val_every, val_crops,
-                      checkpoint_every, qat_steps, world)
+                      checkpoint_every, qat_steps, world, pool_size, pool_refresh)
     if device in (None, "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -365,6 +376,7 @@ def distill(
             "holdout": n_val, "seed": int(seed), "batch_size": int(batch_size), "patch_size": int(patch_size),
             "lr": float(lr), "degradation": degradation, "gt_weight": float(gt_weight),
             "edge_weight": float(edge_weight), "steps": int(steps), "qat_steps": int(n_qat), "val_crops": int(val_crops),
+            "pool_size": int(pool_size), "pool_refresh": int(pool_refresh) if pool_size else 0,
         }
         ckpt = checkpoint_path(out)
         start, losses, val_rows = 0, [], []
@@ -372,7 +384,7 @@ def distill(
             state = torch.load(ckpt, map_location=dev, weights_only=True)
             if state.get("format") != CHECKPOINT_FORMAT:
                 raise BadInputError(f"not a restorekit distillation checkpoint: {ckpt}")
-            differs = [k for k, v in settings.items() if state.get(k) != v]
+            differs = [k for k, v in settings.items() if state.get(k, LEGACY_SETTINGS.get(k)) != v]
             if differs:
                 raise BadInputError(f"checkpoint {ckpt} was made with different {', '.join(differs)}: "
                                     "delete it or pass resume=False")
@@ -427,6 +439,15 @@ def distill(
             row["loss"] = float(np.mean(done)) if done else None
             return row
 
+        pool = None
+        if pool_size:
+            from restorekit.distill.pool import PairPool
+
+            def draw(words):
+                return sample_pair(train_images, np.random.default_rng(words), patch_size, scale, degradation)
+
+            pool = PairPool(draw, t_module, seed, pool_size, pool_refresh, dev, keep_hr=gt_weight > 0)
+
         from rich.console import Console
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
@@ -437,7 +458,8 @@ def distill(
             console.print(f"distilling {teacher.spec.name} ({teacher.spec.architecture}) -> {spec.name} "
                           f"{student.config}: {len(train_images)} training / {n_val} held-out images, "
                           f"{degradation}, batch {batch_size} x {patch_size}px LR on {world} x {dev}, "
-                          f"steps {start}->{total}" + (f" ({n_qat} QAT)" if n_qat else ""))
+                          f"steps {start}->{total}" + (f" ({n_qat} QAT)" if n_qat else "")
+                          + (f", pool of {pool_size} teacher outputs ({pool_refresh} new per step)" if pool else ""))
         bar = Progress(TextColumn("[bold]{task.fields[phase]}"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("loss {task.fields[loss]:.4f}  val {task.fields[val]}"), TimeElapsedColumn(),
                        TimeRemainingColumn(), console=console, disable=not show)
@@ -453,17 +475,24 @@ def distill(
 
         try:
             with bar:
+                if pool is not None and start < total:
+                    fill = bar.add_task("pool", total=pool_size, loss=float("nan"), val="-", phase="pool")
+                    pool.fill(start, lambda n: bar.update(fill, completed=n))
                 task = bar.add_task("distill", total=total, completed=min(start, total), loss=float("nan"),
                                     val=val_text(), phase="distill")
                 while step < total:
                     in_qat = step >= steps
                     if qat:
                         net.active = in_qat
-                    x_np, hr_np = distill_batch(train_images, seed, step, batch_size, patch_size, scale, degradation,
-                                                rank, world)
-                    x, hr = _nchw(x_np, dev), _nchw(hr_np, dev)
-                    with torch.no_grad():
-                        target = t_module(x).clamp(0, 1)
+                    if pool is not None:
+                        pool.advance(step)
+                        x, target, hr = pool.batch(step, batch_size, rank, world)
+                    else:
+                        x_np, hr_np = distill_batch(train_images, seed, step, batch_size, patch_size, scale,
+                                                    degradation, rank, world)
+                        x, hr = _nchw(x_np, dev), _nchw(hr_np, dev)
+                        with torch.no_grad():
+                            target = t_module(x).clamp(0, 1)
                     if gt_weight > 0:
                         target = torch.lerp(target, hr, gt_weight)
                     base, sched = (lr * QAT_LR_FRACTION, learning_rate(step - steps, n_qat, 1.0)) if in_qat else \
@@ -512,6 +541,7 @@ def distill(
                 "degradation": degradation, "batch_size": str(batch_size), "patch_size": str(patch_size),
                 "lr": repr(float(lr)), "gt_weight": repr(float(gt_weight)), "edge_weight": repr(float(edge_weight)),
                 "qat": "true" if qat else "false", "qat_steps": str(n_qat),
+                "pool_size": str(pool_size), "pool_refresh": str(settings["pool_refresh"]),
                 "val_psnr_student_db": f"{final['psnr_student']:.3f}",
                 "val_psnr_bicubic_db": f"{final['psnr_bicubic']:.3f}",
             }
@@ -561,6 +591,8 @@ def _model_card(out, spec, student, tspec, data, train_images, settings, world, 
         f"{settings['lr']:g} (warm-up + cosine), L1 to the teacher"
         + (f", gt_weight {settings['gt_weight']:g}" if settings["gt_weight"] else "")
         + (f", edge_weight {settings['edge_weight']:g}" if settings["edge_weight"] else "")
+        + (f", from a pool of {settings['pool_size']} cached teacher outputs ({settings['pool_refresh']} new per "
+           "step)" if settings["pool_size"] else ", fresh samples every step")
         + f", seed {settings['seed']}, {world} process(es) on {dev.type} |",
         "",
         f"## Retention ({settings['val_crops']} held-out crops, degraded inputs)",

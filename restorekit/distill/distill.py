@@ -478,6 +478,8 @@ def distill(
                 if pool is not None and start < total:
                     fill = bar.add_task("pool", total=pool_size, loss=float("nan"), val="-", phase="pool")
                     pool.fill(start, lambda n: bar.update(fill, completed=n))
+                    if show and not console.is_terminal:
+                        console.print(f"pool filled: {pool_size} samples, {pool.nbytes / 2**20:.0f} MiB")
                 task = bar.add_task("distill", total=total, completed=min(start, total), loss=float("nan"),
                                     val=val_text(), phase="distill")
                 while step < total:

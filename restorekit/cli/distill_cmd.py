@@ -38,7 +38,7 @@ def distill_command(
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:N.")] = "auto",
     resume: Annotated[bool, typer.Option("--resume/--restart", help="Continue from <out>.ckpt.pt when present.")] = True,
     pool_size: Annotated[int, typer.Option("--pool-size", min=0, help="Train from a pool of this many cached teacher outputs (0: degrade and run the teacher for every sample of every step).")] = 0,
-    pool_refresh: Annotated[int, typer.Option("--pool-refresh", min=1, help="New samples replacing the oldest in the pool each step.")] = 2,
+    pool_refresh: Annotated[int, typer.Option("--pool-refresh", min=1, help="New samples replacing the oldest in the pool each step.")] = 1,
 ):
     """Distil a teacher into a small edge student on degraded photos (resumable, deterministic, torchrun-ready)."""
     from restorekit.distill.distill import DEGRADATIONS, distill

@@ -231,7 +231,7 @@ def _holdout_count(n: int, holdout: int | None) -> int:
 
 def _check_args(out: Path, steps: int, batch_size: int, patch_size: int, degradation: str, gt_weight: float,
                 edge_weight: float, val_every: int, val_crops: int, checkpoint_every: int, qat_steps: int | None,
-                world_size: int, pool_size: int = 0, pool_refresh: int = 2) -> Path:
+                world_size: int, pool_size: int = 0, pool_refresh: int = 1) -> Path:
     from restorekit.fileio import check_writable_path
 
     out = Path(out)
@@ -307,14 +307,15 @@ def distill(
     progress: bool = True,
     device: str | None = None,
     pool_size: int = 0,
-    pool_refresh: int = 2,
+    pool_refresh: int = 1,
 ) -> DistillResult:
     """Distil ``teacher_ref`` into the student ``student_name`` on photos from ``data_dirs``.
 
     ``patch_size`` is the LR side of a training crop, ``batch_size`` the global batch (split over
     ``torchrun`` processes). ``pool_size`` > 0 trains from a :class:`PairPool` of that many cached
-    teacher outputs, ``pool_refresh`` of them replaced each step (0: fresh samples every step). Every bad input (unknown student, scale mismatch, empty data
-    folder, ...) raises :class:`BadInputError` before training starts. See the module docstring.
+    teacher outputs, ``pool_refresh`` of them replaced each step (0: fresh samples every step).
+    Every bad input (unknown student, scale mismatch, empty data folder, ...) raises
+    :class:`BadInputError` before training starts. See the module docstring.
     """
     import torch
 
@@ -478,7 +479,7 @@ def distill(
                 if pool is not None and start < total:
                     fill = bar.add_task("pool", total=pool_size, loss=float("nan"), val="-", phase="pool")
                     pool.fill(start, lambda n: bar.update(fill, completed=n))
-                    if show and not console.is_terminal:
+                    if show:
                         console.print(f"pool filled: {pool_size} samples, {pool.nbytes / 2**20:.0f} MiB")
                 task = bar.add_task("distill", total=total, completed=min(start, total), loss=float("nan"),
                                     val=val_text(), phase="distill")

@@ -10,9 +10,10 @@
 ``build`` uses ``restorekit distill``'s own sampling (``distill_batch``, second-order degradation,
 seed 7) on the same training / held-out split, and stores the validation crops and the teacher's
 output on them (``validation_set``, seed 0: the crops ``restorekit distill`` validates on).
-``train`` trains an EdgeRestoreNet (``--tail 1`` swaps the 3x3 tail for a 1x1 one) with Adam,
-warm-up + cosine, batch 8, on random draws from the pool, and prints PSNR against the teacher
-(and bicubic's) on the held-out crops every 1000 steps, plus the MACs against the 1/8 budget.
+``train`` trains an EdgeRestoreNet (``--tail 1`` swaps the 3x3 tail for a 1x1 one,
+``--dilation 2`` dilates every other body conv) with Adam, warm-up + cosine, batch 8, on random
+draws from the pool, and prints PSNR against the teacher (and bicubic's) on the held-out crops
+every 1000 steps, plus the MACs against the 1/8 budget.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def _psnr(x, y) -> float:
 
 
 def train(pool: str, channels: int, convs: int, tail: int, loss_name: str, batch: int, lr: float, steps: int,
-          threads: int) -> None:
+          threads: int, dilation: int = 1) -> None:
     from restorekit.distill.train import init_weights, learning_rate
     from restorekit.models.edgenet import EdgeRestoreNet
     from restorekit.models.loader import count_macs
@@ -78,8 +79,10 @@ def train(pool: str, channels: int, convs: int, tail: int, loss_name: str, batch
         net.tail = torch.nn.Conv2d(channels, 48, 1)
         torch.nn.init.zeros_(net.tail.weight)
         torch.nn.init.zeros_(net.tail.bias)
+    for conv in net.body[1::2]:  # every other body conv: a wider receptive field at the same MACs
+        conv.dilation, conv.padding = (dilation, dilation), (dilation, dilation)
     ratio = count_macs(net) / COMPACT_MACS_PER_MEGAPIXEL
-    print(f"{channels} ch, {convs} convs, {tail}x{tail} tail: {ratio:.3f} x the teacher's MACs (budget 0.125); "
+    print(f"{channels} ch, {convs} convs (dilation {dilation} on every other), {tail}x{tail} tail: {ratio:.3f} x the teacher's MACs (budget 0.125); "
           f"loss {loss_name}, batch {batch}, lr {lr:g}, {steps} steps; bicubic vs teacher {bicubic:.2f} dB")
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     rng, t0 = np.random.default_rng(1), time.time()
@@ -117,11 +120,12 @@ def main() -> None:
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--steps", type=int, default=6000)
     t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--dilation", type=int, default=1, help="dilation of body convs 2, 4, ...")
     a = ap.parse_args()
     if a.cmd == "build":
         build(a.out, a.samples)
     else:
-        train(a.pool, a.channels, a.convs, a.tail, a.loss, a.batch, a.lr, a.steps, a.threads)
+        train(a.pool, a.channels, a.convs, a.tail, a.loss, a.batch, a.lr, a.steps, a.threads, a.dilation)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """A pool of training pairs with the teacher's output cached: distillation that pays for the
 teacher and the degradation pipeline once per sample instead of once per use.
 
-On CPU a distillation step of Real-ESRGAN Compact -> ``edge-s-x4`` (batch 8 x 64 px LR) spends
-about 35 % of its time degrading patches and 45 % running the teacher; the student's own forward
-and backward are the other 20 %. A :class:`PairPool` keeps ``size`` (LR, teacher target, HR)
+On 2 CPU cores a distillation step of Real-ESRGAN Compact -> ``edge-s-x4`` (batch 8 x 64 px LR)
+spends 33 % of its time degrading patches and 46 % running the teacher; the student's forward,
+backward and Adam update are the other 21 %. With a pool refreshing one sample per step, a step
+takes 0.35x the time (``benchmarks/distill_step_cost.py``, 2026-11-24). A :class:`PairPool` keeps ``size`` (LR, teacher target, HR)
 samples as uint8 tensors on the training device; each step replaces ``refresh`` of them with new
 samples (oldest first) and draws the batch at random from the pool, so a sample is reused about
 ``batch_size / refresh`` times during its life in the pool.

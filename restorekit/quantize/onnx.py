@@ -146,6 +146,11 @@ def _consumers(model) -> dict[str, list]:
     return out
 
 
+def _producers(model) -> dict:
+    """``{tensor name: the node that writes it}`` of an ONNX graph."""
+    return {o: nd for nd in model.graph.node for o in nd.output}
+
+
 #: Ops that move values without changing them: a clamp after them bounds their input too.
 _DATA_MOVEMENT = ("DepthToSpace", "SpaceToDepth", "Reshape", "Transpose", "Identity", "Flatten", "Squeeze", "Unsqueeze")
 
@@ -166,7 +171,7 @@ def output_clamp_ranges(model) -> dict[str, tuple[float, float]]:
         if nd.op_type == "Constant" and nd.attribute and nd.attribute[0].name == "value":
             consts[nd.output[0]] = numpy_helper.to_array(nd.attribute[0].t)
     consumers = _consumers(model)
-    producers = {o: nd for nd in model.graph.node for o in nd.output}
+    producers = _producers(model)
     graph_outputs = {o.name for o in model.graph.output}
 
     def reaches_output(t: str) -> list[str] | None:  # the tensors from t to a graph output, or None
@@ -200,7 +205,7 @@ def output_clamp_ranges(model) -> dict[str, tuple[float, float]]:
 def prelu_max_form(model) -> list[tuple]:
     """``[(x, Mul, Max)]``: each PReLU written ``Max(x, Mul(x, a))`` in an ONNX graph (the
     ``convert.rewrites`` max form), ``x`` the input tensor's name, ``a`` a constant."""
-    producers = {o: nd for nd in model.graph.node for o in nd.output}
+    producers = _producers(model)
     consts = {i.name for i in model.graph.initializer} | {nd.output[0] for nd in model.graph.node
                                                           if nd.op_type == "Constant"}
     out = []

@@ -55,12 +55,9 @@ def build(out: str, samples: int) -> None:
     print(f"wrote {out}: {samples // 8 * 8} pairs in {time.time() - t0:.0f} s")
 
 
-def _psnr(x, y) -> float:
-    return float((10 * torch.log10(1 / ((x - y) ** 2).mean(dim=(1, 2, 3)))).mean())
-
-
 def train(pool: str, channels: int, convs: int, tail: int, loss_name: str, batch: int, lr: float, steps: int,
           threads: int, dilation: int = 1) -> None:
+    from restorekit.distill.distill import psnr
     from restorekit.distill.train import init_weights, learning_rate
     from restorekit.models.edgenet import EdgeRestoreNet
     from restorekit.models.loader import count_macs
@@ -72,7 +69,7 @@ def train(pool: str, channels: int, convs: int, tail: int, loss_name: str, batch
     lrs, targets = d["lr"], d["tg"]
     val_lr = torch.from_numpy(d["vl"]).permute(0, 3, 1, 2).contiguous()
     val_t = torch.from_numpy(d["vt"]).permute(0, 3, 1, 2).contiguous()
-    bicubic = _psnr(F.interpolate(val_lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1), val_t)
+    bicubic = psnr(F.interpolate(val_lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1), val_t)
     net = EdgeRestoreNet(3, channels, convs, 4)
     init_weights(net)
     if tail == 1:
@@ -99,7 +96,7 @@ def train(pool: str, channels: int, convs: int, tail: int, loss_name: str, batch
         opt.step()
         if (step + 1) % 1000 == 0 or step + 1 == steps:
             with torch.no_grad():
-                v = _psnr(net(val_lr), val_t)
+                v = psnr(net(val_lr), val_t)
             print(f"step {step + 1} ({time.time() - t0:.0f} s): student vs teacher {v:.2f} dB, "
                   f"gain over bicubic {v - bicubic:+.2f} dB", flush=True)
 

@@ -24,6 +24,7 @@ from torch.nn import functional as F  # noqa: E402
 
 from restorekit.distill.distill import _holdout_count, image_folders, psnr, sample_pair  # noqa: E402
 from restorekit.distill.train import load_training_images  # noqa: E402
+from restorekit.errors import RestorekitError  # noqa: E402
 from restorekit.models.builtin import read_safetensors_metadata  # noqa: E402
 from restorekit.models.loader import load_model  # noqa: E402
 
@@ -75,4 +76,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except RestorekitError as exc:  # bad checkpoint, missing photos ...: one line, not a traceback
+        raise SystemExit(f"error: {exc}") from None

@@ -172,7 +172,8 @@ def test_pair_pool_is_a_pure_function_of_seed_and_step():
     slot contents follow the documented write order and targets are the label of the stored LR."""
     import numpy as np
 
-    from restorekit.distill.pool import POOL_TAG, PairPool, source_of_slot, to_uint8
+    from restorekit.distill.degrade import to_uint8
+    from restorekit.distill.pool import POOL_TAG, PairPool, source_of_slot
 
     def draw(words):
         rng = np.random.default_rng(words)

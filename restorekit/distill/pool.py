@@ -28,16 +28,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from restorekit.distill.degrade import to_uint8
+
 POOL_TAG = 2**32 - 2  # seed-sequence word of the initial pool samples
 BATCH_TAG = 2**32 - 3  # seed-sequence word of a step's draw of pool slots
 
 #: draw(seed_words) -> (LR, HR), float32 HxWx3 in [0, 1]
 Draw = Callable[[Sequence[int]], tuple[np.ndarray, np.ndarray]]
-
-
-def to_uint8(a) -> "np.ndarray":
-    """[0, 1] float -> uint8 (round to nearest): how the pool stores images."""
-    return np.clip(np.rint(np.asarray(a, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
 def source_of_slot(slot: int, step: int, size: int, refresh: int) -> tuple[int, int] | None:

@@ -80,7 +80,6 @@ def count_macs(module: nn.Module, in_channels: int = 3, size: int = 64) -> float
     return total * (1e6 / (size * size))
 
 
-
 def _load_refusal(exc: Exception) -> str:
     """Why ``torch.load(weights_only=True)`` refused a file, in a few words. torch's own message
     opens with advice to retry with ``weights_only=False`` (which would run the file's code): the
@@ -92,6 +91,7 @@ def _load_refusal(exc: Exception) -> str:
         text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
     text = " ".join(text.split())
     return text[:160] or type(exc).__name__
+
 
 def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and (safetensors) metadata of a checkpoint; unwraps params/params_ema/state_dict."""

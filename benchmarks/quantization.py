@@ -226,7 +226,7 @@ def bench_target(loaded, target: str, schemes: list[str], calib, crops, runs: in
     from restorekit.convert import TARGETS, convert_model
 
     model, spec = loaded.module, loaded.spec
-    todo = ([s for s in schemes if s in TARGETS[target].precisions or (s == FINETUNED and target != "coreml")]
+    todo = ([s for s in schemes if s in TARGETS[target].precisions or s == FINETUNED]
             + ([NAIVE] if target == "onnx" else []))
 
     def convert(scheme: str):

@@ -62,7 +62,6 @@ def tiles():
 
 
 def test_fake_quant_matches_onnxruntime_qdq():
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
     from onnxruntime.quantization.quant_utils import compute_scale_zp
@@ -151,6 +150,39 @@ def test_onnx_qdq_scales_are_the_learned_ranges(tiles, tmp_path):
     scales = [float(inits[n.input[1]]) for n in m.graph.node
               if n.op_type == "QuantizeLinear" and inits[n.input[1]].ndim == 0]
     assert any(abs(s - (max(hi, 0) - min(lo, 0)) / 255) < 1e-6 * max(1.0, hi) for s in scales)
+
+
+def test_coreml_w8a8_carries_the_learned_input_ranges(tiles, tmp_path):
+    """Core ML w8a8 of a fine-tuned model: the quantizer in front of each conv (but the first, which
+    reads the image: its grid is 1/255) is the learned range, and the simulation beats plain w8a8."""
+    pytest.importorskip("coremltools")
+    from restorekit.convert import TARGETS
+
+    net = _net()
+    tuned = recipe_from_dict({"scheme": "w8a8", "finetune": FT})
+    prepared = prepare_for_targets(net, ["coreml"], tiles, finetune=tuned.finetune)
+    learned = prepared[TARGETS["coreml"].edge_key][1]["activation_ranges"]
+    scores = {}
+    for name, recipe, prep in (("plain", recipe_from_dict({"scheme": "w8a8"}), None), ("tuned", tuned, prepared)):
+        conv = convert_model(net, SPEC, "coreml", tmp_path / name, precision="w8a8", tile=32, calib=tiles,
+                             recipe=recipe, prepared=prep)
+        sim = conv.simulation
+        with torch.inference_mode():
+            scores[name] = float(np.mean([psnr(sim(torch.from_numpy(t)).numpy(), net(torch.from_numpy(t)).numpy())
+                                          for t in tiles]))
+    assert conv.recipe["learned_activation_ranges"] == ["convs.1", "convs.2", "convs.3"]
+    set_scales = {}
+    for node in sim.graph.nodes:
+        if node.op == "call_function" and node.target is torch.quantize_per_tensor and node.args[0].op != "placeholder":
+            readers = [u.target for d in node.users for u in d.users if u.op == "call_module"]
+            if len(readers) == 1 and readers[0] in learned:
+                set_scales[readers[0]] = (float(getattr(sim, node.args[1].target)), int(getattr(sim, node.args[2].target)))
+    for name in ("convs.1", "convs.2", "convs.3"):
+        lo, hi = learned[name]["input"]
+        scale = (max(hi, 0) - min(lo, 0)) / 255
+        assert set_scales[name][0] == pytest.approx(scale, rel=1e-5)
+        assert set_scales[name][1] == round(-min(lo, 0) / scale)
+    assert scores["tuned"] > scores["plain"] + 0.3, scores
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -30,7 +30,7 @@ def convert(model: torch.nn.Module, spec: ModelSpec, out_path: Path, precision: 
     if activations:
         from restorekit.quantize import coreml as qcoreml
 
-        model, act_info = qcoreml.quantize_activations(model, calib)
+        model, act_info = qcoreml.quantize_activations(model, calib, recipe.activation_ranges)
         simulation = model
     with torch.inference_mode():
         traced = torch.jit.trace(model.eval(), x)

@@ -67,11 +67,12 @@ def with_weights(module, weights: list[np.ndarray]):
     return sim, replaced
 
 
-def quantize_activations(model, calib: list[np.ndarray]):
+def quantize_activations(model, calib: list[np.ndarray], learned_ranges: dict | None = None):
     """w8a8 for Core ML: a copy of ``model`` with coremltools' int8 fake quantizers (symmetric
     per-channel weights, int8 activations), calibrated by running ``calib`` through it, then
-    finalized. Returns the finalized model (trace and convert it; it is also the simulation) and
-    what was applied."""
+    finalized. ``learned_ranges`` (conv name -> ``{"input": [lo, hi]}``, from quantization-aware
+    fine-tuning) replace the calibrated range of each tensor a conv reads. Returns the finalized
+    model (trace and convert it; it is also the simulation) and what was applied."""
     require("coremltools")
     import torch
     from coremltools.optimize.torch.quantization import LinearQuantizer, LinearQuantizerConfig
@@ -95,11 +96,38 @@ def quantize_activations(model, calib: list[np.ndarray]):
     final = quantizer.finalize(inplace=False).eval()
     regridded += _functional_weights_on_int8_grid(final)
     image_ranges = _unsigned_ranges(final, calib)
+    learned = _learned_input_ranges(final, learned_ranges) if learned_ranges else []
     return final, {"scheme": "w8a8", "weights": "int8 symmetric per-channel (coremltools.optimize.torch)",
                    "activations": "int8 (quantize/dequantize ops in the program)",
                    "calibration": f"coremltools LinearQuantizer observers on {len(calib)} photo tiles",
                    "weight_grid": f"max|w| / 127 per output channel on {regridded} weights",
-                   **({"unsigned_activations": image_ranges} if image_ranges else {})}
+                   **({"unsigned_activations": image_ranges} if image_ranges else {}),
+                   **({"learned_activation_ranges": learned} if learned else {})}
+
+
+def _learned_input_ranges(gm, ranges: dict) -> list[str]:
+    """Set the activation quantizer in front of each conv that has a learned input range to that
+    range (uint8 over ``[min(lo, 0), max(hi, 0)]``, the grid the fine-tuning trained against).
+    The model input keeps its image grid (1/255). Returns the names of the convs set."""
+    import torch
+
+    done = []
+    for node in gm.graph.nodes:
+        if not (node.op == "call_function" and node.target is torch.quantize_per_tensor):
+            continue
+        if node.args[0].op == "placeholder" or not all(getattr(a, "op", None) == "get_attr" for a in node.args[1:3]):
+            continue
+        readers = {u.target for d in node.users for u in d.users if u.op == "call_module" and u.target in ranges}
+        if len(readers) != 1:  # no conv with a learned range reads it, or two disagree
+            continue
+        name = readers.pop()
+        lo, hi = ranges[name]["input"]
+        lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+        scale = max(hi - lo, 1e-8) / 255.0
+        getattr(gm, node.args[1].target).fill_(scale)
+        getattr(gm, node.args[2].target).fill_(int(min(max(round(-lo / scale), 0), 255)))
+        done.append(name)
+    return done
 
 
 def _weights_on_int8_grid(prepared) -> int:

@@ -170,7 +170,8 @@ def test_coreml_w8a8_carries_the_learned_input_ranges(tiles, tmp_path):
         with torch.inference_mode():
             scores[name] = float(np.mean([psnr(sim(torch.from_numpy(t)).numpy(), net(torch.from_numpy(t)).numpy())
                                           for t in tiles]))
-    assert conv.recipe["learned_activation_ranges"] == ["convs.1", "convs.2", "convs.3"]
+    assert conv.recipe["learned_input_ranges"] == ["convs.1", "convs.2", "convs.3"]
+    assert conv.recipe["calibration"].endswith("learned ranges on the inputs of 3 convs")
     set_scales = {}
     for node in sim.graph.nodes:
         if node.op == "call_function" and node.target is torch.quantize_per_tensor and node.args[0].op != "placeholder":

@@ -99,10 +99,11 @@ def quantize_activations(model, calib: list[np.ndarray], learned_ranges: dict | 
     learned = _learned_input_ranges(final, learned_ranges) if learned_ranges else []
     return final, {"scheme": "w8a8", "weights": "int8 symmetric per-channel (coremltools.optimize.torch)",
                    "activations": "int8 (quantize/dequantize ops in the program)",
-                   "calibration": f"coremltools LinearQuantizer observers on {len(calib)} photo tiles",
+                   "calibration": f"coremltools LinearQuantizer observers on {len(calib)} photo tiles"
+                                  + (f"; learned ranges on the inputs of {len(learned)} convs" if learned else ""),
                    "weight_grid": f"max|w| / 127 per output channel on {regridded} weights",
                    **({"unsigned_activations": image_ranges} if image_ranges else {}),
-                   **({"learned_activation_ranges": learned} if learned else {})}
+                   **({"learned_input_ranges": learned} if learned else {})}
 
 
 def _learned_input_ranges(gm, ranges: dict) -> list[str]:

@@ -80,6 +80,7 @@ class _Range(nn.Module):
         lo, hi = self.bounds()
         return fake_quant_uint8(x, lo, hi)
 
+    @torch.no_grad()
     def value(self) -> tuple[float, float]:
         lo, hi = self.bounds()
         return float(lo), float(hi)

@@ -46,6 +46,49 @@ def test_equalization_is_exact_and_balances_ranges():
         assert spread(eq) < spread(net) ** 0.6
 
 
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_equalization_alpha_balances_activations_or_weights(alpha):
+    """alpha 1 makes every channel of the activation span the same range (all the balance on the
+    activations); alpha 0 makes every input channel of the next conv's weights span the same range
+    (the c2 -> c3 pair then rescales c2's output channels: its input channels stay within a few %)."""
+    torch.manual_seed(0)
+    net, tiles = Chain().eval(), _tiles()
+    eq, _ = equalize_ranges(net, tiles, alpha)
+    with torch.no_grad():
+        act = torch.cat([eq.c1(torch.from_numpy(t)) for t in tiles]).abs().amax(dim=(0, 2, 3))  # what it balances
+        wts = eq.c2.weight.abs().amax(dim=(0, 2, 3))
+    spread = lambda r: float(r.max() / r.min())  # noqa: E731
+    if alpha == 1.0:
+        assert spread(act) < 1.1 and spread(wts) > 2.0
+    else:
+        assert spread(wts) < 1.1 and spread(act) > 2.0
+
+
+def test_recipe_equalization_alpha_reaches_the_preparation(tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from restorekit.convert import convert_model
+    from restorekit.models.spec import ModelSpec
+    from restorekit.quantize.recipe import recipe_from_dict
+
+    spec = ModelSpec(name="chain", architecture="Chain", task="restore", scale=1)
+    torch.manual_seed(0)
+    net, tiles = Chain().eval(), _tiles()
+    weights = {}
+    for alpha in (0.5, 0.9):
+        recipe = recipe_from_dict({"scheme": "w8a8", "equalization_alpha": alpha})
+        (tmp_path / str(alpha)).mkdir()
+        conv = convert_model(net, spec, "onnx", tmp_path / str(alpha), precision="w8a8", tile=24, calib=tiles,
+                             recipe=recipe)
+        prep = conv.recipe["float_preparation"]
+        assert prep["equalization_alpha"] == alpha and f"(alpha {alpha:g})" in prep["how"]
+        assert conv.recipe["recipe"]["equalization_alpha"] == alpha
+        weights[alpha] = sorted(float(np.abs(numpy_helper.to_array(i)).sum())
+                                for i in onnx.load(str(conv.path)).graph.initializer if i.dims and len(i.dims) == 4)
+    assert weights[0.5] != weights[0.9]
+
+
 @pytest.mark.parametrize("rewrite", ["prelu_to_max_form", "prelu_to_relu_form"])
 def test_equalization_sees_through_the_edge_rewrites_of_prelu(rewrite):
     """The TFLite model's PReLU is a rewritten module: it must still count as the activation of a

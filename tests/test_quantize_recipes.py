@@ -100,6 +100,9 @@ def test_recipe_yaml_round_trip_and_precedence(tmp_path):
     ({"scheme": "w8a8", "budget_psnr": 45}, "applies to scheme mixed"),
     ({"scheme": "w8a8", "calibration": {"method": "entropy"}}, "calibration method"),
     ({"scheme": "w8a8", "quantise": True}, "unknown key"),
+    ({"scheme": "w8a8", "equalization_alpha": 1.5}, "equalization_alpha must be a number from 0 to 1"),
+    ({"scheme": "w8a8", "equalization_alpha": "strong"}, "equalization_alpha must be a number"),
+    ({"scheme": "w8a8", "equalization_alpha": 0.8, "float_preparation": False}, "cannot go with float_preparation"),
 ])
 def test_bad_recipes_are_rejected(bad, match):
     with pytest.raises(BadInputError, match=match):

@@ -175,7 +175,7 @@ def build_bundles(
         if finetune is None:
             prepared = prepare_for_targets(loaded.module, int8_targets, calib)
         else:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import TimeRemainingColumn
 
             with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                           TextColumn("fake-quant PSNR {task.fields[psnr]}"), TimeElapsedColumn(), TimeRemainingColumn(),

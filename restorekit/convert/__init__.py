@@ -145,7 +145,8 @@ def _search_mixed(module, model, spec, target: str, tile: int, calib, recipe, la
         trial = dataclasses.replace(recipe, op_names={**recipe.op_names, **{n: None for n in float_layers}})
         prepared = model
         if trial.float_preparation:
-            prepared, _ = prepare_for_int8(model, calib, keep_float=frozenset(trial.float_layers(layers)))
+            prepared, _ = prepare_for_int8(model, calib, keep_float=frozenset(trial.float_layers(layers)),
+                                           alpha=trial.equalization_alpha)
         with tempfile.TemporaryDirectory() as tmp:
             conv = module.convert(prepared, spec, Path(tmp) / MODEL_FILES[target], precision="mixed", tile=tile,
                                   calib=calib, recipe=trial)
@@ -224,10 +225,11 @@ def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp3
             if recipe is not None and recipe.integer and recipe.float_preparation and calib:
                 keep = frozenset(recipe.float_layers(layers))
                 shared = (prepared or {}).get(TARGETS[target].edge_key)
-                if shared is None or keep:
+                if shared is None or keep or shared[1].get("equalization_alpha", 0.5) != recipe.equalization_alpha:
                     from restorekit.quantize.prepare import prepare_for_int8
 
-                    shared = prepare_for_int8(model, calib, keep_float=keep, finetune=recipe.finetune)
+                    shared = prepare_for_int8(model, calib, keep_float=keep, finetune=recipe.finetune,
+                                              alpha=recipe.equalization_alpha)
                 model, prep_info = shared
                 if prep_info.get("activation_ranges"):
                     recipe = dataclasses.replace(recipe, activation_ranges=prep_info["activation_ranges"])
@@ -239,7 +241,8 @@ def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp3
             conv.recipe = {**(conv.recipe or {}), "rewrites": applied}
         if prep_info:
             conv.recipe = {**(conv.recipe or {}), "float_preparation": {
-                **prep_info, "how": "cross-layer range equalization (alpha 0.5) + GPTQ rounding onto the per-channel "
+                **prep_info, "how": f"cross-layer range equalization (alpha {prep_info.get('equalization_alpha', 0.5):g}) "
+                               "+ GPTQ rounding onto the per-channel "
                                "int8 grid, on the calibration tiles"
                                + ("; then quantization-aware fine-tuning against the fp32 model, with learned "
                                   "activation ranges" if isinstance(prep_info.get("finetune"), dict) else "")}}

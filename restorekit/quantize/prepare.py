@@ -173,16 +173,16 @@ def _gptq_layer(weight: torch.Tensor, hess: torch.Tensor, damp: float) -> torch.
 
 
 def prepare_for_int8(model: nn.Module, tiles: list[np.ndarray], keep_float: frozenset[str] = frozenset(),
-                     finetune: dict | None = None, progress=None) -> tuple[nn.Module, dict]:
+                     finetune: dict | None = None, progress=None, alpha: float = 0.5) -> tuple[nn.Module, dict]:
     """Equalize, then GPTQ-round (except the layers ``keep_float``), then optionally fine-tune with
     w8a8 fake quantization (``finetune``: :func:`restorekit.quantize.finetune.quantization_finetune`
     settings; with ``below_psnr``, only when the w8a8 simulation of the GPTQ-rounded model is below
     that fidelity on ``tiles``): the float model to hand to an int8 converter, and what was done
-    (with the learned ``activation_ranges`` when fine-tuned)."""
+    (with the learned ``activation_ranges`` when fine-tuned). ``alpha`` is the equalization strength."""
     original = model
-    model, pairs = equalize_ranges(model, tiles)
+    model, pairs = equalize_ranges(model, tiles, alpha)
     model, rounded = gptq_round(model, tiles, skip=frozenset(keep_float))
-    info = {"equalized_pairs": pairs, "gptq_rounded_convs": rounded}
+    info = {"equalized_pairs": pairs, "equalization_alpha": alpha, "gptq_rounded_convs": rounded}
     finetune = dict(finetune) if finetune is not None else None
     below = finetune.pop("below_psnr", None) if finetune is not None else None
     if below is not None:  # fine-tune only when plain int8 would miss the fidelity bar

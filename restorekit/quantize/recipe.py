@@ -72,6 +72,7 @@ class Recipe:
     budget_psnr: float | None = None  # mixed: the fidelity the search must reach on calibration tiles
     float_preparation: bool = True  # range equalization + GPTQ rounding before integer schemes
     finetune: dict[str, Any] | None = None  # quantization-aware fine-tuning (quantize.finetune) settings
+    equalization_alpha: float = 0.5  # range equalization strength (0: weights' ranges only, 1: activations')
     #: learned ``{layer: {"input": [lo, hi], "output": [lo, hi]}}`` handed to the quantizer (set by convert)
     activation_ranges: dict[str, dict[str, list[float]]] | None = field(default=None, repr=False, compare=False)
 
@@ -101,7 +102,8 @@ class Recipe:
         enc = lambda d: {k: (None if v is None else v.to_dict()) for k, v in d.items()}  # noqa: E731
         return {"scheme": self.scheme, "op_types": enc(self.op_types), "op_names": enc(self.op_names),
                 "calibration": dict(self.calibration), "budget_psnr": self.budget_psnr,
-                "float_preparation": self.float_preparation, "finetune": self.finetune}
+                "float_preparation": self.float_preparation, "finetune": self.finetune,
+                "equalization_alpha": self.equalization_alpha}
 
     def check(self, target: str, layers: dict[str, str] | None = None) -> "Recipe":
         """Reject a recipe the target cannot implement, or that names a layer the model lacks."""
@@ -157,7 +159,8 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
     """Build and check a recipe from its dict form (as written to YAML/JSON and manifests)."""
     if not isinstance(d, dict):
         raise BadInputError("a recipe must be a mapping with at least 'scheme'")
-    unknown = set(d) - {"scheme", "op_types", "op_names", "calibration", "budget_psnr", "float_preparation", "finetune"}
+    unknown = set(d) - {"scheme", "op_types", "op_names", "calibration", "budget_psnr", "float_preparation", "finetune",
+                        "equalization_alpha"}
     if unknown:
         raise BadInputError(f"recipe has unknown key {sorted(unknown)[0]!r}")
     scheme = d.get("scheme")
@@ -186,8 +189,22 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
             raise BadInputError(f"recipe scheme {scheme} has no calibrated activations; an override asks for "
                                 "integer activations (start from w8a8 or w8a16)")
     finetune = _finetune(d.get("finetune"), scheme, bool(d.get("float_preparation", True)))
+    alpha = _equalization_alpha(d, bool(d.get("float_preparation", True)))
     return Recipe(scheme, op_types, op_names, calib, None if budget is None else float(budget),
-                  bool(d.get("float_preparation", True)), finetune)
+                  bool(d.get("float_preparation", True)), finetune, alpha)
+
+
+def _equalization_alpha(d: dict[str, Any], float_preparation: bool) -> float:
+    """``equalization_alpha``: a number in [0, 1] (default 0.5), only with the float preparation."""
+    if "equalization_alpha" not in d or d["equalization_alpha"] is None:
+        return 0.5
+    value = d["equalization_alpha"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise BadInputError(f"recipe equalization_alpha must be a number from 0 to 1, got {value!r}")
+    if not float_preparation:
+        raise BadInputError("recipe equalization_alpha is part of the float preparation: it cannot go with "
+                            "float_preparation: false")
+    return float(value)
 
 
 FINETUNE_KEYS = {"steps": int, "lr": float, "range_lr": float, "crop": int, "batch": int, "seed": int,

@@ -225,7 +225,10 @@ def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp3
             if recipe is not None and recipe.integer and recipe.float_preparation and calib:
                 keep = frozenset(recipe.float_layers(layers))
                 shared = (prepared or {}).get(TARGETS[target].edge_key)
-                if shared is None or keep or shared[1].get("equalization_alpha", 0.5) != recipe.equalization_alpha:
+                from restorekit.quantize.recipe import DEFAULT_EQUALIZATION_ALPHA
+
+                alpha_used = (shared or (None, {}))[1].get("equalization_alpha", DEFAULT_EQUALIZATION_ALPHA)
+                if shared is None or keep or alpha_used != recipe.equalization_alpha:
                     from restorekit.quantize.prepare import prepare_for_int8
 
                     shared = prepare_for_int8(model, calib, keep_float=keep, finetune=recipe.finetune,
@@ -241,7 +244,7 @@ def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp3
             conv.recipe = {**(conv.recipe or {}), "rewrites": applied}
         if prep_info:
             conv.recipe = {**(conv.recipe or {}), "float_preparation": {
-                **prep_info, "how": f"cross-layer range equalization (alpha {prep_info.get('equalization_alpha', 0.5):g}) "
+                **prep_info, "how": f"cross-layer range equalization (alpha {prep_info['equalization_alpha']:g}) "
                                "+ GPTQ rounding onto the per-channel "
                                "int8 grid, on the calibration tiles"
                                + ("; then quantization-aware fine-tuning against the fp32 model, with learned "

@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from restorekit.quantize.recipe import DEFAULT_EQUALIZATION_ALPHA
+
 
 
 def int8_weight_scale(w: torch.Tensor, axis: int = 0, keepdim: bool = False) -> torch.Tensor:
@@ -101,7 +103,8 @@ def _channel_ranges(model: nn.Module, names: list[str], tiles: list[np.ndarray])
 
 
 @torch.no_grad()
-def equalize_ranges(model: nn.Module, tiles: list[np.ndarray], alpha: float = 0.5) -> tuple[nn.Module, int]:
+def equalize_ranges(model: nn.Module, tiles: list[np.ndarray],
+                    alpha: float = DEFAULT_EQUALIZATION_ALPHA) -> tuple[nn.Module, int]:
     """A copy of ``model`` with its Conv-(P)ReLU-Conv pairs range-equalized; returns it and the pair count."""
     model = copy.deepcopy(model).eval()
     pairs = conv_act_conv_chains(model)
@@ -173,7 +176,8 @@ def _gptq_layer(weight: torch.Tensor, hess: torch.Tensor, damp: float) -> torch.
 
 
 def prepare_for_int8(model: nn.Module, tiles: list[np.ndarray], keep_float: frozenset[str] = frozenset(),
-                     finetune: dict | None = None, progress=None, alpha: float = 0.5) -> tuple[nn.Module, dict]:
+                     finetune: dict | None = None, progress=None,
+                     alpha: float = DEFAULT_EQUALIZATION_ALPHA) -> tuple[nn.Module, dict]:
     """Equalize, then GPTQ-round (except the layers ``keep_float``), then optionally fine-tune with
     w8a8 fake quantization (``finetune``: :func:`restorekit.quantize.finetune.quantization_finetune`
     settings; with ``below_psnr``, only when the w8a8 simulation of the GPTQ-rounded model is below

@@ -59,6 +59,8 @@ TARGET_SCHEMES = {
     "coreml": ("fp16", "w8", "w8a8", "palettize4", "palettize6", "palettize8"),
 }
 DEFAULT_BUDGET_PSNR = 45.0
+#: Range-equalization strength of the float preparation (recipe key ``equalization_alpha``).
+DEFAULT_EQUALIZATION_ALPHA = 0.5
 
 
 @dataclass
@@ -72,7 +74,7 @@ class Recipe:
     budget_psnr: float | None = None  # mixed: the fidelity the search must reach on calibration tiles
     float_preparation: bool = True  # range equalization + GPTQ rounding before integer schemes
     finetune: dict[str, Any] | None = None  # quantization-aware fine-tuning (quantize.finetune) settings
-    equalization_alpha: float = 0.5  # range equalization strength (0: weights' ranges only, 1: activations')
+    equalization_alpha: float = DEFAULT_EQUALIZATION_ALPHA  # range equalization strength (0: weights' ranges only, 1: activations')
     #: learned ``{layer: {"input": [lo, hi], "output": [lo, hi]}}`` handed to the quantizer (set by convert)
     activation_ranges: dict[str, dict[str, list[float]]] | None = field(default=None, repr=False, compare=False)
 
@@ -195,9 +197,9 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
 
 
 def _equalization_alpha(d: dict[str, Any], float_preparation: bool) -> float:
-    """``equalization_alpha``: a number in [0, 1] (default 0.5), only with the float preparation."""
+    """``equalization_alpha``: a number in [0, 1] (default :data:`DEFAULT_EQUALIZATION_ALPHA`), only with the float preparation."""
     if "equalization_alpha" not in d or d["equalization_alpha"] is None:
-        return 0.5
+        return DEFAULT_EQUALIZATION_ALPHA
     value = d["equalization_alpha"]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
         raise BadInputError(f"recipe equalization_alpha must be a number from 0 to 1, got {value!r}")

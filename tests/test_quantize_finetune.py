@@ -286,3 +286,31 @@ def test_cli_int8_finetune_option_is_checked_before_any_work(tmp_path):
                                    "--out", str(tmp_path / "b")])
     assert res.exit_code != 0 and "--int8-finetune takes auto, off or a positive number" in res.output
     assert not (tmp_path / "b").exists()
+
+
+def test_recipe_equalization_alpha_prepares_and_fine_tunes_once(tmp_path, monkeypatch):
+    """A recipe with its own ``equalization_alpha`` and fine-tuning: the shared preparation uses that
+    alpha, so conversion does not prepare (and fine-tune) a second time; the manifest records it."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import restorekit.quantize.prepare as prepare_module
+    from restorekit.cli.main import app
+
+    calls = []
+    original = prepare_module.prepare_for_int8
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("alpha"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(prepare_module, "prepare_for_int8", counted)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("scheme: w8a8\nequalization_alpha: 0.3\nfinetune: {steps: 2, batch: 2, crop: 16}\n"
+                      "calibration: {tiles: 2}\n")
+    ok = CliRunner().invoke(app, ["quantize", "--target", "onnx", "--recipe", str(recipe), "--out", str(tmp_path / "b")])
+    assert ok.exit_code == 0, ok.output
+    assert calls == [0.3]
+    prep = json.loads(next((tmp_path / "b").rglob("manifest.json")).read_text())["recipe"]["float_preparation"]
+    assert prep["equalization_alpha"] == 0.3 and "alpha 0.3" in prep["how"] and isinstance(prep["finetune"], dict)

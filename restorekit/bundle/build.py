@@ -172,8 +172,9 @@ def build_bundles(
 
         int8_targets = sorted({t for t, p in build.pairs if p in CALIBRATED})
         finetune = recipe.finetune if recipe is not None else int8_finetune
+        alpha = recipe.equalization_alpha if recipe is not None else None
         if finetune is None:
-            prepared = prepare_for_targets(loaded.module, int8_targets, calib)
+            prepared = prepare_for_targets(loaded.module, int8_targets, calib, alpha=alpha)
         else:
             from rich.progress import TimeRemainingColumn
 
@@ -188,7 +189,8 @@ def build_bundles(
                                                     total=finetune.get("steps", 300), psnr="…")
                     bar.update(jobs[target], completed=i, psnr=f"{-10 * math.log10(max(loss, 1e-20)):.2f} dB")
 
-                prepared = prepare_for_targets(loaded.module, int8_targets, calib, finetune=finetune, progress=step)
+                prepared = prepare_for_targets(loaded.module, int8_targets, calib, finetune=finetune, progress=step,
+                                               alpha=alpha)
             for _, info in prepared.values():
                 if "simulated_ptq_psnr_db" in info:
                     done = info.get("finetune")

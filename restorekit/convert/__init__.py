@@ -176,11 +176,16 @@ def edge_model(model, target: str):
     return rewritten, applied
 
 
-def prepare_for_targets(model, targets, calib, finetune: dict | None = None, progress=None) -> dict:
+def prepare_for_targets(model, targets, calib, finetune: dict | None = None, progress=None,
+                        alpha: float | None = None) -> dict:
     """One int8 float preparation (:func:`restorekit.quantize.prepare.prepare_for_int8`) per
     distinct edge-rewritten model among ``targets``, for :func:`convert_model`'s ``prepared``;
+    ``alpha`` is the recipe's range-equalization strength (default: the built-in one);
     ``progress(label, step, loss)`` follows fine-tuning."""
     from restorekit.quantize.prepare import prepare_for_int8
+    from restorekit.quantize.recipe import DEFAULT_EQUALIZATION_ALPHA
+
+    alpha = DEFAULT_EQUALIZATION_ALPHA if alpha is None else alpha
 
     prepared = {}
     for target in targets:
@@ -188,7 +193,7 @@ def prepare_for_targets(model, targets, calib, finetune: dict | None = None, pro
         if key not in prepared:
             rewritten, _ = edge_model(model, target)
             step = None if progress is None else (lambda i, loss, t=target: progress(t, i, loss))
-            prepared[key] = prepare_for_int8(rewritten, calib, finetune=finetune, progress=step)
+            prepared[key] = prepare_for_int8(rewritten, calib, finetune=finetune, progress=step, alpha=alpha)
     return prepared
 
 

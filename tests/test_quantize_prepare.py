@@ -36,7 +36,7 @@ def _tiles(n=4, size=24, seed=0):
 def test_equalization_is_exact_and_balances_ranges():
     torch.manual_seed(0)
     net, tiles = Chain().eval(), _tiles()
-    eq, pairs = equalize_ranges(net, tiles)
+    eq, pairs = equalize_ranges(net, tiles, 0.5)
     assert pairs == 2  # c1-PReLU-c2 and c2-relu-c3
     x = torch.from_numpy(_tiles(1, 32, seed=1)[0])
     with torch.no_grad():

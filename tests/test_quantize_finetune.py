@@ -244,12 +244,12 @@ def test_tflite_prelu_slopes_are_simulated_on_their_int8_grid(tiles):
     simulation uses those values (and puts the float ones back after); ONNX Runtime keeps PReLU in
     float, so there the slopes stay exact."""
     from restorekit.convert import edge_model
-    from restorekit.quantize.finetune import _fake_quant_setup
+    from restorekit.quantize.finetune import w8a8_simulation
 
     for target, on_grid in (("tflite", True), ("onnx", False)):
         model, _ = edge_model(_net(), target)
         before = [a.weight.detach().clone() for a in model.acts]
-        with _fake_quant_setup(model, tiles, frozenset()):
+        with w8a8_simulation(model, tiles, frozenset()):
             for a, w0 in zip(model.acts, before):
                 w = a.weight.detach()
                 if not on_grid:
@@ -314,3 +314,31 @@ def test_recipe_equalization_alpha_prepares_and_fine_tunes_once(tmp_path, monkey
     assert calls == [0.3]
     prep = json.loads(next((tmp_path / "b").rglob("manifest.json")).read_text())["recipe"]["float_preparation"]
     assert prep["equalization_alpha"] == 0.3 and "alpha 0.3" in prep["how"] and isinstance(prep["finetune"], dict)
+
+
+def test_w8a8_simulation_halves_give_an_error_budget(tiles):
+    """weights=False keeps every weight exact (only activations are rounded); activations=False is
+    exactly the float model with int8-rounded weights; each half alone loses less than both."""
+    import copy
+
+    from restorekit.quantize.finetune import w8a8_simulation
+
+    net = _net()
+    x = torch.from_numpy(tiles[0])
+    with torch.no_grad():
+        ref = net(x).clamp(0, 1).numpy()
+        out = {}
+        for name, kw in (("both", {}), ("acts", {"weights": False}), ("weights", {"activations": False})):
+            before = [c.weight.detach().clone() for c in net.convs]
+            with w8a8_simulation(net, tiles, **kw) as fq:
+                inside = [c.weight.detach().clone() for c in net.convs]
+                out[name] = fq(x).clamp(0, 1).numpy()
+            assert all(torch.equal(a, b) for a, b in zip(before, [c.weight for c in net.convs]))  # restored
+            if name == "acts":
+                assert all(torch.equal(a, b) for a, b in zip(before, inside))
+        rounded = copy.deepcopy(net)
+        for c, w in zip(rounded.convs, inside):  # the last context's weights: int8-rounded
+            c.weight.copy_(w)
+        assert np.array_equal(out["weights"], rounded(x).clamp(0, 1).numpy())
+    scores = {k: psnr(v, ref) for k, v in out.items()}
+    assert scores["both"] < min(scores["acts"], scores["weights"]), scores

@@ -143,23 +143,28 @@ class FakeQuantized:
     with dots replaced by slashes)."""
 
     def __init__(self, model: nn.Module, convs: dict[str, nn.Module], in_fq: nn.ModuleDict, out_fq: nn.ModuleDict,
-                 model_out: tuple[float, float] | None = None, slopes: list[nn.Module] = ()):
+                 model_out: tuple[float, float] | None = None, slopes: list[nn.Module] = (),
+                 weights: bool = True, activations: bool = True):
         self.model, self.convs, self.in_fq, self.out_fq, self.handles = model, convs, in_fq, out_fq, []
         self.slopes = list(slopes)  # activations whose slopes the target multiplies by in int8
         self.model_out = model_out  # the model output's fixed (min, max): quantized like the quantizer does
+        self.weights, self.activations = weights, activations  # which half of w8a8 to simulate
 
     def __enter__(self) -> nn.Module:
         for n, m in self.convs.items():
             key = n.replace(".", "/")
-            parametrize.register_parametrization(m, "weight", _WeightInt8())
+            if self.weights:
+                parametrize.register_parametrization(m, "weight", _WeightInt8())
+            if not self.activations:
+                continue
             fq_in = self.in_fq[key]
             self.handles.append(m.register_forward_pre_hook(lambda _m, inp, f=fq_in: (f(inp[0]),) + tuple(inp[1:])))
             if key in self.out_fq:
                 fq_out = self.out_fq[key]
                 self.handles.append(m.register_forward_hook(lambda _m, _i, out, f=fq_out: f(out)))
-        for m in self.slopes:
+        for m in self.slopes if self.weights else ():
             parametrize.register_parametrization(m, "weight", _SlopesInt8())
-        if self.model_out is not None:
+        if self.model_out is not None and self.activations:
             lo, hi = (torch.tensor(v) for v in self.model_out)
             self.handles.append(self.model.register_forward_hook(lambda _m, _i, out: fake_quant_uint8(out, lo, hi)))
         return self.model
@@ -168,13 +173,16 @@ class FakeQuantized:
         for h in self.handles:
             h.remove()
         self.handles = []
-        for m in [*self.convs.values(), *self.slopes]:
+        for m in [*self.convs.values(), *self.slopes] if self.weights else ():
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
 
 
-def _fake_quant_setup(model: nn.Module, tiles: list[np.ndarray], keep_float: frozenset[str]):
-    """The convs to quantize, their observed activation ranges (``_Range`` modules; learnable
-    except where noted) and the model output's range: a ready :class:`FakeQuantized`."""
+def w8a8_simulation(model: nn.Module, tiles: list[np.ndarray], keep_float: frozenset[str] = frozenset(),
+                    weights: bool = True, activations: bool = True) -> FakeQuantized:
+    """``with w8a8_simulation(model, tiles) as fq: fq(x)`` runs ``model`` w8a8 fake-quantized the way
+    the int8 targets compute it, with activation ranges observed on ``tiles`` (learnable ``_Range``
+    modules, except where noted), the layers ``keep_float`` in float; ``weights=False`` or
+    ``activations=False`` leaves that half in float (an error budget)."""
     convs = {n: m for n, m in model.named_modules() if _plain_conv(m) and n not in keep_float}
     mods = dict(model.named_modules())
     # a conv followed by a ReLU (module or function) has its output fused into the conv's int8 kernel;
@@ -194,7 +202,7 @@ def _fake_quant_setup(model: nn.Module, tiles: list[np.ndarray], keep_float: fro
     model_out = (min(0.0, min(float(o.min()) for o in outs)), max(0.0, max(float(o.max()) for o in outs)))
     in_fq = nn.ModuleDict({n.replace(".", "/"): _Range(lo_in[n], hi_in[n], learn=n not in reads_input) for n in convs})
     out_fq = nn.ModuleDict({n.replace(".", "/"): _Range(lo_out[n], hi_out[n]) for n in convs if n not in relu_fused})
-    return FakeQuantized(model, convs, in_fq, out_fq, model_out, slopes)
+    return FakeQuantized(model, convs, in_fq, out_fq, model_out, slopes, weights, activations)
 
 
 @torch.no_grad()
@@ -205,7 +213,7 @@ def simulated_psnr(model: nn.Module, reference: nn.Module, tiles: list[np.ndarra
     quantization of ``model`` will give, without converting it."""
     model = copy.deepcopy(model).float().eval()
     reference = reference.float().eval()
-    with _fake_quant_setup(model, tiles, frozenset(keep_float)) as fq:
+    with w8a8_simulation(model, tiles, frozenset(keep_float)) as fq:
         return float(np.mean([psnr(fq(torch.from_numpy(t)).clamp(0, 1).numpy(), reference(torch.from_numpy(t)).clamp(0, 1).numpy())
                               for t in tiles]))
 
@@ -220,7 +228,7 @@ def quantization_finetune(model: nn.Module, reference: nn.Module, tiles: list[np
     gen = torch.Generator().manual_seed(seed)
     model = copy.deepcopy(model).float().eval()
     reference = reference.float().eval()
-    simulation = _fake_quant_setup(model, tiles, frozenset(keep_float))
+    simulation = w8a8_simulation(model, tiles, frozenset(keep_float))
     convs, in_fq, out_fq = simulation.convs, simulation.in_fq, simulation.out_fq
     weights = list(model.parameters())
     groups = [{"params": weights, "lr": lr}]

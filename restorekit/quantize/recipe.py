@@ -61,7 +61,7 @@ TARGET_SCHEMES = {
 DEFAULT_BUDGET_PSNR = 45.0
 #: Range-equalization strength of the float preparation (recipe key ``equalization_alpha``): 0.8
 #: gives Real-ESRGAN Compact's plain w8a8 +1.5 dB mean / +2.7 dB worst over 0.5 on 33 held-out
-#: photos (``benchmarks/equalization_sweep.py``, docs/benchmarks.md).
+#: photos (``benchmarks/int8_simulation.py alphas``, docs/benchmarks.md).
 DEFAULT_EQUALIZATION_ALPHA = 0.8
 
 

@@ -1,0 +1,121 @@
+"""Plain w8a8 (no fine-tuning) simulated in PyTorch: where one photo loses fidelity, and how the
+range-equalization strength changes it. The model is prepared for int8 as ``bundle`` prepares it
+(range equalization + GPTQ on the calibration tiles) and run through
+``restorekit.quantize.finetune.w8a8_simulation``; PSNR is against the fp32 model, on 256x256 (or
+``--crop``) centre crops, outputs clipped to [0, 1].
+
+``budget PHOTO``: an error budget of one photo at the default alpha -
+w8a8 with the calibration tiles' ranges (what plain int8 gives); with the photo's own ranges
+(calibration cannot do better: if it stays low, clipping is not the cause); int8 activations
+only; int8 weights only; each conv's activations alone in int8 (how the loss is spread).
+
+``alphas``: by ``equalization_alpha``, the mean on the calibration tiles (what a selection could
+see) and mean / worst / count under 42 dB on held-out photos.
+
+    .venv/bin/python benchmarks/int8_simulation.py budget ../shared/weights/realesr-animevideov3.pth \\
+        ../shared/photos/bw/ddcolor_Broadway_at_the_United_States_Hotel_Sara.jpg
+    .venv/bin/python benchmarks/int8_simulation.py alphas ../shared/weights/realesr-animevideov3.pth \\
+        --alphas 0.5,0.65,0.8,0.9 --photos ../shared/photos/{bw,faces,whole,old,gray_faces,old_scratched}
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def _fidelity(prepared, calib, crops, refs, **simulation) -> list[float]:
+    """PSNR per crop of ``prepared`` run w8a8-simulated with the ranges of ``calib``."""
+    import torch
+
+    from restorekit.eval.metrics import psnr
+    from restorekit.quantize.finetune import w8a8_simulation
+
+    with torch.no_grad(), w8a8_simulation(prepared, calib, **simulation) as fq:
+        return [psnr(fq(torch.from_numpy(c)).clamp(0, 1).numpy(), r) for c, r in zip(crops, refs)]
+
+
+def error_budget(prepared, calib, crop, ref) -> None:
+    """Print the error budget of one crop (see the module docstring)."""
+    from restorekit.quantize.recipe import quantizable_layers
+
+    one = lambda **kw: _fidelity(prepared, kw.pop("ranges", calib), [crop], [ref], **kw)[0]  # noqa: E731
+    rows = [("w8a8, calibration tiles' ranges", one()), ("w8a8, the photo's own ranges", one(ranges=[crop])),
+            ("int8 activations only", one(weights=False)), ("int8 weights only", one(activations=False))]
+    convs = [n for n, kind in quantizable_layers(prepared).items() if kind == "Conv2d"]
+    alone = {n: one(weights=False, keep_float=frozenset(c for c in convs if c != n)) for n in convs}
+    for name, v in rows:
+        print(f"  {name:<34} {v:6.2f}")
+    print("  each conv's activations alone in int8 (rest float):")
+    for n, v in alone.items():
+        print(f"    {n:<20} {v:6.2f}")
+    # independent errors add as powers: what the per-layer losses predict for all of them together
+    total = -10 * np.log10(sum(10 ** (-v / 10) for v in alone.values()))
+    print(f"  sum of the per-layer error powers  {total:6.2f}  (vs {rows[2][1]:.2f} measured together)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=["budget", "alphas"])
+    ap.add_argument("model", help="checkpoint or zoo name")
+    ap.add_argument("photo", nargs="?", help="budget: the photo")
+    ap.add_argument("--alpha", type=float, default=None, help="budget: the equalization strength (default: bundle's)")
+    ap.add_argument("--alphas", default="0.5,0.65,0.8,0.9", help="alphas: the equalization strengths to compare")
+    ap.add_argument("--photos", nargs="*", default=[], help="alphas: folders of held-out photos")
+    ap.add_argument("--target", default="onnx", choices=["onnx", "tflite", "coreml"], help="whose edge rewrites")
+    ap.add_argument("--calib", default=str(ROOT / "sample_images"))
+    ap.add_argument("--calib-count", type=int, default=16)
+    ap.add_argument("--crop", type=int, default=256)
+    args = ap.parse_args()
+    if args.mode == "budget" and not args.photo:
+        ap.error("budget needs PHOTO")
+
+    import torch
+
+    from onnx_int8_check import centre_crop
+    from restorekit.convert import edge_model
+    from restorekit.errors import RestorekitError
+    from restorekit.models.loader import load_model
+    from restorekit.quantize.calibration import calibration_tiles
+    from restorekit.quantize.prepare import prepare_for_int8
+    from restorekit.runtime.image import list_images
+
+    torch.set_num_threads(2)
+    try:
+        alphas = [float(a) for a in args.alphas.split(",")]
+        net = load_model(args.model).module.eval()
+        calib = calibration_tiles(args.calib, tile=args.crop, count=args.calib_count)
+        photos = [Path(args.photo)] if args.mode == "budget" else [p for d in args.photos for p in list_images(Path(d))]
+        crops = [centre_crop(p, args.crop) for p in photos]
+    except (RestorekitError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    edge, _ = edge_model(net, args.target)
+    with torch.no_grad():
+        ref = lambda x: net(torch.from_numpy(x)).clamp(0, 1).numpy()  # noqa: E731
+        calib_refs, refs = [ref(t) for t in calib], [ref(c) for c in crops]
+    if args.mode == "budget":
+        prepared, info = prepare_for_int8(edge, calib, **({} if args.alpha is None else {"alpha": args.alpha}))
+        print(f"{photos[0].name}, {args.crop}x{args.crop} centre crop, alpha {info['equalization_alpha']:g}, "
+              "PSNR vs fp32 (dB):")
+        error_budget(prepared, calib, crops[0], refs[0])
+        return 0
+    print(f"{len(calib)} calibration tiles, {len(crops)} held-out crops; PSNR of plain w8a8 vs fp32 (dB)")
+    print("| alpha | calibration tiles | held-out mean | held-out worst | held-out < 42 dB |")
+    print("|---:|---:|---:|---:|---:|")
+    for alpha in alphas:
+        prepared, _ = prepare_for_int8(edge, calib, alpha=alpha)
+        cal = np.mean(_fidelity(prepared, calib, calib, calib_refs))
+        held = np.array(_fidelity(prepared, calib, crops, refs) or [np.nan])
+        print(f"| {alpha:g} | {cal:.2f} | {held.mean():.2f} | {held.min():.2f} | {int((held < 42).sum())} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -309,19 +309,17 @@ def calibration_sweep(loaded, target: str, counts: list[int], crops, work: Path)
     return rows
 
 
-def merge(earlier: list[dict], new: list[dict], redone: set | None = None) -> list[dict]:
-    """``earlier`` rows (a previous ``--json``) with those of each (model, target) measured again
-    (``redone``, default: those in ``new``) dropped, the ``new`` ones taking their place."""
-    key = lambda r: (r["model"], r["target"])  # noqa: E731
-    redone = {key(r) for r in new} if redone is None else redone
-    out, placed = [], set()
-    for r in earlier:
-        if key(r) not in redone:
-            out.append(r)
-        elif key(r) not in placed:
-            placed.add(key(r))
-            out += [n for n in new if key(n) == key(r)]
-    return out + [n for n in new if key(n) not in placed]
+def merge(earlier: list[dict], new: list[dict], key) -> list[dict]:
+    """``earlier`` rows (a previous ``--json``) with each one measured again (same ``key(row)``)
+    replaced in place by the new one; new rows of other keys go after their target's rows."""
+    fresh = {key(r): r for r in new}
+    out = [fresh.pop(key(r), r) for r in earlier]
+    for r in new:  # rows no earlier run had: after the last row of the same model and target
+        if key(r) in fresh:
+            at = max((i + 1 for i, o in enumerate(out) if (o["model"], o["target"]) == (r["model"], r["target"])),
+                     default=len(out))
+            out.insert(at, fresh.pop(key(r)))
+    return out
 
 
 def markdown(rows: list[dict], args, n_calib: int, n_eval: int, sweeps: list[dict] = (), n_gt: int = 0) -> str:
@@ -330,7 +328,7 @@ def markdown(rows: list[dict], args, n_calib: int, n_eval: int, sweeps: list[dic
              f"- date (UTC): {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M:%S')}",
              f"- CPU count: {os.cpu_count()}, runtime threads: {THREADS}",
              f"- command: `{shlex.join(sys.orig_argv)}`",
-             *([f"- rows of the other models / targets: {args.merged_from}"] if args.merge else []),
+             *([f"- rows not measured by this command: {args.merged_from}"] if args.merge else []),
              f"- calibration: {n_calib} tiles of {TILE}x{TILE} from {', '.join(map(str, CALIB_DIRS))}",
              f"- held-out evaluation: {n_eval} centre crops of {TILE}x{TILE} from "
              f"{', '.join(map(str, EVAL_DIRS))}; outputs clipped to [0, 1]",
@@ -390,8 +388,8 @@ def main() -> int:
                     "table on onnx and tflite ('' to skip)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "quantization_bench.md"))
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
-    ap.add_argument("--merge", default=None, help="a previous run's --json: its rows are kept, except those of "
-                    "the models x targets measured in this run, which replace them")
+    ap.add_argument("--merge", default=None, help="a previous run's --json: its rows are kept, except those "
+                    "(model, target, scheme; sweeps: model, target, tile count) measured in this run, which replace them")
     ap.add_argument("--merged-from", default="an earlier run", help="what --merge is (its command and date), "
                     "for the report's header")
     args = ap.parse_args()
@@ -422,9 +420,9 @@ def main() -> int:
                     sweeps += calibration_sweep(loaded, target, counts, crops, Path(tmp) / name / f"{target}-sweep")
     if args.merge:
         earlier = json.loads(Path(args.merge).read_text())
-        redone = {(r["model"], r["target"]) for r in rows}
-        rows = merge([r for r in earlier if "calib_count" not in r], rows)
-        sweeps = merge([r for r in earlier if "calib_count" in r], sweeps, redone)
+        rows = merge([r for r in earlier if "calib_count" not in r], rows, lambda r: (r["model"], r["target"], r["scheme"]))
+        sweeps = merge([r for r in earlier if "calib_count" in r], sweeps,
+                       lambda r: (r["model"], r["target"], r["calib_count"]))
     for path, text in ((args.out, markdown(rows, args, len(calib), len(crops), sweeps, n_gt)),
                        (args.json, args.json and json.dumps(rows + sweeps, indent=1, default=str))):
         if path:

@@ -121,6 +121,38 @@ def test_gptq_weights_lie_on_the_grid_and_beat_round_to_nearest():
     assert err(w) < 0.8 * err(rtn)
 
 
+class DeadInput(nn.Module):
+    """conv -> relu -> conv where one hidden channel is always zero and carries c2's largest weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 6, 3, padding=1)
+        with torch.no_grad():
+            self.c1.bias[0] = -100.0  # channel 0 never fires
+            self.c2.weight[:, 0] *= 20.0
+
+    def forward(self, x):
+        return self.c2(F.relu(self.c1(x)))
+
+
+@pytest.mark.parametrize("net_cls", [Chain, DeadInput])
+def test_gptq_rows_keep_their_max_at_127_steps(net_cls):
+    """Runtimes re-derive each channel's grid as max|w| / 127 from the weights they are given: GPTQ
+    must leave every row's largest weight at exactly 127 steps, or they round it a second time."""
+    torch.manual_seed(0)
+    net, tiles = net_cls().eval(), _tiles(8)
+    q, _ = gptq_round(net, tiles)
+    for name, conv in q.named_modules():
+        if isinstance(conv, nn.Conv2d):
+            w = conv.weight.detach().reshape(conv.weight.shape[0], -1).double()
+            steps = w / (w.abs().amax(dim=1, keepdim=True) / 127)
+            assert torch.allclose(steps, torch.round(steps), atol=1e-3), name
+    if net_cls is DeadInput:  # the dead channel's weights are dropped, and the grid is the live weights'
+        assert float(q.c2.weight[:, 0].abs().max()) == 0.0
+        live = net.c2.weight.detach()[:, 1:].abs().amax(dim=(1, 2, 3))
+        assert torch.allclose(q.c2.weight.detach().abs().amax(dim=(1, 2, 3)), live, rtol=1e-6)
+
+
 def test_int8_bundles_record_the_preparation(tmp_path):
     from restorekit.convert import convert_model
     from restorekit.models.spec import ModelSpec

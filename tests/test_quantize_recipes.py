@@ -249,9 +249,7 @@ def test_coreml_w8a8_uses_the_image_grid_and_the_int8_weight_grid(tmp_path, cali
 
     def steps_off(w, ref):  # largest distance, in int8 steps, from the prepared weights on the 1/127 grid
         step = (np.abs(ref).reshape(len(ref), -1).max(axis=1) / 127).reshape(-1, 1, 1, 1)
-        r = ref / step  # a prepared weight half-way between two steps may go to either
-        near = np.minimum(np.abs(w / step - np.ceil(r - 0.5 - 1e-3)), np.abs(w / step - np.floor(r + 0.5 + 1e-3)))
-        return float(near.max())
+        return float((np.abs(w - np.round(ref / step) * step) / step).max())
 
     for w in program:
         off = min(steps_off(w, ref) for ref in prepared if ref.shape == w.shape)

@@ -154,21 +154,29 @@ def gptq_round(model: nn.Module, tiles: list[np.ndarray], damp: float = 0.01, ma
 
 
 def _gptq_layer(weight: torch.Tensor, hess: torch.Tensor, damp: float) -> torch.Tensor:
-    """Round one conv's weights (rows = output channels) onto the symmetric per-row int8 grid."""
+    """Round one conv's weights (rows = output channels) onto the symmetric per-row int8 grid.
+
+    Each row's largest weight is pinned at +-127 steps before the error compensation starts, so the
+    rounded row keeps that maximum: runtimes re-derive the grid as ``max|w| / 127`` from the weights
+    they get, and must find the grid the rounding used (otherwise they round a second time)."""
     w = weight.reshape(weight.shape[0], -1).double().clone()
-    scale = int8_weight_scale(w)
     h = hess.clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
-    w[:, dead] = 0.0
+    w[:, dead] = 0.0  # inputs that are always zero: their weights do nothing
+    scale = int8_weight_scale(w)
+    rows = torch.arange(w.shape[0])
+    pin_col = w.abs().argmax(dim=1)
+    pin_val = torch.sign(w[rows, pin_col]) * 127 * scale
     perm = torch.argsort(torch.diag(h), descending=True)  # most active inputs first
     w, h = w[:, perm], h[perm][:, perm]
+    pin_col = torch.argsort(perm)[pin_col]  # the pinned column's place after the permutation
     h += damp * torch.mean(torch.diag(h)) * torch.eye(h.shape[0], dtype=h.dtype)
     hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
     q = torch.zeros_like(w)
     for i in range(w.shape[1]):
         col = w[:, i]
-        q[:, i] = torch.clamp(torch.round(col / scale), -127, 127) * scale
+        q[:, i] = torch.where(pin_col == i, pin_val, torch.clamp(torch.round(col / scale), -127, 127) * scale)
         err = (col - q[:, i]) / hinv[i, i]
         w[:, i + 1:] -= err[:, None] * hinv[i, i + 1:][None, :]
     q = q[:, torch.argsort(perm)]

@@ -163,3 +163,20 @@ def test_int8_bundles_record_the_preparation(tmp_path):
     prep = conv.recipe["float_preparation"]
     assert prep["equalized_pairs"] == 2 and prep["gptq_rounded_convs"] == 3
 
+
+def test_w8a16_keeps_the_milder_equalization_by_default(tmp_path):
+    """16-bit activations leave the weights' rounding dominant: w8a16 prepares with alpha 0.5 unless
+    the recipe says otherwise; int8-activation schemes take the stronger default."""
+    from restorekit.convert import convert_model
+    from restorekit.models.spec import ModelSpec
+    from restorekit.quantize.recipe import (A16_EQUALIZATION_ALPHA, DEFAULT_EQUALIZATION_ALPHA, builtin_recipe,
+                                            recipe_from_dict)
+
+    assert A16_EQUALIZATION_ALPHA < DEFAULT_EQUALIZATION_ALPHA
+    assert builtin_recipe("w8a16").equalization_alpha == A16_EQUALIZATION_ALPHA
+    assert builtin_recipe("w8a8").equalization_alpha == builtin_recipe("mixed").equalization_alpha == DEFAULT_EQUALIZATION_ALPHA
+    assert recipe_from_dict({"scheme": "w8a16", "equalization_alpha": 0.9}).equalization_alpha == 0.9
+    spec = ModelSpec(name="chain", architecture="Chain", task="restore", scale=1)
+    torch.manual_seed(0)
+    conv = convert_model(Chain().eval(), spec, "onnx", tmp_path, precision="w8a16", tile=24, calib=_tiles())
+    assert conv.recipe["float_preparation"]["equalization_alpha"] == A16_EQUALIZATION_ALPHA

@@ -63,6 +63,9 @@ DEFAULT_BUDGET_PSNR = 45.0
 #: gives Real-ESRGAN Compact's plain w8a8 +1.5 dB mean / +2.7 dB worst over 0.5 on 33 held-out
 #: photos (``benchmarks/int8_simulation.py alphas``, docs/benchmarks.md).
 DEFAULT_EQUALIZATION_ALPHA = 0.8
+#: ... except for w8a16: with 16-bit activations the weights' rounding dominates, and moving range
+#: onto them costs (Compact ONNX w8a16: 58.34 dB at 0.5, 56.61 dB at 0.8, docs/quantization_bench.md).
+A16_EQUALIZATION_ALPHA = 0.5
 
 
 @dataclass
@@ -193,15 +196,16 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
             raise BadInputError(f"recipe scheme {scheme} has no calibrated activations; an override asks for "
                                 "integer activations (start from w8a8 or w8a16)")
     finetune = _finetune(d.get("finetune"), scheme, bool(d.get("float_preparation", True)))
-    alpha = _equalization_alpha(d, bool(d.get("float_preparation", True)))
+    alpha = _equalization_alpha(d, bool(d.get("float_preparation", True)), scheme)
     return Recipe(scheme, op_types, op_names, calib, None if budget is None else float(budget),
                   bool(d.get("float_preparation", True)), finetune, alpha)
 
 
-def _equalization_alpha(d: dict[str, Any], float_preparation: bool) -> float:
-    """``equalization_alpha``: a number in [0, 1] (default :data:`DEFAULT_EQUALIZATION_ALPHA`), only with the float preparation."""
+def _equalization_alpha(d: dict[str, Any], float_preparation: bool, scheme: str) -> float:
+    """``equalization_alpha``: a number in [0, 1], only with the float preparation (default:
+    :data:`A16_EQUALIZATION_ALPHA` for w8a16, :data:`DEFAULT_EQUALIZATION_ALPHA` otherwise)."""
     if "equalization_alpha" not in d or d["equalization_alpha"] is None:
-        return DEFAULT_EQUALIZATION_ALPHA
+        return A16_EQUALIZATION_ALPHA if scheme == "w8a16" else DEFAULT_EQUALIZATION_ALPHA
     value = d["equalization_alpha"]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
         raise BadInputError(f"recipe equalization_alpha must be a number from 0 to 1, got {value!r}")

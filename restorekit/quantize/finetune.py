@@ -1,7 +1,7 @@
 """Quantization-aware fine-tuning of a float model for w8a8 (after equalization and GPTQ).
 
 Post-training recipes leave Real-ESRGAN Compact near 42 dB of fidelity at w8a8 because every one
-of its 35 quantized activations adds noise (``benchmarks/int8_study/REPORT.md``). Here the model
+of its 35 quantized activations adds noise (``docs/int8_study.md``). Here the model
 is trained for a few hundred steps, on crops of the calibration photos, to make its
 fake-quantized output match the *original* fp32 model's output (MSE, the loss PSNR measures):
 

@@ -167,6 +167,44 @@ def test_onnx_schemes(tmp_path, calib, scheme, floor):
     assert _fidelity("onnx", conv, net, calib) >= floor
 
 
+def test_onnx_int8_pads_narrow_convs_to_16_channels_without_changing_the_output(tmp_path, calib, monkeypatch):
+    """ORT's int8 conv is slow below 16 output channels: TinyNet's 16 -> 3 conv3 gets 13 zero
+    filters and a Slice back to 3 channels; the quantized model computes exactly what it did
+    unpadded (same calibration). A conv the recipe keeps in float is left as it is."""
+    import onnx
+    from onnx import numpy_helper
+
+    from restorekit.convert import open_converted
+    from restorekit.quantize import onnx as onnx_quant
+
+    net = _tiny()
+    for d in "puf":
+        (tmp_path / d).mkdir()
+    plain = recipe_from_dict({"scheme": "w8a8", "float_preparation": False})
+    padded = convert_model(net, SPEC, "onnx", tmp_path / "p", "w8a8", tile=32, calib=calib, recipe=plain)
+    graph = onnx.load(str(padded.path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    widths = sorted(inits[producers[n.input[1]].input[0]].shape[0] for n in graph.node if n.op_type == "Conv")
+    assert widths == [16, 16, 16, 16]  # conv3's 3 output channels padded to 16
+    slices = [n for n in graph.node if n.op_type == "Slice"]
+    assert len(slices) == 1 and int(inits[slices[0].input[2]][0]) == 3
+    assert list(padded.recipe["padded_convs"].values()) == ["3 -> 16 output channels (zero filters, sliced off)"]
+
+    monkeypatch.setattr(onnx_quant, "NARROW_CONV_PAD", 0)
+    unpadded = convert_model(net, SPEC, "onnx", tmp_path / "u", "w8a8", tile=32, calib=calib, recipe=plain)
+    assert "Slice" not in [n.op_type for n in onnx.load(str(unpadded.path)).graph.node]
+    a, b = open_converted("onnx", padded), open_converted("onnx", unpadded)
+    for t in calib:
+        np.testing.assert_array_equal(a.run(t), b.run(t))
+
+    monkeypatch.setattr(onnx_quant, "NARROW_CONV_PAD", 16)
+    keep = recipe_from_dict({"scheme": "w8a8", "float_preparation": False, "op_names": {"conv3": None}})
+    conv = convert_model(net, SPEC, "onnx", tmp_path / "f", "w8a8", tile=32, calib=calib, recipe=keep)
+    assert "Slice" not in [n.op_type for n in onnx.load(str(conv.path)).graph.node]
+    assert "padded_convs" not in conv.recipe
+
+
 @pytest.mark.parametrize("scheme, floor", [("fp16", 60.0), ("w8", 45.0), ("w8a8", 30.0), ("w8a16", 40.0)])
 def test_tflite_schemes(tmp_path, calib, scheme, floor):
     net = _tiny()

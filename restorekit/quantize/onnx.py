@@ -81,6 +81,9 @@ def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.n
         raise BadInputError(f"{recipe.scheme} quantization needs calibration images (--calib DIR)")
     q = require("onnxruntime.quantization")
     act16 = recipe.default.activations == "int16"
+    # before the range overrides below, which name each conv's (now padded) output tensor
+    padded = pad_narrow_convs(model, [nd.name for nd in model.graph.node if nd.op_type == "Conv"
+                                      and _activations(setting, nd.name, recipe) == "int8"], NARROW_CONV_PAD)
     overrides = {}
     by_name = {nd.name: nd for nd in model.graph.node}
     for node, s in setting.items():
@@ -104,7 +107,7 @@ def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.n
         extra["CalibPercentile"] = float(recipe.calibration.get("percentile", 99.999))
     input_name = model.graph.input[0].name
     q.quantize_static(
-        str(float_model), str(out_path), TileReader(input_name, calib),
+        model if padded else str(float_model), str(out_path), TileReader(input_name, calib),
         quant_format=q.QuantFormat.QDQ, per_channel=True,
         activation_type=q.QuantType.QUInt16 if act16 else q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
         calibrate_method=q.CalibrationMethod.Percentile if method == "percentile" else q.CalibrationMethod.MinMax,
@@ -114,12 +117,67 @@ def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.n
         qmodel = onnx.load(str(out_path))
         _isolate_float_nodes(qmodel, float_nodes)
         onnx.save(qmodel, str(out_path))
+    if padded:
+        applied["padded_convs"] = {name: f"{n} -> {NARROW_CONV_PAD} output channels (zero filters, sliced off)" for name, n in padded.items()}
     return {**applied, "scheme": recipe.scheme, "format": "QDQ", "weights": "int8 per-channel symmetric",
             "activations": f"{'uint16' if act16 else 'uint8'} per-tensor",
             "activations_16bit_layers": sorted({mapping[n] for n in setting if setting[n] and setting[n].activations == "int16"}),
             "calibration": f"{method} on {len(calib)} photo tiles"
                            + (f"; learned ranges on {len(_learned_ranges(recipe, mapping, setting, by_name))} tensors"
                               if recipe.activation_ranges else "")}
+
+
+def _activations(setting: dict, node: str, recipe: Recipe) -> str | None:
+    """The activation type ``node`` computes with: its own setting (``None`` for a float layer),
+    or the recipe's default for a node the layer mapping does not list."""
+    if node not in setting:
+        return recipe.default.activations
+    return setting[node].activations if setting[node] is not None else None
+
+
+#: ONNX Runtime's int8 conv kernel (MLAS) is slow below this many output channels: measured on 2
+#: cores at 256x256, a 48 -> 12 3x3 conv took 6.5 ms as QLinearConv against 2.3 ms for 48 -> 48,
+#: and the built-in model's int8 speed-up over fp32 went from 2.17x to 2.69x with its 12-channel
+#: convs padded to 16 (`docs/benchmarks.md`).
+NARROW_CONV_PAD = 16
+
+
+def pad_narrow_convs(model, nodes: list[str], width: int) -> dict[str, int]:
+    """Give each named ``Conv`` (constant weights, one group) with fewer than ``width`` output
+    channels zero filters up to ``width``, and a ``Slice`` after it back to its own channels.
+    The values are unchanged (the extra channels are zero and dropped); ONNX Runtime runs the
+    conv with its fast int8 kernel and the slice on uint8. Returns ``{node: original channels}``."""
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    wanted, done = set(nodes), {}
+    for pos, nd in reversed(list(enumerate(model.graph.node))):
+        if nd.name not in wanted or nd.op_type != "Conv" or nd.input[1] not in inits:
+            continue
+        if any(a.name == "group" and a.i != 1 for a in nd.attribute):
+            continue
+        w = numpy_helper.to_array(inits[nd.input[1]])
+        n = w.shape[0]
+        if n >= width:
+            continue
+        params = [nd.input[1]] + ([nd.input[2]] if len(nd.input) > 2 and nd.input[2] in inits else [])
+        for name in params:
+            a = numpy_helper.to_array(inits[name])
+            inits[name].CopyFrom(numpy_helper.from_array(
+                np.concatenate([a, np.zeros((width - n,) + a.shape[1:], a.dtype)]), name))
+        out = nd.output[0]
+        nd.output[0] = f"{out}_pad{width}"
+        bounds = [f"{out}_slice_{k}" for k in ("starts", "ends", "axes")]
+        model.graph.initializer.extend(numpy_helper.from_array(np.array([v], np.int64), b)
+                                       for b, v in zip(bounds, (0, n, 1)))
+        model.graph.node.insert(pos + 1, helper.make_node("Slice", [nd.output[0], *bounds], [out], name=f"{nd.name}_slice"))
+        done[nd.name] = n
+    if done:  # the padded weights' recorded shapes no longer hold
+        stale = {p for nd in model.graph.node if nd.name in done for p in nd.input[1:]}
+        keep = [v for v in model.graph.value_info if v.name not in stale]
+        del model.graph.value_info[:]
+        model.graph.value_info.extend(keep)
+    return dict(reversed(list(done.items())))
 
 
 def _learned_ranges(recipe: Recipe, mapping: dict[str, str], setting: dict, by_name: dict) -> dict[str, tuple]:

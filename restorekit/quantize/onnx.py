@@ -118,7 +118,8 @@ def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.n
         _isolate_float_nodes(qmodel, float_nodes)
         onnx.save(qmodel, str(out_path))
     if padded:
-        applied["padded_convs"] = {name: f"{n} -> {NARROW_CONV_PAD} output channels (zero filters, sliced off)" for name, n in padded.items()}
+        applied["padded_convs"] = {name: f"{n} -> {NARROW_CONV_PAD} output channels (zero filters, sliced off)"
+                                   for name, n in padded.items()}
     return {**applied, "scheme": recipe.scheme, "format": "QDQ", "weights": "int8 per-channel symmetric",
             "activations": f"{'uint16' if act16 else 'uint8'} per-tensor",
             "activations_16bit_layers": sorted({mapping[n] for n in setting if setting[n] and setting[n].activations == "int16"}),
@@ -135,10 +136,10 @@ def _activations(setting: dict, node: str, recipe: Recipe) -> str | None:
     return setting[node].activations if setting[node] is not None else None
 
 
-#: ONNX Runtime's int8 conv kernel (MLAS) is slow below this many output channels: measured on 2
-#: cores at 256x256, a 48 -> 12 3x3 conv took 6.5 ms as QLinearConv against 2.3 ms for 48 -> 48,
-#: and the built-in model's int8 speed-up over fp32 went from 2.17x to 2.69x with its 12-channel
-#: convs padded to 16 (`docs/benchmarks.md`).
+#: ONNX Runtime's int8 conv kernel (MLAS) is slow below this many output channels: in the
+#: built-in model on 2 cores at 256x256, its 48 -> 12 3x3 tail took 6.5 ms as QLinearConv against
+#: 2.3 ms for each 48 -> 48 conv, and its int8 speed-up over fp32 went from 2.15x to 2.62x with its
+#: two 12-channel convs padded to 16 (`docs/benchmarks.md`).
 NARROW_CONV_PAD = 16
 
 
@@ -150,9 +151,12 @@ def pad_narrow_convs(model, nodes: list[str], width: int) -> dict[str, int]:
     from onnx import helper, numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
+    readers = _consumers(model)
     wanted, done = set(nodes), {}
     for pos, nd in reversed(list(enumerate(model.graph.node))):
         if nd.name not in wanted or nd.op_type != "Conv" or nd.input[1] not in inits:
+            continue
+        if any(len(readers.get(p, [])) != 1 for p in nd.input[1:]):  # a weight another node shares
             continue
         if any(a.name == "group" and a.i != 1 for a in nd.attribute):
             continue
@@ -170,7 +174,8 @@ def pad_narrow_convs(model, nodes: list[str], width: int) -> dict[str, int]:
         bounds = [f"{out}_slice_{k}" for k in ("starts", "ends", "axes")]
         model.graph.initializer.extend(numpy_helper.from_array(np.array([v], np.int64), b)
                                        for b, v in zip(bounds, (0, n, 1)))
-        model.graph.node.insert(pos + 1, helper.make_node("Slice", [nd.output[0], *bounds], [out], name=f"{nd.name}_slice"))
+        model.graph.node.insert(pos + 1, helper.make_node("Slice", [nd.output[0], *bounds], [out],
+                                                          name=f"{nd.name}_slice"))
         done[nd.name] = n
     if done:  # the padded weights' recorded shapes no longer hold
         stale = {p for nd in model.graph.node if nd.name in done for p in nd.input[1:]}

@@ -57,3 +57,25 @@ def test_manifest_path_cannot_escape_bundle(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(BadInputError, match="escapes the bundle"):
         read_manifest(tmp_path)
+
+
+def test_tflite_session_uses_every_core_unless_told(monkeypatch):
+    """LiteRT's own default runs XNNPACK on one thread; the session asks for every core, as ONNX
+    Runtime uses, and passes an explicit --threads through."""
+    import ai_edge_litert.interpreter as litert
+
+    from restorekit.runtime import tflite
+
+    asked = []
+
+    class Recorder:
+        def __init__(self, model_path, num_threads=None, **_):
+            asked.append(num_threads)
+            raise RuntimeError("stop here: only the thread count is under test")
+
+    monkeypatch.setattr(litert, "Interpreter", Recorder)
+    monkeypatch.setattr(tflite.os, "cpu_count", lambda: 6)
+    for threads in (None, 3):
+        with pytest.raises(BadInputError, match="stop here"):
+            tflite.TFLiteSession("m.tflite", TensorContract(name="x"), TensorContract(name="y"), threads=threads)
+    assert asked == [6, 3]

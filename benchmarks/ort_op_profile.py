@@ -61,9 +61,12 @@ def op_shares(model_path: Path, size: int, runs: int, threads: int) -> tuple[lis
 def conv_width_times(widths: list[int], size: int, threads: int, channels: int = 48, runs: int = 20) -> dict:
     """``{N: (fp32 ms, int8 ms)}``: median time of a ``channels`` -> N 3x3 conv on
     1 x channels x size x size, as an fp32 model and as ORT's static uint8/int8 QDQ of it."""
+    import logging
+
     from onnx import TensorProto, helper, numpy_helper
     from onnxruntime import quantization as q
 
+    logging.getLogger().setLevel(logging.ERROR)  # quantize_static's "consider pre-processing" advice
     rng = np.random.default_rng(0)
     x = rng.random((1, channels, size, size), dtype=np.float32)
 

@@ -187,7 +187,7 @@ def run(
     tile: Annotated[Optional[int], typer.Option("--tile", min=0, help="Tile size (0 = whole image; fixed-shape bundles always use their own).")] = None,
     overlap: Annotated[Optional[int], typer.Option("--overlap", min=0, help="Pixels shared by neighbouring tiles (feathered).")] = None,
     provider: Annotated[str, typer.Option("--provider", help="cpu, cuda or tensorrt (ONNX bundles).")] = "cpu",
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads.")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads (default: all cores).")] = None,
 ):
     """Run a bundle on one photo, tiled with feathered blending."""
     from rich.progress import Progress
@@ -280,7 +280,7 @@ def restore(
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the log of every stage as JSON.")] = None,
     reference: Annotated[bool, typer.Option("--reference", help="Also run the restoration, scratch-detection, face-detection and sr stages with their full-precision PyTorch references; report each stage's fidelity and latency.")] = False,
     provider: Annotated[str, typer.Option("--provider", help="ONNX bundles: cpu, cuda or tensorrt.")] = "cpu",
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1)] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads (default: all cores).")] = None,
 ):
     """Restore old photos: damage assessment, scratch removal, restoration, faces, tone and colour cast."""
     import json

@@ -6,6 +6,11 @@ Uses onnxruntime, numpy and Pillow only (none of restorekit's runtime): each bun
 PSNR of int8 vs fp32 (outputs clipped to [0, 1]; mean, worst) and the speed-up of int8 over fp32
 (median of interleaved runs at the crop size, same session options for both; with ``--repeats
 R`` the timing is done R times in a row and the spread of the speed-up across blocks is printed).
+It also runs the int8 model with every graph optimization off, which leaves its QDQ nodes unfused
+(DequantizeLinear, float Conv, QuantizeLinear): the values the graph defines, without ONNX
+Runtime's integer kernels. The PSNR of the int8 kernels against that shows whether this CPU's
+kernels compute what the graph says (on x86 without VNNI, ORT's u8s8 kernels use VPMADDUBSW,
+whose 16-bit sums can saturate: then this figure drops).
 
     python benchmarks/onnx_int8_check.py bundles/realesr-animevideov3/onnx-fp32 \\
         bundles/realesr-animevideov3/onnx-int8 ../shared/photos/bw ../shared/photos/faces ...
@@ -26,7 +31,7 @@ import numpy as np
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def open_bundle(folder: Path, threads: int):
+def open_bundle(folder: Path, threads: int, optimize: bool = True):
     """An onnxruntime session on the bundle's model, after checking its sha256 against the manifest."""
     import onnxruntime as ort
 
@@ -41,6 +46,8 @@ def open_bundle(folder: Path, threads: int):
     # no spin-waiting after a run: the two sessions are timed interleaved, and one session's
     # spinning threads slow the other down (measured on 2 cores: fp32 89 vs 57 ms, int8 49 vs 27 ms)
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if not optimize:  # QDQ nodes run one by one, in float: the graph's own values
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
     return sess, sess.get_inputs()[0].name, manifest
 
@@ -76,14 +83,18 @@ def main() -> None:
     args = ap.parse_args()
 
     (ref, ref_in, _), (q, q_in, manifest) = (open_bundle(b, args.threads) for b in (args.fp32, args.int8))
+    graph, graph_in, _ = open_bundle(args.int8, args.threads, optimize=False)
     files = sorted(p for d in args.photos for p in d.iterdir() if p.suffix.lower() in SUFFIXES)
     if not files:
         sys.exit("no photos found in " + ", ".join(map(str, args.photos)))
-    scores = []
+    scores, kernels = [], []
     for p in files:
         x = centre_crop(p, args.size)
-        scores.append((psnr(q.run(None, {q_in: x})[0], ref.run(None, {ref_in: x})[0]), p))
-        print(f"{scores[-1][0]:7.2f} dB  {p}", file=sys.stderr)
+        y = q.run(None, {q_in: x})[0]
+        scores.append((psnr(y, ref.run(None, {ref_in: x})[0]), p))
+        kernels.append((psnr(y, graph.run(None, {graph_in: x})[0]), p))
+        print(f"{scores[-1][0]:7.2f} dB  (int8 kernels vs the QDQ graph in float: {kernels[-1][0]:6.2f} dB)  {p}",
+              file=sys.stderr)
     x = centre_crop(files[0], args.size)
     for sess, name in ((ref, ref_in), (q, q_in)):  # warm-up
         for _ in range(2):
@@ -104,6 +115,8 @@ def main() -> None:
         "photos": len(files), "crop": args.size,
         "psnr_int8_vs_fp32_db": {"mean": round(statistics.mean(s for s, _ in scores), 2),
                                  "worst": round(worst[0], 2), "worst_photo": str(worst[1])},
+        "psnr_int8_kernels_vs_qdq_graph_db": {"mean": round(statistics.mean(s for s, _ in kernels), 2),
+                                              "worst": round(min(kernels)[0], 2), "worst_photo": str(min(kernels)[1])},
         "speedup_int8_over_fp32": round(statistics.median(ratios), 2),
         "speedup_per_block": [round(r, 2) for r in ratios],
         "ms_fp32_int8": [round(1000 * statistics.median(t_ref_all), 1), round(1000 * statistics.median(t_q_all), 1)],

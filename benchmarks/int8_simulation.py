@@ -12,10 +12,17 @@ only; int8 weights only; each conv's activations alone in int8 (how the loss is 
 ``alphas``: by ``equalization_alpha``, the mean on the calibration tiles (what a selection could
 see) and mean / worst / count under 42 dB on held-out photos.
 
+``finetune``: by number of fine-tuning steps (``--steps``; 0 = plain w8a8), at the default alpha,
+as ``bundle`` fine-tunes (``--weight-lr 0``: only the activation ranges are learned): held-out mean
+/ worst / count under 42 dB of the w8a8 simulation with the learned ranges, and of the prepared
+float model run without quantization against the original (how far the weights moved).
+
     .venv/bin/python benchmarks/int8_simulation.py budget ../shared/weights/realesr-animevideov3.pth \\
         ../shared/photos/bw/ddcolor_Broadway_at_the_United_States_Hotel_Sara.jpg
     .venv/bin/python benchmarks/int8_simulation.py alphas ../shared/weights/realesr-animevideov3.pth \\
         --alphas 0.5,0.65,0.8,0.9 --photos ../shared/photos/{bw,faces,whole,old,gray_faces,old_scratched}
+    .venv/bin/python benchmarks/int8_simulation.py finetune ../shared/weights/realesr-animevideov3.pth \
+        --steps 0,300,600 --photos ../shared/photos/{bw,faces,whole,old,gray_faces,old_scratched}
 """
 
 from __future__ import annotations
@@ -41,6 +48,55 @@ def _fidelity(prepared, calib, crops, refs, **simulation) -> list[float]:
         return [psnr(fq(torch.from_numpy(c)).clamp(0, 1).numpy(), r) for c, r in zip(crops, refs)]
 
 
+def _with_learned_ranges(prepared, calib, info):
+    """The w8a8 simulation of ``prepared`` with the activation ranges fine-tuning learned (``info``)."""
+    import torch
+
+    from restorekit.quantize.finetune import w8a8_simulation
+
+    simulation = w8a8_simulation(prepared, calib)
+    with torch.no_grad():
+        for name, ranges in info.get("activation_ranges", {}).items():
+            key = name.replace(".", "/")
+            for fq, end in ((simulation.in_fq, "input"), (simulation.out_fq, "output")):
+                if end in ranges and key in fq:
+                    lo, hi = ranges[end]
+                    fq[key].lo0.fill_(min(lo, 0.0))
+                    fq[key].hi0.fill_(max(hi, 1e-6))
+                    fq[key].log_scale.zero_()
+    return simulation
+
+
+def _row(label, scores, photos) -> str:
+    held = np.array(scores)
+    return (f"| {label} | {held.mean():.2f} / {held.min():.2f} | {int((held < 42).sum())} | "
+            f"{photos[int(held.argmin())].name[:40]} |")
+
+
+def finetune_steps(edge, calib, crops, refs, photos, steps: list[int], weight_lr: float | None) -> None:
+    """Print the ``finetune`` table (see the module docstring)."""
+    import time
+
+    import torch
+
+    from restorekit.eval.metrics import psnr
+    from restorekit.quantize.prepare import prepare_for_int8
+
+    print(f"{len(calib)} calibration tiles, {len(crops)} held-out crops; PSNR vs the fp32 model (dB)")
+    print("| steps, run | mean / worst | < 42 dB | worst photo |")
+    print("|---|---:|---:|---|")
+    for n in steps:
+        t0 = time.time()
+        settings = {"steps": n, **({} if weight_lr is None else {"lr": weight_lr})}
+        prepared, info = prepare_for_int8(edge, calib, finetune=settings if n else None)
+        with torch.no_grad(), _with_learned_ranges(prepared, calib, info) as fq:
+            w8a8 = [psnr(fq(torch.from_numpy(c)).clamp(0, 1).numpy(), r) for c, r in zip(crops, refs)]
+        with torch.no_grad():
+            drift = [psnr(prepared(torch.from_numpy(c)).clamp(0, 1).numpy(), r) for c, r in zip(crops, refs)]
+        print(_row(f"{n}, w8a8", w8a8, photos), flush=True)
+        print(_row(f"{n}, prepared float model, no quantization ({time.time() - t0:.0f} s)", drift, photos), flush=True)
+
+
 def error_budget(prepared, calib, crop, ref) -> None:
     """Print the error budget of one crop (see the module docstring)."""
     from restorekit.quantize.recipe import quantizable_layers
@@ -62,12 +118,15 @@ def error_budget(prepared, calib, crop, ref) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["budget", "alphas"])
+    ap.add_argument("mode", choices=["budget", "alphas", "finetune"])
     ap.add_argument("model", help="checkpoint or zoo name")
     ap.add_argument("photo", nargs="?", help="budget: the photo")
     ap.add_argument("--alpha", type=float, default=None, help="budget: the equalization strength (default: bundle's)")
     ap.add_argument("--alphas", default="0.5,0.65,0.8,0.9", help="alphas: the equalization strengths to compare")
-    ap.add_argument("--photos", nargs="*", default=[], help="alphas: folders of held-out photos")
+    ap.add_argument("--photos", nargs="*", default=[], help="alphas, finetune: folders of held-out photos")
+    ap.add_argument("--steps", default="0,300,600", help="finetune: the step counts to compare (0 = none)")
+    ap.add_argument("--weight-lr", type=float, default=None,
+                    help="finetune: the weights' learning rate (default: bundle's; 0 learns only the ranges)")
     ap.add_argument("--target", default="onnx", choices=["onnx", "tflite", "coreml"], help="whose edge rewrites")
     ap.add_argument("--calib", default=str(ROOT / "sample_images"))
     ap.add_argument("--calib-count", type=int, default=16)
@@ -89,6 +148,7 @@ def main() -> int:
     torch.set_num_threads(2)
     try:
         alphas = [float(a) for a in args.alphas.split(",")]
+        steps = [int(n) for n in args.steps.split(",")]
         net = load_model(args.model).module.eval()
         calib = calibration_tiles(args.calib, tile=args.crop, count=args.calib_count)
         photos = [Path(args.photo)] if args.mode == "budget" else [p for d in args.photos for p in list_images(Path(d))]
@@ -105,6 +165,9 @@ def main() -> int:
         print(f"{photos[0].name}, {args.crop}x{args.crop} centre crop, alpha {info['equalization_alpha']:g}, "
               "PSNR vs fp32 (dB):")
         error_budget(prepared, calib, crops[0], refs[0])
+        return 0
+    if args.mode == "finetune":
+        finetune_steps(edge, calib, crops, refs, photos, steps, args.weight_lr)
         return 0
     print(f"{len(calib)} calibration tiles, {len(crops)} held-out crops; PSNR of plain w8a8 vs fp32 (dB)")
     print("| alpha | calibration tiles | held-out mean | held-out worst | held-out < 42 dB |")

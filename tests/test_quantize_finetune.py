@@ -119,7 +119,8 @@ def test_learned_ranges_reach_the_quantized_model(target, tiles, tmp_path):
         conv = convert_model(net, SPEC, target, tmp_path / name, precision="w8a8", tile=32, calib=tiles, recipe=recipe)
         sess = open_converted(target, conv)
         with torch.inference_mode():
-            scores[name] = float(np.mean([psnr(sess.run(t), net(torch.from_numpy(t)).numpy()) for t in tiles]))
+            scores[name] = float(np.mean([psnr(np.clip(sess.run(t), 0, 1), net(torch.from_numpy(t)).clamp(0, 1).numpy())
+                                          for t in tiles]))  # what the user sees: clamped pixels
         if name == "tuned":
             prep = conv.recipe["float_preparation"]
             assert prep["learned_activation_ranges"] == 4 and prep["finetune"]["steps"] == 60
@@ -342,3 +343,68 @@ def test_w8a8_simulation_halves_give_an_error_budget(tiles):
         assert np.array_equal(out["weights"], rounded(x).clamp(0, 1).numpy())
     scores = {k: psnr(v, ref) for k, v in out.items()}
     assert scores["both"] < min(scores["acts"], scores["weights"]), scores
+
+
+class ShuffleNet(nn.Module):
+    """Compact's tail, small: nearest-upsampled input + pixel shuffle of a 12-channel conv (x2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv0, self.act, self.conv1 = nn.Conv2d(3, 8, 3, padding=1), nn.PReLU(8), nn.Conv2d(8, 12, 3, padding=1)
+
+    def forward(self, x):
+        y = nn.functional.pixel_shuffle(self.conv1(self.act(self.conv0(x))), 2)
+        return y + nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def test_onnx_int8_moves_learned_ranges_through_pixel_shuffle_and_quantizes_the_image_output_over_0_1(
+        tiles, tmp_path, monkeypatch):
+    """A learned (shrunk) conv-output range is also the range of its pixel shuffle, so ONNX Runtime
+    does not requantize the shuffled values onto the wider observed range; the image output is
+    quantized over [0, 1] (its 1/255 grid), not over the overshoot calibration saw. Both raise
+    the fidelity against the fp32 model."""
+    import dataclasses
+
+    import onnx
+    from onnx import numpy_helper
+
+    from restorekit.convert import open_converted
+    from restorekit.quantize import onnx as onnx_quant
+
+    torch.manual_seed(0)
+    net = ShuffleNet().eval()
+    spec = ModelSpec(name="shuffle", architecture="ShuffleNet", task="sr", scale=2)
+    with torch.no_grad():
+        conv1_out = torch.cat([net.conv1(net.act(net.conv0(torch.from_numpy(t)))) for t in tiles])
+        outs = torch.cat([net(torch.from_numpy(t)) for t in tiles])
+    assert outs.min() < -0.05 and outs.max() > 1.05  # the output overshoots [0, 1]
+    lo, hi = 0.6 * float(conv1_out.min()), 0.6 * float(conv1_out.max())  # as fine-tuning shrinks a range
+    recipe = dataclasses.replace(recipe_from_dict({"scheme": "w8a8", "float_preparation": False}),
+                                 activation_ranges={"conv1": {"output": [lo, hi]}})
+
+    def build(name):
+        (tmp_path / name).mkdir()
+        conv = convert_model(net, spec, "onnx", tmp_path / name, precision="w8a8", tile=32, calib=tiles, recipe=recipe)
+        graph = onnx.load(str(conv.path)).graph
+        inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        producers = {o: n for n in graph.node for o in n.output}
+        q = {producers[n.input[0]].op_type if n.input[0] in producers else n.input[0]:
+             (float(inits[n.input[1]]), int(inits[n.input[2]])) for n in graph.node if n.op_type == "QuantizeLinear"
+             and n.input[1] in inits and inits[n.input[1]].ndim == 0}
+        sess = open_converted("onnx", conv)
+        with torch.inference_mode():
+            fid = float(np.mean([psnr(np.clip(sess.run(t), 0, 1), net(torch.from_numpy(t)).clamp(0, 1).numpy())
+                                 for t in tiles]))
+        return q, fid
+
+    q, fid = build("new")
+    step = (hi - lo) / 255
+    assert q["Conv"][0] == pytest.approx(step, rel=1e-5)
+    assert q["DepthToSpace"] == q["Conv"]  # the shuffle keeps the conv output's grid
+    assert q["Add"] == (pytest.approx(1 / 255, rel=1e-6), 0)  # the image output: [0, 1]
+
+    monkeypatch.setattr(onnx_quant, "through_data_movement", lambda model, ranges: dict(ranges))
+    monkeypatch.setattr(onnx_quant, "output_quantizers", lambda model: [])
+    q_old, fid_old = build("old")
+    assert q_old["DepthToSpace"][0] > 1.3 * step and q_old["Add"][0] > 1.1 / 255  # what calibration alone gives
+    assert fid > fid_old + 0.3, (fid, fid_old)

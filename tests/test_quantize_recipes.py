@@ -67,11 +67,13 @@ def calib():
 
 
 def _fidelity(target: str, conv, model, tiles) -> float:
+    """PSNR of the converted model against ``model``, outputs clamped to [0, 1] (what the user sees)."""
     from restorekit.convert import open_converted
 
     sess = open_converted(target, conv)
     with torch.inference_mode():
-        return float(np.mean([psnr(sess.run(t), model(torch.from_numpy(t)).numpy()) for t in tiles]))
+        return float(np.mean([psnr(np.clip(sess.run(t), 0, 1), model(torch.from_numpy(t)).clamp(0, 1).numpy())
+                              for t in tiles]))
 
 
 # --- recipes as data -------------------------------------------------------------------------

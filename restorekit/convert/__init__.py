@@ -124,7 +124,8 @@ def open_converted(target: str, conv: Converted, threads: int | None = None):
 
 def _search_mixed(module, model, spec, target: str, tile: int, calib, recipe, layers):
     """Keep the fewest most-sensitive layers in float until ``recipe.budget_psnr`` holds on the
-    calibration tiles, measured on the target's own quantized model."""
+    calibration tiles, measured on the target's own quantized model (image outputs clamped to
+    their value range, as they reach the user)."""
     import dataclasses
     import tempfile
 
@@ -138,8 +139,10 @@ def _search_mixed(module, model, spec, target: str, tile: int, calib, recipe, la
     sens = layer_sensitivity(model, calib, layers)
     fixed = [n for n, s in recipe.op_names.items() if s is None]
     ranking = [n for n in sorted(sens, key=sens.get) if n not in fixed]
+    value_range = output_contract(spec, "NCHW", None).value_range  # what reaches the user: clamped pixels
+    seen = (lambda y: np.clip(y, *value_range)) if value_range else (lambda y: y)  # noqa: E731
     with torch.inference_mode():
-        refs = [model(torch.from_numpy(t)).numpy() for t in calib]
+        refs = [seen(model(torch.from_numpy(t)).numpy()) for t in calib]
 
     def measure(float_layers: list[str]) -> float:
         trial = dataclasses.replace(recipe, op_names={**recipe.op_names, **{n: None for n in float_layers}})
@@ -151,7 +154,7 @@ def _search_mixed(module, model, spec, target: str, tile: int, calib, recipe, la
             conv = module.convert(prepared, spec, Path(tmp) / MODEL_FILES[target], precision="mixed", tile=tile,
                                   calib=calib, recipe=trial)
             sess = open_converted(target, conv)
-            return float(np.mean([psnr(sess.run(t), r) for t, r in zip(calib, refs)]))
+            return float(np.mean([psnr(seen(sess.run(t)), r) for t, r in zip(calib, refs)]))
 
     result = search_float_layers(ranking, measure, recipe.budget_psnr)
     result.sensitivity = {n: round(v, 2) for n, v in sens.items()}

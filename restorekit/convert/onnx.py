@@ -56,5 +56,6 @@ def convert(model: torch.nn.Module, spec: ModelSpec, out_path: Path, precision: 
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         export_fp32(model, spec, fp32, tile)
-        applied = qonnx.quantize(fp32, out_path, recipe, calib, layers=quantizable_layers(model))
+        applied = qonnx.quantize(fp32, out_path, recipe, calib, layers=quantizable_layers(model),
+                                 output_range=contract_out.value_range)
     return Converted(out_path, contract_in, contract_out, applied)

@@ -7,7 +7,9 @@ range-equalization strength changes it. The model is prepared for int8 as ``bund
 ``budget PHOTO``: an error budget of one photo at the default alpha -
 w8a8 with the calibration tiles' ranges (what plain int8 gives); with the photo's own ranges
 (calibration cannot do better: if it stays low, clipping is not the cause); int8 activations
-only; int8 weights only; each conv's activations alone in int8 (how the loss is spread).
+only (on the equalized model before GPTQ, so the weights really are float); int8 weights only;
+the model output's quantizer alone (a floor every activation row shares); each conv's
+activations alone in int8 (how the loss is spread), and what those rows predict together.
 
 ``alphas``: by ``equalization_alpha``, the mean on the calibration tiles (what a selection could
 see) and mean / worst / count under 42 dB on held-out photos.
@@ -97,23 +99,37 @@ def finetune_steps(edge, calib, crops, refs, photos, steps: list[int], weight_lr
         print(_row(f"{n}, prepared float model, no quantization ({time.time() - t0:.0f} s)", drift, photos), flush=True)
 
 
-def error_budget(prepared, calib, crop, ref) -> None:
-    """Print the error budget of one crop (see the module docstring)."""
+def error_budget(edge, prepared, calib, crop, ref, alpha) -> None:
+    """Print the error budget of one crop (see the module docstring).
+
+    ``prepared`` carries GPTQ-rounded weights (already on the int8 grid), so the activation rows
+    run the equalized model before rounding instead: there, "weights float" is true. Every row
+    also has the model output's uint8 quantizer (the runtime quantizes the image output), so the
+    per-conv rows share that floor and the sum adds only what each conv adds above it."""
+    from restorekit.quantize.prepare import equalize_ranges
     from restorekit.quantize.recipe import quantizable_layers
 
-    one = lambda **kw: _fidelity(prepared, kw.pop("ranges", calib), [crop], [ref], **kw)[0]  # noqa: E731
-    rows = [("w8a8, calibration tiles' ranges", one()), ("w8a8, the photo's own ranges", one(ranges=[crop])),
-            ("int8 activations only", one(weights=False)), ("int8 weights only", one(activations=False))]
+    equalized, _ = equalize_ranges(edge, calib, alpha)
     convs = [n for n, kind in quantizable_layers(prepared).items() if kind == "Conv2d"]
-    alone = {n: one(weights=False, keep_float=frozenset(c for c in convs if c != n)) for n in convs}
+
+    def one(model, **kw):
+        return _fidelity(model, kw.pop("ranges", calib), [crop], [ref], **kw)[0]
+
+    floor = one(equalized, weights=False, keep_float=frozenset(convs))
+    rows = [("w8a8, calibration tiles' ranges", one(prepared)), ("w8a8, the photo's own ranges", one(prepared, ranges=[crop])),
+            ("int8 activations only (weights float)", one(equalized, weights=False)),
+            ("int8 weights only (GPTQ; activations float)", one(prepared, activations=False)),
+            ("the output quantizer alone", floor)]
+    alone = {n: one(equalized, weights=False, keep_float=frozenset(c for c in convs if c != n)) for n in convs}
     for name, v in rows:
-        print(f"  {name:<34} {v:6.2f}")
-    print("  each conv's activations alone in int8 (rest float):")
+        print(f"  {name:<44} {v:6.2f}")
+    print("  each conv's activations alone in int8 (weights and the other convs float; with the output quantizer):")
     for n, v in alone.items():
         print(f"    {n:<20} {v:6.2f}")
-    # independent errors add as powers: what the per-layer losses predict for all of them together
-    total = -10 * np.log10(sum(10 ** (-v / 10) for v in alone.values()))
-    print(f"  sum of the per-layer error powers  {total:6.2f}  (vs {rows[2][1]:.2f} measured together)")
+    # independent errors add as powers: the floor once, plus what each conv adds above it
+    power = lambda db: 10 ** (-db / 10)  # noqa: E731
+    total = -10 * np.log10(power(floor) + sum(max(power(v) - power(floor), 0.0) for v in alone.values()))
+    print(f"  predicted from the per-conv rows if their errors add  {total:6.2f}  (vs {rows[2][1]:.2f} measured together)")
 
 
 def main() -> int:
@@ -164,7 +180,7 @@ def main() -> int:
         prepared, info = prepare_for_int8(edge, calib, **({} if args.alpha is None else {"alpha": args.alpha}))
         print(f"{photos[0].name}, {args.crop}x{args.crop} centre crop, alpha {info['equalization_alpha']:g}, "
               "PSNR vs fp32 (dB):")
-        error_budget(prepared, calib, crops[0], refs[0])
+        error_budget(edge, prepared, calib, crops[0], refs[0], info["equalization_alpha"])
         return 0
     if args.mode == "finetune":
         finetune_steps(edge, calib, crops, refs, photos, steps, args.weight_lr)

@@ -263,8 +263,11 @@ def bench_target(loaded, target: str, schemes: list[str], calib, crops, runs: in
                 ms_ref, ms = latency(res.pop("ref_sess", base["sess"]), res.pop("sess"), crops[0], runs)
                 res.update(fp32_ms=ms_ref, ms=ms, speedup=ms_ref / ms)
             conv = res.pop("conv")
-            row.update(res, size_kib=size_kib(conv.path),
-                       float_layers=((conv.recipe or {}).get("mixed_search") or {}).get("float_layers"))
+            search = (conv.recipe or {}).get("mixed_search") or {}
+            row.update(res, size_kib=size_kib(conv.path), float_layers=search.get("float_layers"))
+            if search:  # the budget is checked on the calibration tiles; the row's PSNR is held-out
+                row["note"] = (f"search on the calibration tiles: {search['psnr_db_on_calibration']:.2f} dB, budget "
+                               f"{search['budget_psnr_db']:g} {'met' if search['met'] else 'NOT met'}")
 
         rows.append(timed_row(row, measure))
     return rows

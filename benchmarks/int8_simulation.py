@@ -116,8 +116,9 @@ def error_budget(edge, prepared, calib, crop, ref, alpha) -> None:
         return _fidelity(model, kw.pop("ranges", calib), [crop], [ref], **kw)[0]
 
     floor = one(equalized, weights=False, keep_float=frozenset(convs))
+    activations_only = one(equalized, weights=False)
     rows = [("w8a8, calibration tiles' ranges", one(prepared)), ("w8a8, the photo's own ranges", one(prepared, ranges=[crop])),
-            ("int8 activations only (weights float)", one(equalized, weights=False)),
+            ("int8 activations only (weights float)", activations_only),
             ("int8 weights only (GPTQ; activations float)", one(prepared, activations=False)),
             ("the output quantizer alone", floor)]
     alone = {n: one(equalized, weights=False, keep_float=frozenset(c for c in convs if c != n)) for n in convs}
@@ -129,7 +130,7 @@ def error_budget(edge, prepared, calib, crop, ref, alpha) -> None:
     # independent errors add as powers: the floor once, plus what each conv adds above it
     power = lambda db: 10 ** (-db / 10)  # noqa: E731
     total = -10 * np.log10(power(floor) + sum(max(power(v) - power(floor), 0.0) for v in alone.values()))
-    print(f"  predicted from the per-conv rows if their errors add  {total:6.2f}  (vs {rows[2][1]:.2f} measured together)")
+    print(f"  predicted from the per-conv rows if their errors add  {total:6.2f}  (vs {activations_only:.2f} measured together)")
 
 
 def main() -> int:

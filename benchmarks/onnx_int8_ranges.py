@@ -8,7 +8,8 @@ int8 model is scored against the fp32 bundle again, on the photo and on ``--also
 the clipping cost fidelity, or do the coarser steps cost more?
 
     python benchmarks/onnx_int8_ranges.py bundles/realesr-animevideov3/onnx-fp32 \\
-        bundles/realesr-animevideov3/onnx-int8 PHOTO --widen conv2d:2 --widen 'conv2d*:1.3' --also OTHER.png
+        bundles/realesr-animevideov3/onnx-int8 PHOTO --widen 'conv2d*,maximum*,pixel_shuffle:1.2' \\
+        --unclip '*' --unclip conv2d_5,maximum_5 --also OTHER.png
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from onnx_int8_check import centre_crop, open_bundle, psnr  # noqa: E402
+from onnx_int8_check import SUFFIXES, centre_crop, open_bundle, psnr  # noqa: E402
 
 
 def quantize_nodes(model):
@@ -60,14 +61,45 @@ def widened(model, patterns: list[str], factor: float):
     return m
 
 
+def unclipped(model, patterns: list[str]):
+    """A copy of ``model`` whose activation QuantizeLinear nodes on the tensors matching ``patterns``
+    (and their DequantizeLinear nodes) quantize to uint16 with the same step and the uint8 grid in
+    its middle (zero point + 32640): the same rounding, with no clipping in practice."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    consumers: dict[str, list] = {}
+    for n in m.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    for k, (q, lo, _hi, step) in enumerate(quantize_nodes(m)):
+        if not any(fnmatch.fnmatchcase(q.input[0], p) for p in patterns):
+            continue
+        zero = numpy_helper.from_array(np.array(round(-lo / step) + 32640, dtype=np.uint16), f"unclipped_zero_point_{k}")
+        m.graph.initializer.append(zero)
+        for n in [q, *(c for c in consumers.get(q.output[0], []) if c.op_type == "DequantizeLinear")]:
+            n.domain = "com.microsoft"  # its QuantizeLinear / DequantizeLinear take 16-bit types
+            n.input[2] = zero.name
+    if not any(o.domain == "com.microsoft" for o in m.opset_import):
+        m.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    return m
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("fp32", type=Path, help="the fp32 ONNX bundle folder")
     ap.add_argument("int8", type=Path, help="the int8 ONNX bundle folder")
     ap.add_argument("photo", type=Path)
-    ap.add_argument("--also", type=Path, nargs="*", default=[], help="more photos to score with --widen")
+    ap.add_argument("--also", type=Path, nargs="*", default=[],
+                    help="more photos (files or folders) to score with --widen / --unclip")
+    ap.add_argument("--summary", action="store_true",
+                    help="one column each for mean, worst and the count under 42 dB instead of one per photo")
     ap.add_argument("--widen", action="append", default=[], metavar="TENSORS:FACTOR",
                     help="comma-separated tensor names or shell patterns ('conv2d*') and a factor; repeatable")
+    ap.add_argument("--unclip", action="append", default=[], metavar="TENSORS",
+                    help="comma-separated tensor names or shell patterns whose quantizers stop clipping; repeatable")
     ap.add_argument("--size", type=int, default=256)
     args = ap.parse_args()
 
@@ -94,23 +126,33 @@ def main() -> None:
         v = values[n.input[0]]
         clipped = float(((v < lo - step / 2) | (v > hi + step / 2)).mean())
         print(f"| {n.input[0]} | [{lo:.3f}, {hi:.3f}] | {step:.4f} | [{v.min():.3f}, {v.max():.3f}] | {100 * clipped:.3f}% |")
-    if not args.widen:
+    if not args.widen and not args.unclip:
         return
     ref, ref_in, _ = open_bundle(args.fp32, 2)
-    photos = [args.photo, *args.also]
+    photos = [args.photo]
+    for p in args.also:
+        photos += sorted(f for f in p.iterdir() if f.suffix.lower() in SUFFIXES) if p.is_dir() else [p]
+    photos = list(dict.fromkeys(p.resolve() for p in photos))  # the photo may be in an --also folder too
     crops = [centre_crop(p, args.size) for p in photos]
     refs = [ref.run(None, {ref_in: c})[0] for c in crops]
 
     def scores(m) -> str:
         s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-        return " | ".join(f"{psnr(s.run(None, {s.get_inputs()[0].name: c})[0], r):.2f}" for c, r in zip(crops, refs))
+        v = np.array([psnr(s.run(None, {s.get_inputs()[0].name: c})[0], r) for c, r in zip(crops, refs)])
+        if not args.summary:
+            return " | ".join(f"{x:.2f}" for x in v)
+        return f"{v.mean():.2f} | {v.min():.2f} ({photos[int(v.argmin())].name[:24]}) | {int((v < 42).sum())}"
 
-    print("\n| ranges | " + " | ".join(p.name[:32] for p in photos) + " |")
-    print("|---|" + "---:|" * len(photos))
+    columns = ["mean", "worst", "< 42 dB"] if args.summary else [p.name[:32] for p in photos]
+    print(f"\n{len(photos)} photos, PSNR of int8 vs fp32 (dB)")
+    print("| ranges | " + " | ".join(columns) + " |")
+    print("|---|" + "---:|" * len(columns))
     print(f"| as built | {scores(model)} |")
     for spec in args.widen:
         names, _, factor = spec.rpartition(":")
         print(f"| {names} x{float(factor):g} | {scores(widened(model, names.split(','), float(factor)))} |", flush=True)
+    for names in args.unclip:
+        print(f"| {names} unclipped | {scores(unclipped(model, names.split(',')))} |", flush=True)
 
 
 if __name__ == "__main__":

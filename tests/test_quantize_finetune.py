@@ -106,6 +106,29 @@ def test_finetune_lowers_the_w8a8_error_and_learns_ranges(tiles):
         assert not p.requires_grad
 
 
+def test_range_margin_widens_each_learned_range_and_keeps_the_model_inputs(tiles):
+    net = _net()
+    prepared, _ = prepare_for_int8(net, tiles)
+    short = {**FT, "steps": 8}
+    plain = quantization_finetune(prepared, net, tiles, **short)
+    wide = quantization_finetune(prepared, net, tiles, **short, range_margin=1.5)
+    assert wide.report["range_margin"] == 1.5 and "range_margin" not in plain.report
+    # the same training (same seed), then every learned range 1.5x wider at both ends
+    for name in ("convs.1", "convs.2", "convs.3"):
+        assert wide.input_ranges[name] == pytest.approx(tuple(1.5 * v for v in plain.input_ranges[name]), rel=1e-5)
+    for name in plain.output_ranges:
+        assert wide.output_ranges[name] == pytest.approx(tuple(1.5 * v for v in plain.output_ranges[name]), rel=1e-5)
+    # conv0 reads the model input, shared with the residual: observed, never widened
+    assert wide.input_ranges["convs.0"] == plain.input_ranges["convs.0"]
+    # the simulation handed back runs with the widened ranges
+    x = torch.from_numpy(np.concatenate(tiles))
+    with torch.no_grad(), plain.simulation as a:
+        ya = a(x)
+    with torch.no_grad(), wide.simulation as b:
+        yb = b(x)
+    assert not torch.equal(ya, yb)
+
+
 @pytest.mark.parametrize("target", ["onnx", "tflite"])
 def test_learned_ranges_reach_the_quantized_model(target, tiles, tmp_path):
     net = _net()
@@ -193,6 +216,7 @@ def test_coreml_w8a8_carries_the_learned_input_ranges(tiles, tmp_path):
     ({"scheme": "w8a8", "finetune": {"steps": 0}}, "must be positive"),
     ({"scheme": "w8a8", "finetune": {"steps": "many"}}, "expected a number"),
     ({"scheme": "w8a8", "float_preparation": False, "finetune": {"steps": 10}}, "float_preparation"),
+    ({"scheme": "w8a8", "finetune": {"steps": 10, "range_margin": 0.8}}, "range_margin widens .* 1 or more"),
 ])
 def test_bad_finetune_settings_are_rejected(bad, message):
     with pytest.raises(BadInputError, match=message):
@@ -287,6 +311,32 @@ def test_cli_int8_finetune_option_is_checked_before_any_work(tmp_path):
                                    "--out", str(tmp_path / "b")])
     assert res.exit_code != 0 and "--int8-finetune takes auto, off or a positive number" in res.output
     assert not (tmp_path / "b").exists()
+
+
+def test_cli_int8_range_margin_joins_the_finetune_settings_or_is_refused(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import restorekit.bundle.build as build
+    from restorekit.cli.main import app
+
+    runner = CliRunner()
+    base = ["bundle", "--targets", "onnx", "--precisions", "int8", "--out", str(tmp_path / "b")]
+    off = runner.invoke(app, [*base, "--int8-finetune", "off", "--int8-range-margin", "1.2"])
+    assert off.exit_code == 2 and "--int8-range-margin widens the ranges fine-tuning learns" in off.output
+    narrow = runner.invoke(app, [*base, "--int8-range-margin", "0.9"])
+    assert narrow.exit_code == 2 and "--int8-range-margin" in narrow.output and "greater than or" in narrow.output
+    assert not (tmp_path / "b").exists()
+    seen = {}
+
+    def fake_build(*_a, **kw):
+        seen.update(kw)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(build, "build_bundles", fake_build)
+    runner.invoke(app, [*base, "--int8-finetune", "7", "--int8-range-margin", "1.25"])
+    assert seen["int8_finetune"] == {"steps": 7, "range_margin": 1.25}
+    runner.invoke(app, [*base])  # the default adds nothing
+    assert "range_margin" not in seen["int8_finetune"]
 
 
 def test_recipe_equalization_alpha_prepares_and_fine_tunes_once(tmp_path, monkeypatch):

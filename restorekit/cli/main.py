@@ -33,6 +33,8 @@ EvalOpt = Annotated[Optional[Path], typer.Option("--eval-images", help="Folder o
 TileOpt = Annotated[int, typer.Option("--tile", min=16, help="Fixed tile size (TFLite/Core ML input, ONNX validation).")]
 Int8FinetuneOpt = Annotated[str, typer.Option("--int8-finetune", help="int8: quantization-aware fine-tuning against the fp32 model. auto: 1200 steps, only where plain w8a8 simulates below 45 dB on the calibration tiles (Real-ESRGAN Compact: about 20 min per target on 2 CPU cores; the built-in model: none); off; or a number of steps.")]
 
+Int8RangeMarginOpt = Annotated[float, typer.Option("--int8-range-margin", min=1.0, help="int8 with fine-tuning: widen the learned activation ranges by this factor (1.2: less clipping on photos with stronger edges than the calibration photos, coarser steps on all; docs/benchmarks.md).")]
+
 
 def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
@@ -67,23 +69,29 @@ def _results_table(results) -> Table:
     return table
 
 
-def _int8_finetune(value: str) -> dict | None:
-    """``--int8-finetune``: auto (fine-tune where plain w8a8 simulates below 45 dB), off, or a step count."""
+def _int8_finetune(value: str, range_margin: float = 1.0) -> dict | None:
+    """``--int8-finetune``: auto (fine-tune where plain w8a8 simulates below 45 dB), off, or a step
+    count; ``--int8-range-margin`` joins the settings."""
     from restorekit.quantize.recipe import INT8_FINETUNE
 
-    if value == "auto":
-        return dict(INT8_FINETUNE)
+    margin = {"range_margin": range_margin} if range_margin != 1.0 else {}
     if value == "off":
+        if margin:
+            raise RestorekitError("--int8-range-margin widens the ranges fine-tuning learns: it needs "
+                                  "--int8-finetune auto or a number of steps, not off")
         return None
+    if value == "auto":
+        return {**INT8_FINETUNE, **margin}
     if value.isdigit() and int(value) > 0:
-        return {"steps": int(value)}
+        return {"steps": int(value), **margin}
     raise RestorekitError(f"--int8-finetune takes auto, off or a positive number of steps, not {value!r}")
 
 
-def _build(model, targets, precisions, calib, eval_images, out, tile, int8_finetune: str = "auto") -> None:
+def _build(model, targets, precisions, calib, eval_images, out, tile, int8_finetune: str = "auto",
+           int8_range_margin: float = 1.0) -> None:
     from restorekit.bundle.build import build_bundles
 
-    finetune = _int8_finetune(int8_finetune)  # a bad value fails before any work
+    finetune = _int8_finetune(int8_finetune, int8_range_margin)  # a bad value fails before any work
     results = build_bundles(model, out, targets=targets, precisions=precisions, calib_dir=calib,
                             eval_dir=eval_images, tile=tile, console=err_console, int8_finetune=finetune)
     _report(results)
@@ -115,9 +123,10 @@ def bundle(
     out: OutOpt = Path("bundles"),
     tile: TileOpt = 256,
     int8_finetune: Int8FinetuneOpt = "auto",
+    int8_range_margin: Int8RangeMarginOpt = 1.0,
 ):
     """Build validated bundles for every target and precision (the main job)."""
-    _build(model, _split(targets), _split(precisions), calib, eval_images, out, tile, int8_finetune)
+    _build(model, _split(targets), _split(precisions), calib, eval_images, out, tile, int8_finetune, int8_range_margin)
 
 
 @app.command()
@@ -131,9 +140,10 @@ def convert(
     out: OutOpt = Path("bundles"),
     tile: TileOpt = 256,
     int8_finetune: Int8FinetuneOpt = "auto",
+    int8_range_margin: Int8RangeMarginOpt = 1.0,
 ):
     """Convert one model to one target and precision, validated, as a bundle."""
-    _build(model, [target], [precision], calib, eval_images, out, tile, int8_finetune)
+    _build(model, [target], [precision], calib, eval_images, out, tile, int8_finetune, int8_range_margin)
 
 
 @app.command()

@@ -220,10 +220,14 @@ def simulated_psnr(model: nn.Module, reference: nn.Module, tiles: list[np.ndarra
 
 def quantization_finetune(model: nn.Module, reference: nn.Module, tiles: list[np.ndarray], steps: int = 300,
                           batch: int = 8, crop: int = 64, lr: float = 5e-5, range_lr: float = 3e-3, seed: int = 0,
-                          keep_float: frozenset[str] = frozenset(), progress=None) -> FinetuneResult:
+                          range_margin: float = 1.0, keep_float: frozenset[str] = frozenset(),
+                          progress=None) -> FinetuneResult:
     """Fine-tune a copy of ``model`` so that its w8a8 fake-quantized output matches ``reference``
     (the original fp32 model) on random crops of ``tiles``; ``progress(step, loss)`` is called each
-    step. ``range_lr=0`` keeps the observed min/max ranges."""
+    step. ``range_lr=0`` keeps the observed min/max ranges. ``range_margin`` widens every learned
+    range by that factor after training (both ends, the zero point in place): coarser steps on every
+    photo, in exchange for less clipping where a photo's activations reach past what the
+    calibration tiles showed (docs/benchmarks.md, "Clipping, not rounding")."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = copy.deepcopy(model).float().eval()
@@ -256,12 +260,17 @@ def quantization_finetune(model: nn.Module, reference: nn.Module, tiles: list[np
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    with torch.no_grad():
+        for r in [*in_fq.values(), *out_fq.values()]:
+            if r.log_scale.requires_grad:  # learned; a range shared with the model input stays as observed
+                r.log_scale.add_(math.log(range_margin))
     first, last = np.mean(losses[: max(1, steps // 10)]), np.mean(losses[-max(1, steps // 10):])
     return FinetuneResult(
         model,
         {n: in_fq[n.replace(".", "/")].value() for n in convs},
         {n: out_fq[n.replace(".", "/")].value() for n in convs if n.replace(".", "/") in out_fq},
         {"steps": steps, "batch": batch, "crop": crop, "lr": lr, "range_lr": range_lr, "seed": seed,
+         **({"range_margin": range_margin} if range_margin != 1.0 else {}),
          "fake_quant_psnr_db_first": round(-10 * math.log10(max(first, 1e-20)), 2),
          "fake_quant_psnr_db_last": round(-10 * math.log10(max(last, 1e-20)), 2)},
         simulation)

@@ -217,6 +217,7 @@ def test_coreml_w8a8_carries_the_learned_input_ranges(tiles, tmp_path):
     ({"scheme": "w8a8", "finetune": {"steps": "many"}}, "expected a number"),
     ({"scheme": "w8a8", "float_preparation": False, "finetune": {"steps": 10}}, "float_preparation"),
     ({"scheme": "w8a8", "finetune": {"steps": 10, "range_margin": 0.8}}, "range_margin widens .* 1 or more"),
+    ({"scheme": "w8a8", "finetune": {"steps": 10, "range_margin": "inf"}}, "range_margin must be a finite number"),
 ])
 def test_bad_finetune_settings_are_rejected(bad, message):
     with pytest.raises(BadInputError, match=message):
@@ -325,6 +326,8 @@ def test_cli_int8_range_margin_joins_the_finetune_settings_or_is_refused(tmp_pat
     assert off.exit_code == 2 and "--int8-range-margin widens the ranges fine-tuning learns" in off.output
     narrow = runner.invoke(app, [*base, "--int8-range-margin", "0.9"])
     assert narrow.exit_code == 2 and "--int8-range-margin" in narrow.output and "greater than or" in narrow.output
+    endless = runner.invoke(app, [*base, "--int8-range-margin", "inf"])
+    assert endless.exit_code == 2 and "--int8-range-margin must be a finite number" in endless.output
     assert not (tmp_path / "b").exists()
     seen = {}
 

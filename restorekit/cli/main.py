@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -32,7 +33,6 @@ CalibOpt = Annotated[Optional[Path], typer.Option("--calib", help="Folder of rea
 EvalOpt = Annotated[Optional[Path], typer.Option("--eval-images", help="Folder of photos for validation (default: sample_images/).")]
 TileOpt = Annotated[int, typer.Option("--tile", min=16, help="Fixed tile size (TFLite/Core ML input, ONNX validation).")]
 Int8FinetuneOpt = Annotated[str, typer.Option("--int8-finetune", help="int8: quantization-aware fine-tuning against the fp32 model. auto: 1200 steps, only where plain w8a8 simulates below 45 dB on the calibration tiles (Real-ESRGAN Compact: about 20 min per target on 2 CPU cores; the built-in model: none); off; or a number of steps.")]
-
 Int8RangeMarginOpt = Annotated[float, typer.Option("--int8-range-margin", min=1.0, help="int8 with fine-tuning: widen the learned activation ranges by this factor (1.2: less clipping on photos with stronger edges than the calibration photos, coarser steps on all; docs/benchmarks.md).")]
 
 
@@ -74,6 +74,8 @@ def _int8_finetune(value: str, range_margin: float = 1.0) -> dict | None:
     count; ``--int8-range-margin`` joins the settings."""
     from restorekit.quantize.recipe import INT8_FINETUNE
 
+    if not math.isfinite(range_margin):
+        raise RestorekitError(f"--int8-range-margin must be a finite number, not {range_margin}")
     margin = {"range_margin": range_margin} if range_margin != 1.0 else {}
     if value == "off":
         if margin:

@@ -18,6 +18,7 @@ bundle manifest. Example (YAML)::
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,6 +246,8 @@ def _finetune(value: Any, scheme: str, float_preparation: bool) -> dict[str, Any
             out[k] = FINETUNE_KEYS[k](v)
         except (TypeError, ValueError):
             raise BadInputError(f"recipe finetune.{k}: expected a number, got {v!r}") from None
+        if not math.isfinite(out[k]):
+            raise BadInputError(f"recipe finetune.{k} must be a finite number, got {v!r}")
         if out[k] < 0 or (k != "seed" and out[k] == 0 and k != "range_lr"):
             raise BadInputError(f"recipe finetune.{k} must be positive, got {v!r}")
         if k == "range_margin" and out[k] < 1.0:

@@ -17,7 +17,7 @@ from restorekit.models.spec import ModelSpec
 from restorekit.quantize.calibration import calibration_tiles
 from restorekit.quantize.finetune import fake_quant_uint8, quantization_finetune
 from restorekit.quantize.prepare import prepare_for_int8
-from restorekit.quantize.recipe import recipe_from_dict
+from restorekit.quantize.recipe import INT8_FINETUNE, recipe_from_dict
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
 SPEC = ModelSpec(name="tiny-prelu", architecture="PReLUNet", task="restore", scale=1)
@@ -129,6 +129,43 @@ def test_range_margin_widens_each_learned_range_and_keeps_the_model_inputs(tiles
     assert not torch.equal(ya, yb)
 
 
+def test_augmented_crops_are_the_same_crops_made_gray_and_more_contrasty(tiles):
+    from restorekit.quantize.finetune import _crops
+
+    plain = _crops(tiles, 8, 24, torch.Generator().manual_seed(3))
+    same = _crops(tiles, 8, 24, torch.Generator().manual_seed(3), augment=0.0)
+    assert torch.equal(plain, same)
+    assert not torch.equal(plain[:, 0], plain[:, 1])  # colour photos among the crops
+    every = _crops(tiles, 8, 24, torch.Generator().manual_seed(3), augment=1.0)
+    # augment=1: each crop (same place, turn and flip) is grayscale ...
+    assert torch.equal(every[:, 0], every[:, 1]) and torch.equal(every[:, 1], every[:, 2])
+    luma = 0.299 * plain[:, 0] + 0.587 * plain[:, 1] + 0.114 * plain[:, 2]
+    mean = luma.mean(dim=(1, 2), keepdim=True)
+    # ... with every pixel at least as far from the crop's mean as before (gain >= 1), within [0, 1]
+    assert bool(((every[:, 0] - mean).abs() >= (luma - mean).abs() - 1e-6).all())
+    assert float(every.min()) >= 0.0 and float(every.max()) <= 1.0
+    assert float((every[:, 0] - mean).abs().mean()) > float((luma - mean).abs().mean()) * 1.1
+    def is_gray(c):
+        return bool(torch.equal(c[0], c[1]) and torch.equal(c[1], c[2]))
+
+    before = _crops(tiles, 128, 24, torch.Generator().manual_seed(3))
+    half = _crops(tiles, 128, 24, torch.Generator().manual_seed(3), augment=0.5)
+    made_gray = [is_gray(h) for b, h in zip(before, half) if not is_gray(b)]
+    assert 0.3 < np.mean(made_gray) < 0.7, np.mean(made_gray)  # about half of the colour crops
+
+
+def test_augment_is_recorded_and_changes_the_training(tiles):
+    net = _net()
+    prepared, _ = prepare_for_int8(net, tiles)
+    short = {**FT, "steps": 6}
+    plain = quantization_finetune(prepared, net, tiles, **short)
+    varied = quantization_finetune(prepared, net, tiles, **short, augment=0.5)
+    assert varied.report["augment"] == 0.5 and "augment" not in plain.report
+    assert plain.output_ranges != varied.output_ranges
+    for p in (0, 0.5, 1):  # a probability, 0 (off) included
+        assert recipe_from_dict({"scheme": "w8a8", "finetune": {"augment": p}}).finetune == {"augment": float(p)}
+
+
 @pytest.mark.parametrize("target", ["onnx", "tflite"])
 def test_learned_ranges_reach_the_quantized_model(target, tiles, tmp_path):
     net = _net()
@@ -218,6 +255,8 @@ def test_coreml_w8a8_carries_the_learned_input_ranges(tiles, tmp_path):
     ({"scheme": "w8a8", "float_preparation": False, "finetune": {"steps": 10}}, "float_preparation"),
     ({"scheme": "w8a8", "finetune": {"steps": 10, "range_margin": 0.8}}, "range_margin widens .* 1 or more"),
     ({"scheme": "w8a8", "finetune": {"steps": 10, "range_margin": "inf"}}, "range_margin must be a finite number"),
+    ({"scheme": "w8a8", "finetune": {"steps": 10, "augment": 1.5}}, "augment is a probability"),
+    ({"scheme": "w8a8", "finetune": {"steps": 10, "augment": -0.1}}, "must be positive"),
 ])
 def test_bad_finetune_settings_are_rejected(bad, message):
     with pytest.raises(BadInputError, match=message):
@@ -314,7 +353,7 @@ def test_cli_int8_finetune_option_is_checked_before_any_work(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-def test_cli_int8_range_margin_joins_the_finetune_settings_or_is_refused(tmp_path, monkeypatch):
+def test_cli_int8_range_margin_and_augment_join_the_finetune_settings_or_are_refused(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     import restorekit.bundle.build as build
@@ -323,7 +362,12 @@ def test_cli_int8_range_margin_joins_the_finetune_settings_or_is_refused(tmp_pat
     runner = CliRunner()
     base = ["bundle", "--targets", "onnx", "--precisions", "int8", "--out", str(tmp_path / "b")]
     off = runner.invoke(app, [*base, "--int8-finetune", "off", "--int8-range-margin", "1.2"])
-    assert off.exit_code == 2 and "--int8-range-margin widens the ranges fine-tuning learns" in off.output
+    assert off.exit_code == 2 and "--int8-range-margin set how fine-tuning runs" in off.output
+    off = runner.invoke(app, [*base, "--int8-finetune", "off", "--int8-augment", "0.5"])
+    assert off.exit_code == 2 and "--int8-augment set how fine-tuning runs" in off.output
+    for bad in ("1.5", "-0.1", "nan"):
+        res = runner.invoke(app, [*base, "--int8-augment", bad])
+        assert res.exit_code == 2 and "--int8-augment" in res.output, bad
     narrow = runner.invoke(app, [*base, "--int8-range-margin", "0.9"])
     assert narrow.exit_code == 2 and "--int8-range-margin" in narrow.output and "greater than or" in narrow.output
     endless = runner.invoke(app, [*base, "--int8-range-margin", "inf"])
@@ -338,8 +382,10 @@ def test_cli_int8_range_margin_joins_the_finetune_settings_or_is_refused(tmp_pat
     monkeypatch.setattr(build, "build_bundles", fake_build)
     runner.invoke(app, [*base, "--int8-finetune", "7", "--int8-range-margin", "1.25"])
     assert seen["int8_finetune"] == {"steps": 7, "range_margin": 1.25}
+    runner.invoke(app, [*base, "--int8-augment", "0.5"])
+    assert seen["int8_finetune"] == {**INT8_FINETUNE, "augment": 0.5}
     runner.invoke(app, [*base])  # the default adds nothing
-    assert "range_margin" not in seen["int8_finetune"]
+    assert "range_margin" not in seen["int8_finetune"] and "augment" not in seen["int8_finetune"]
 
 
 def test_recipe_equalization_alpha_prepares_and_fine_tunes_once(tmp_path, monkeypatch):

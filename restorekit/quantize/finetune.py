@@ -122,7 +122,21 @@ def _reads_model_input(model: nn.Module, convs: dict[str, nn.Module], tile: np.n
     return found
 
 
-def _crops(tiles: list[np.ndarray], batch: int, crop: int, gen: torch.Generator) -> torch.Tensor:
+def _photometric(t: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    """With probability ``p`` each: ``t`` (3xHxW in [0, 1]) made grayscale (Rec. 601 luma), and its
+    contrast raised by a gain from 1 to 2 about its mean (clipped to [0, 1])."""
+    if float(torch.rand(1, generator=gen)) < p:
+        t = (0.299 * t[0] + 0.587 * t[1] + 0.114 * t[2]).expand(3, -1, -1).clone()
+    if float(torch.rand(1, generator=gen)) < p:
+        gain = 1.0 + float(torch.rand(1, generator=gen))
+        mean = t.mean()
+        t = ((t - mean) * gain + mean).clamp(0.0, 1.0)
+    return t
+
+
+def _crops(tiles: list[np.ndarray], batch: int, crop: int, gen: torch.Generator, augment: float = 0.0) -> torch.Tensor:
+    """``batch`` random ``crop`` x ``crop`` crops of ``tiles``, each turned/flipped at random, then
+    (``augment`` > 0) photometrically varied by :func:`_photometric`."""
     out = []
     for _ in range(batch):
         t = torch.from_numpy(tiles[int(torch.randint(len(tiles), (1,), generator=gen))])[0]
@@ -134,6 +148,8 @@ def _crops(tiles: list[np.ndarray], batch: int, crop: int, gen: torch.Generator)
         k = int(torch.randint(8, (1,), generator=gen))
         t = torch.rot90(t, k % 4, dims=(1, 2))
         out.append(t.flip(2) if k >= 4 else t)
+    if augment > 0:
+        out = [_photometric(t, augment, gen) for t in out]
     return torch.stack(out)
 
 
@@ -220,14 +236,16 @@ def simulated_psnr(model: nn.Module, reference: nn.Module, tiles: list[np.ndarra
 
 def quantization_finetune(model: nn.Module, reference: nn.Module, tiles: list[np.ndarray], steps: int = 300,
                           batch: int = 8, crop: int = 64, lr: float = 5e-5, range_lr: float = 3e-3, seed: int = 0,
-                          range_margin: float = 1.0, keep_float: frozenset[str] = frozenset(),
+                          range_margin: float = 1.0, augment: float = 0.0, keep_float: frozenset[str] = frozenset(),
                           progress=None) -> FinetuneResult:
     """Fine-tune a copy of ``model`` so that its w8a8 fake-quantized output matches ``reference``
     (the original fp32 model) on random crops of ``tiles``; ``progress(step, loss)`` is called each
     step. ``range_lr=0`` keeps the observed min/max ranges. ``range_margin`` widens every learned
     range by that factor after training (both ends, the zero point in place): coarser steps on every
     photo, in exchange for less clipping where a photo's activations reach past what the
-    calibration tiles showed (docs/benchmarks.md, "Clipping, not rounding")."""
+    calibration tiles showed (docs/benchmarks.md, "Clipping, not rounding"). ``augment`` is the
+    probability that a training crop is made grayscale, and (separately) that its contrast is raised:
+    old photos' stronger edges, seen in training, so that the learned ranges clip them less."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = copy.deepcopy(model).float().eval()
@@ -245,7 +263,7 @@ def quantization_finetune(model: nn.Module, reference: nn.Module, tiles: list[np
     losses = []
     with simulation as fq:
         for step in range(steps):
-            x = _crops(tiles, batch, crop, gen)
+            x = _crops(tiles, batch, crop, gen, augment)
             with torch.no_grad():
                 target = reference(x)
             loss = F.mse_loss(fq(x), target)
@@ -271,6 +289,7 @@ def quantization_finetune(model: nn.Module, reference: nn.Module, tiles: list[np
         {n: out_fq[n.replace(".", "/")].value() for n in convs if n.replace(".", "/") in out_fq},
         {"steps": steps, "batch": batch, "crop": crop, "lr": lr, "range_lr": range_lr, "seed": seed,
          **({"range_margin": range_margin} if range_margin != 1.0 else {}),
+         **({"augment": augment} if augment else {}),
          "fake_quant_psnr_db_first": round(-10 * math.log10(max(first, 1e-20)), 2),
          "fake_quant_psnr_db_last": round(-10 * math.log10(max(last, 1e-20)), 2)},
         simulation)

@@ -218,7 +218,8 @@ def _equalization_alpha(d: dict[str, Any], float_preparation: bool, scheme: str)
 
 FINETUNE_KEYS = {"steps": int, "lr": float, "range_lr": float, "crop": int, "batch": int, "seed": int,
                  "below_psnr": float,  # fine-tune only when plain w8a8 simulates below this (dB)
-                 "range_margin": float}  # widen the learned ranges by this factor (>= 1) after training
+                 "range_margin": float,  # widen the learned ranges by this factor (>= 1) after training
+                 "augment": float}  # probability of each photometric change to a training crop (0 to 1)
 #: The ``int8`` precision of ``bundle`` / ``convert``: w8a8, fine-tuned when plain post-training
 #: quantization simulates below 45 dB on the calibration tiles (Real-ESRGAN Compact: 42.8 dB plain,
 #: 46.6 dB after 1200 steps; the built-in model: 55.6 dB plain, no fine-tuning).
@@ -248,10 +249,12 @@ def _finetune(value: Any, scheme: str, float_preparation: bool) -> dict[str, Any
             raise BadInputError(f"recipe finetune.{k}: expected a number, got {v!r}") from None
         if not math.isfinite(out[k]):
             raise BadInputError(f"recipe finetune.{k} must be a finite number, got {v!r}")
-        if out[k] < 0 or (k != "seed" and out[k] == 0 and k != "range_lr"):
+        if out[k] < 0 or (out[k] == 0 and k not in ("seed", "range_lr", "augment")):
             raise BadInputError(f"recipe finetune.{k} must be positive, got {v!r}")
         if k == "range_margin" and out[k] < 1.0:
             raise BadInputError(f"recipe finetune.range_margin widens the learned ranges: it must be 1 or more, got {v!r}")
+        if k == "augment" and out[k] > 1.0:
+            raise BadInputError(f"recipe finetune.augment is a probability: it must be from 0 to 1, got {v!r}")
     return out
 
 

@@ -106,12 +106,17 @@ def test_finetune_lowers_the_w8a8_error_and_learns_ranges(tiles):
         assert not p.requires_grad
 
 
-def test_range_margin_widens_each_learned_range_and_keeps_the_model_inputs(tiles):
+def _short_finetunes(tiles, steps: int, **setting):
+    """A few fine-tuning steps of the prepared test net, without and with ``setting``."""
     net = _net()
     prepared, _ = prepare_for_int8(net, tiles)
-    short = {**FT, "steps": 8}
-    plain = quantization_finetune(prepared, net, tiles, **short)
-    wide = quantization_finetune(prepared, net, tiles, **short, range_margin=1.5)
+    short = {**FT, "steps": steps}
+    return (quantization_finetune(prepared, net, tiles, **short),
+            quantization_finetune(prepared, net, tiles, **short, **setting))
+
+
+def test_range_margin_widens_each_learned_range_and_keeps_the_model_inputs(tiles):
+    plain, wide = _short_finetunes(tiles, 8, range_margin=1.5)
     assert wide.report["range_margin"] == 1.5 and "range_margin" not in plain.report
     # the same training (same seed), then every learned range 1.5x wider at both ends
     for name in ("convs.1", "convs.2", "convs.3"):
@@ -155,11 +160,7 @@ def test_augmented_crops_are_the_same_crops_made_gray_and_more_contrasty(tiles):
 
 
 def test_augment_is_recorded_and_changes_the_training(tiles):
-    net = _net()
-    prepared, _ = prepare_for_int8(net, tiles)
-    short = {**FT, "steps": 6}
-    plain = quantization_finetune(prepared, net, tiles, **short)
-    varied = quantization_finetune(prepared, net, tiles, **short, augment=0.5)
+    plain, varied = _short_finetunes(tiles, 6, augment=0.5)
     assert varied.report["augment"] == 0.5 and "augment" not in plain.report
     assert plain.output_ranges != varied.output_ranges
     for p in (0, 0.5, 1):  # a probability, 0 (off) included

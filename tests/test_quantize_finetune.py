@@ -363,9 +363,11 @@ def test_cli_int8_range_margin_and_augment_join_the_finetune_settings_or_are_ref
     runner = CliRunner()
     base = ["bundle", "--targets", "onnx", "--precisions", "int8", "--out", str(tmp_path / "b")]
     off = runner.invoke(app, [*base, "--int8-finetune", "off", "--int8-range-margin", "1.2"])
-    assert off.exit_code == 2 and "--int8-range-margin set how fine-tuning runs" in off.output
+    assert off.exit_code == 2 and "--int8-range-margin sets how fine-tuning runs" in off.output
     off = runner.invoke(app, [*base, "--int8-finetune", "off", "--int8-augment", "0.5"])
-    assert off.exit_code == 2 and "--int8-augment set how fine-tuning runs" in off.output
+    assert off.exit_code == 2 and "--int8-augment sets how fine-tuning runs" in off.output
+    both = runner.invoke(app, [*base, "--int8-finetune", "off", "--int8-range-margin", "1.2", "--int8-augment", "0.5"])
+    assert both.exit_code == 2 and "--int8-range-margin and --int8-augment set how fine-tuning runs" in both.output
     for bad in ("1.5", "-0.1", "nan"):
         res = runner.invoke(app, [*base, "--int8-augment", bad])
         assert res.exit_code == 2 and "--int8-augment" in res.output, bad

@@ -85,7 +85,8 @@ def _int8_finetune(value: str, range_margin: float = 1.0, augment: float = 0.0) 
         if extra:
             flags = " and ".join(f for f, k in (("--int8-range-margin", "range_margin"), ("--int8-augment", "augment"))
                                  if k in extra)
-            raise RestorekitError(f"{flags} set how fine-tuning runs: it needs --int8-finetune auto or a number "
+            verb = "set" if len(extra) > 1 else "sets"
+            raise RestorekitError(f"{flags} {verb} how fine-tuning runs: it needs --int8-finetune auto or a number "
                                   "of steps, not off")
         return None
     if value == "auto":

@@ -383,12 +383,19 @@ def test_cli_int8_range_margin_and_augment_join_the_finetune_settings_or_are_ref
         raise SystemExit(0)
 
     monkeypatch.setattr(build, "build_bundles", fake_build)
+    # a step count runs the default training (augmented crops) that long, whatever plain w8a8 gives
     runner.invoke(app, [*base, "--int8-finetune", "7", "--int8-range-margin", "1.25"])
-    assert seen["int8_finetune"] == {"steps": 7, "range_margin": 1.25}
+    assert seen["int8_finetune"] == {"steps": 7, "augment": INT8_FINETUNE["augment"], "range_margin": 1.25}
     runner.invoke(app, [*base, "--int8-augment", "0.5"])
     assert seen["int8_finetune"] == {**INT8_FINETUNE, "augment": 0.5}
-    runner.invoke(app, [*base])  # the default adds nothing
-    assert "range_margin" not in seen["int8_finetune"] and "augment" not in seen["int8_finetune"]
+    runner.invoke(app, [*base, "--int8-augment", "0"])  # 0 turns the default augmentation off
+    assert seen["int8_finetune"] == {**INT8_FINETUNE, "augment": 0.0}
+    runner.invoke(app, [*base])  # the default is INT8_FINETUNE as it is: augmented, no margin
+    assert seen["int8_finetune"] == INT8_FINETUNE and "range_margin" not in seen["int8_finetune"]
+    assert INT8_FINETUNE["augment"] == 0.75
+    seen.clear()
+    runner.invoke(app, [*base, "--int8-finetune", "off", "--int8-augment", "0"])  # consistent: no training at all
+    assert seen["int8_finetune"] is None
 
 
 def test_recipe_equalization_alpha_prepares_and_fine_tunes_once(tmp_path, monkeypatch):

@@ -34,7 +34,7 @@ EvalOpt = Annotated[Optional[Path], typer.Option("--eval-images", help="Folder o
 TileOpt = Annotated[int, typer.Option("--tile", min=16, help="Fixed tile size (TFLite/Core ML input, ONNX validation).")]
 Int8FinetuneOpt = Annotated[str, typer.Option("--int8-finetune", help="int8: quantization-aware fine-tuning against the fp32 model. auto: 1200 steps, only where plain w8a8 simulates below 45 dB on the calibration tiles (Real-ESRGAN Compact: about 20 min per target on 2 CPU cores; the built-in model: none); off; or a number of steps.")]
 Int8RangeMarginOpt = Annotated[float, typer.Option("--int8-range-margin", min=1.0, help="int8 with fine-tuning: widen the learned activation ranges by this factor (1.2: less clipping on photos with stronger edges than the calibration photos, coarser steps on all; docs/benchmarks.md).")]
-Int8AugmentOpt = Annotated[float, typer.Option("--int8-augment", min=0.0, max=1.0, help="int8 with fine-tuning: probability that a training crop is made grayscale, and that its contrast is raised (0.5: less clipping on hard black-and-white scans; docs/benchmarks.md).")]
+Int8AugmentOpt = Annotated[Optional[float], typer.Option("--int8-augment", min=0.0, max=1.0, show_default=False, help="int8 with fine-tuning: probability that a training crop is made grayscale, and that its contrast is raised (default 0.75: less clipping on hard black-and-white scans; 0 trains on the crops as they are; docs/benchmarks.md).")]
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -70,34 +70,33 @@ def _results_table(results) -> Table:
     return table
 
 
-def _int8_finetune(value: str, range_margin: float = 1.0, augment: float = 0.0) -> dict | None:
+def _int8_finetune(value: str, range_margin: float = 1.0, augment: float | None = None) -> dict | None:
     """``--int8-finetune``: auto (fine-tune where plain w8a8 simulates below 45 dB), off, or a step
-    count; ``--int8-range-margin`` and ``--int8-augment`` join the settings."""
+    count; ``--int8-range-margin`` and ``--int8-augment`` (None: the default's) join the settings."""
     from restorekit.quantize.recipe import INT8_FINETUNE
 
     if not math.isfinite(range_margin):
         raise RestorekitError(f"--int8-range-margin must be a finite number, not {range_margin}")
-    if not 0.0 <= augment <= 1.0:  # also NaN
+    if augment is not None and not 0.0 <= augment <= 1.0:  # also NaN
         raise RestorekitError(f"--int8-augment is a probability from 0 to 1, not {augment}")
     extra = {**({"range_margin": range_margin} if range_margin != 1.0 else {}),
-             **({"augment": augment} if augment else {})}
+             **({"augment": augment} if augment is not None else {})}
     if value == "off":
-        if extra:
-            flags = " and ".join(f for f, k in (("--int8-range-margin", "range_margin"), ("--int8-augment", "augment"))
-                                 if k in extra)
-            verb = "set" if len(extra) > 1 else "sets"
-            raise RestorekitError(f"{flags} {verb} how fine-tuning runs: it needs --int8-finetune auto or a number "
-                                  "of steps, not off")
+        changes = [f for f, k in (("--int8-range-margin", "range_margin"), ("--int8-augment", "augment")) if extra.get(k)]
+        if changes:  # a setting that would change a training that does not run
+            verb = "set" if len(changes) > 1 else "sets"
+            raise RestorekitError(f"{' and '.join(changes)} {verb} how fine-tuning runs: it needs --int8-finetune "
+                                  "auto or a number of steps, not off")
         return None
     if value == "auto":
         return {**INT8_FINETUNE, **extra}
-    if value.isdigit() and int(value) > 0:
-        return {"steps": int(value), **extra}
+    if value.isdigit() and int(value) > 0:  # the default training, that many steps, whatever plain w8a8 gives
+        return {**{k: v for k, v in INT8_FINETUNE.items() if k != "below_psnr"}, "steps": int(value), **extra}
     raise RestorekitError(f"--int8-finetune takes auto, off or a positive number of steps, not {value!r}")
 
 
 def _build(model, targets, precisions, calib, eval_images, out, tile, int8_finetune: str = "auto",
-           int8_range_margin: float = 1.0, int8_augment: float = 0.0) -> None:
+           int8_range_margin: float = 1.0, int8_augment: float | None = None) -> None:
     from restorekit.bundle.build import build_bundles
 
     finetune = _int8_finetune(int8_finetune, int8_range_margin, int8_augment)  # a bad value fails before any work
@@ -133,7 +132,7 @@ def bundle(
     tile: TileOpt = 256,
     int8_finetune: Int8FinetuneOpt = "auto",
     int8_range_margin: Int8RangeMarginOpt = 1.0,
-    int8_augment: Int8AugmentOpt = 0.0,
+    int8_augment: Int8AugmentOpt = None,
 ):
     """Build validated bundles for every target and precision (the main job)."""
     _build(model, _split(targets), _split(precisions), calib, eval_images, out, tile, int8_finetune, int8_range_margin,
@@ -152,7 +151,7 @@ def convert(
     tile: TileOpt = 256,
     int8_finetune: Int8FinetuneOpt = "auto",
     int8_range_margin: Int8RangeMarginOpt = 1.0,
-    int8_augment: Int8AugmentOpt = 0.0,
+    int8_augment: Int8AugmentOpt = None,
 ):
     """Convert one model to one target and precision, validated, as a bundle."""
     _build(model, [target], [precision], calib, eval_images, out, tile, int8_finetune, int8_range_margin, int8_augment)

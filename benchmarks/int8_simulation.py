@@ -15,7 +15,8 @@ activations alone in int8 (how the loss is spread), and what those rows predict 
 see) and mean / worst / count under 42 dB on held-out photos.
 
 ``finetune``: by number of fine-tuning steps (``--steps``; 0 = plain w8a8), at the default alpha,
-as ``bundle`` fine-tunes (``--weight-lr 0``: only the activation ranges are learned): held-out mean
+with the library's training settings (``--augment``, ``--train-crop``, ``--batch`` change them;
+``--weight-lr 0``: only the activation ranges are learned): held-out mean
 / worst / count under 42 dB of the w8a8 simulation with the learned ranges, and of the prepared
 float model run without quantization against the original (how far the weights moved).
 
@@ -75,7 +76,8 @@ def _row(label, scores, photos) -> str:
             f"{photos[int(held.argmin())].name[:40]} |")
 
 
-def finetune_steps(edge, calib, crops, refs, photos, steps: list[int], weight_lr: float | None) -> None:
+def finetune_steps(edge, calib, crops, refs, photos, steps: list[int], weight_lr: float | None,
+                   extra: dict | None = None) -> None:
     """Print the ``finetune`` table (see the module docstring)."""
     import time
 
@@ -89,7 +91,7 @@ def finetune_steps(edge, calib, crops, refs, photos, steps: list[int], weight_lr
     print("|---|---:|---:|---|")
     for n in steps:
         t0 = time.time()
-        settings = {"steps": n, **({} if weight_lr is None else {"lr": weight_lr})}
+        settings = {"steps": n, **({} if weight_lr is None else {"lr": weight_lr}), **(extra or {})}
         prepared, info = prepare_for_int8(edge, calib, finetune=settings if n else None)
         with torch.no_grad(), _with_learned_ranges(prepared, calib, info) as fq:
             w8a8 = [psnr(fq(torch.from_numpy(c)).clamp(0, 1).numpy(), r) for c, r in zip(crops, refs)]
@@ -144,6 +146,10 @@ def main() -> int:
     ap.add_argument("--steps", default="0,300,600", help="finetune: the step counts to compare (0 = none)")
     ap.add_argument("--weight-lr", type=float, default=None,
                     help="finetune: the weights' learning rate (default: bundle's; 0 learns only the ranges)")
+    ap.add_argument("--augment", type=float, default=None,
+                    help="finetune: the recipe's finetune.augment (default: the library's, 0; bundle's int8 uses 0.75)")
+    ap.add_argument("--train-crop", type=int, default=None, help="finetune: training crop side (default 64)")
+    ap.add_argument("--batch", type=int, default=None, help="finetune: training crops per step (default 8)")
     ap.add_argument("--target", default="onnx", choices=["onnx", "tflite", "coreml"], help="whose edge rewrites")
     ap.add_argument("--calib", default=str(ROOT / "sample_images"))
     ap.add_argument("--calib-count", type=int, default=16)
@@ -184,7 +190,9 @@ def main() -> int:
         error_budget(edge, prepared, calib, crops[0], refs[0], info["equalization_alpha"])
         return 0
     if args.mode == "finetune":
-        finetune_steps(edge, calib, crops, refs, photos, steps, args.weight_lr)
+        extra = {k: v for k, v in (("augment", args.augment), ("crop", args.train_crop), ("batch", args.batch))
+                 if v is not None}
+        finetune_steps(edge, calib, crops, refs, photos, steps, args.weight_lr, extra)
         return 0
     print(f"{len(calib)} calibration tiles, {len(crops)} held-out crops; PSNR of plain w8a8 vs fp32 (dB)")
     print("| alpha | calibration tiles | held-out mean | held-out worst | held-out < 42 dB |")

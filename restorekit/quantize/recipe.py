@@ -223,9 +223,9 @@ FINETUNE_KEYS = {"steps": int, "lr": float, "range_lr": float, "crop": int, "bat
 #: The ``int8`` precision of ``bundle`` / ``convert``: w8a8, fine-tuned when plain post-training
 #: quantization simulates below 45 dB on the calibration tiles (Real-ESRGAN Compact: 42.8 dB plain;
 #: the built-in model: 55.6 dB plain, no fine-tuning), on training crops made grayscale and raised
-#: in contrast with probability 0.75 each: on Compact's ONNX bundle, checked on 33 held-out photos,
-#: the worst (a hard black-and-white scan) 37.84 -> 41.44 dB for a mean 46.85 -> 45.92 dB
-#: (docs/benchmarks.md, "Harder training crops").
+#: in contrast with probability 0.75 each: Compact's int8 ONNX bundle from ``bundle``, checked on 33
+#: held-out photos, went from 46.85 / 37.84 dB (mean / worst, a hard black-and-white scan) to
+#: 46.00 / 41.51 dB (docs/benchmarks.md, "Augmentation becomes bundle's default").
 INT8_FINETUNE = {"steps": 1200, "below_psnr": 45.0, "augment": 0.75}
 
 

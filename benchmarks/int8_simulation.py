@@ -15,7 +15,8 @@ activations alone in int8 (how the loss is spread), and what those rows predict 
 see) and mean / worst / count under 42 dB on held-out photos.
 
 ``finetune``: by number of fine-tuning steps (``--steps``; 0 = plain w8a8), at the default alpha,
-with the library's training settings (``--augment``, ``--train-crop``, ``--batch`` change them;
+with the library's training settings (``--augment``, ``--tie-prelu-grids``, ``--train-crop``,
+``--batch`` change them;
 ``--weight-lr 0``: only the activation ranges are learned): held-out mean
 / worst / count under 42 dB of the w8a8 simulation with the learned ranges, and of the prepared
 float model run without quantization against the original (how far the weights moved).
@@ -148,6 +149,8 @@ def main() -> int:
                     help="finetune: the weights' learning rate (default: bundle's; 0 learns only the ranges)")
     ap.add_argument("--augment", type=float, default=None,
                     help="finetune: the recipe's finetune.augment (default: the library's, 0; bundle's int8 uses 0.75)")
+    ap.add_argument("--tie-prelu-grids", action="store_true",
+                    help="finetune: the recipe's finetune.tie_prelu_grids (default: the library's, off; bundle's int8 ties)")
     ap.add_argument("--train-crop", type=int, default=None, help="finetune: training crop side (default 64)")
     ap.add_argument("--batch", type=int, default=None, help="finetune: training crops per step (default 8)")
     ap.add_argument("--target", default="onnx", choices=["onnx", "tflite", "coreml"], help="whose edge rewrites")
@@ -190,8 +193,8 @@ def main() -> int:
         error_budget(edge, prepared, calib, crops[0], refs[0], info["equalization_alpha"])
         return 0
     if args.mode == "finetune":
-        extra = {k: v for k, v in (("augment", args.augment), ("crop", args.train_crop), ("batch", args.batch))
-                 if v is not None}
+        extra = {k: v for k, v in (("augment", args.augment), ("crop", args.train_crop), ("batch", args.batch),
+                                   ("tie_prelu_grids", args.tie_prelu_grids or None)) if v is not None}
         finetune_steps(edge, calib, crops, refs, photos, steps, args.weight_lr, extra)
         return 0
     print(f"{len(calib)} calibration tiles, {len(crops)} held-out crops; PSNR of plain w8a8 vs fp32 (dB)")

@@ -5,7 +5,8 @@ the float values that reach it on the photo's centre crop (the graph run unfused
 the share of those values outside the range (clipped). With ``--widen``, the listed tensors'
 ranges are scaled by a factor (the zero point kept in place, the step growing with it), and the
 int8 model is scored against the fp32 bundle again, on the photo and on ``--also`` photos: does
-the clipping cost fidelity, or do the coarser steps cost more?
+the clipping cost fidelity, or do the coarser steps cost more? ``--unclip`` keeps a quantizer's
+rounding without its clipping; ``--drop`` removes the quantizer (which of them costs the most).
 
     python benchmarks/onnx_int8_ranges.py bundles/realesr-animevideov3/onnx-fp32 \\
         bundles/realesr-animevideov3/onnx-int8 PHOTO --widen 'conv2d*,maximum*,pixel_shuffle:1.2' \\
@@ -61,12 +62,9 @@ def widened(model, patterns: list[str], factor: float):
     return m
 
 
-def unclipped(model, patterns: list[str]):
-    """A copy of ``model`` whose activation QuantizeLinear nodes on the tensors matching ``patterns``
-    (and their DequantizeLinear nodes) quantize to uint16 with the same step and the uint8 grid in
-    its middle (zero point + 32640): the same rounding, with no clipping in practice."""
+def _copy_with_consumers(model):
+    """A copy of ``model`` and ``{tensor name: the copy's nodes that read it}``."""
     import onnx
-    from onnx import numpy_helper
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -74,6 +72,17 @@ def unclipped(model, patterns: list[str]):
     for n in m.graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
+    return m, consumers
+
+
+def unclipped(model, patterns: list[str]):
+    """A copy of ``model`` whose activation QuantizeLinear nodes on the tensors matching ``patterns``
+    (and their DequantizeLinear nodes) quantize to uint16 with the same step and the uint8 grid in
+    its middle (zero point + 32640): the same rounding, with no clipping in practice."""
+    import onnx
+    from onnx import numpy_helper
+
+    m, consumers = _copy_with_consumers(model)
     for k, (q, lo, _hi, step) in enumerate(quantize_nodes(m)):
         if not any(fnmatch.fnmatchcase(q.input[0], p) for p in patterns):
             continue
@@ -87,19 +96,44 @@ def unclipped(model, patterns: list[str]):
     return m
 
 
+def dropped(model, patterns: list[str]):
+    """A copy of ``model`` without the activation QuantizeLinear nodes on the tensors matching
+    ``patterns`` and their DequantizeLinear nodes: those values stay float (not int8: ONNX Runtime
+    runs the convs next to them in float; what a graph without those quantizers would give)."""
+    m, consumers = _copy_with_consumers(model)
+    remove = []
+    for q, *_ in quantize_nodes(m):
+        if not any(fnmatch.fnmatchcase(q.input[0], p) for p in patterns):
+            continue
+        for dq in (c for c in consumers.get(q.output[0], []) if c.op_type == "DequantizeLinear"):
+            for reader in consumers.get(dq.output[0], []):
+                reader.input[:] = [q.input[0] if i == dq.output[0] else i for i in reader.input]
+            remove.append(dq)
+        remove.append(q)
+    for n in remove:
+        m.graph.node.remove(n)
+    used = {i for n in m.graph.node for i in n.input}
+    kept = [i for i in m.graph.initializer if i.name in used]
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(kept)
+    return m
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("fp32", type=Path, help="the fp32 ONNX bundle folder")
     ap.add_argument("int8", type=Path, help="the int8 ONNX bundle folder")
     ap.add_argument("photo", type=Path)
     ap.add_argument("--also", type=Path, nargs="*", default=[],
-                    help="more photos (files or folders) to score with --widen / --unclip")
+                    help="more photos (files or folders) to score with --widen / --unclip / --drop")
     ap.add_argument("--summary", action="store_true",
                     help="one column each for mean, worst and the count under 42 dB instead of one per photo")
     ap.add_argument("--widen", action="append", default=[], metavar="TENSORS:FACTOR",
                     help="comma-separated tensor names or shell patterns ('conv2d*') and a factor; repeatable")
     ap.add_argument("--unclip", action="append", default=[], metavar="TENSORS",
                     help="comma-separated tensor names or shell patterns whose quantizers stop clipping; repeatable")
+    ap.add_argument("--drop", action="append", default=[], metavar="TENSORS",
+                    help="comma-separated tensor names or shell patterns whose quantizers are removed; repeatable")
     ap.add_argument("--size", type=int, default=256)
     args = ap.parse_args()
 
@@ -126,7 +160,7 @@ def main() -> None:
         v = values[n.input[0]]
         clipped = float(((v < lo - step / 2) | (v > hi + step / 2)).mean())
         print(f"| {n.input[0]} | [{lo:.3f}, {hi:.3f}] | {step:.4f} | [{v.min():.3f}, {v.max():.3f}] | {100 * clipped:.3f}% |")
-    if not args.widen and not args.unclip:
+    if not args.widen and not args.unclip and not args.drop:
         return
     ref, ref_in, _ = open_bundle(args.fp32, 2)
     photos = [args.photo]
@@ -153,6 +187,8 @@ def main() -> None:
         print(f"| {names} x{float(factor):g} | {scores(widened(model, names.split(','), float(factor)))} |", flush=True)
     for names in args.unclip:
         print(f"| {names} unclipped | {scores(unclipped(model, names.split(',')))} |", flush=True)
+    for names in args.drop:
+        print(f"| {names} not quantized | {scores(dropped(model, names.split(',')))} |", flush=True)
 
 
 if __name__ == "__main__":

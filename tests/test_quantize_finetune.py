@@ -258,6 +258,8 @@ def test_coreml_w8a8_carries_the_learned_input_ranges(tiles, tmp_path):
     ({"scheme": "w8a8", "finetune": {"steps": 10, "range_margin": "inf"}}, "range_margin must be a finite number"),
     ({"scheme": "w8a8", "finetune": {"steps": 10, "augment": 1.5}}, "augment is a probability"),
     ({"scheme": "w8a8", "finetune": {"steps": 10, "augment": -0.1}}, "must be positive"),
+    ({"scheme": "w8a8", "finetune": {"steps": 10, "tie_prelu_grids": "yes"}}, "expected true or false"),
+    ({"scheme": "w8a8", "finetune": {"steps": 10, "tie_prelu_grids": 1}}, "expected true or false"),
 ])
 def test_bad_finetune_settings_are_rejected(bad, message):
     with pytest.raises(BadInputError, match=message):
@@ -383,16 +385,17 @@ def test_cli_int8_range_margin_and_augment_join_the_finetune_settings_or_are_ref
         raise SystemExit(0)
 
     monkeypatch.setattr(build, "build_bundles", fake_build)
-    # a step count runs the default training (augmented crops) that long, whatever plain w8a8 gives
+    # a step count runs the default training (augmented crops, tied grids) that long, whatever plain w8a8 gives
     runner.invoke(app, [*base, "--int8-finetune", "7", "--int8-range-margin", "1.25"])
-    assert seen["int8_finetune"] == {"steps": 7, "augment": INT8_FINETUNE["augment"], "range_margin": 1.25}
+    assert seen["int8_finetune"] == {"steps": 7, "augment": INT8_FINETUNE["augment"], "tie_prelu_grids": True,
+                                     "range_margin": 1.25}
     runner.invoke(app, [*base, "--int8-augment", "0.5"])
     assert seen["int8_finetune"] == {**INT8_FINETUNE, "augment": 0.5}
     runner.invoke(app, [*base, "--int8-augment", "0"])  # 0 turns the default augmentation off
     assert seen["int8_finetune"] == {**INT8_FINETUNE, "augment": 0.0}
     runner.invoke(app, [*base])  # the default is INT8_FINETUNE as it is: augmented, no margin
     assert seen["int8_finetune"] == INT8_FINETUNE and "range_margin" not in seen["int8_finetune"]
-    assert INT8_FINETUNE["augment"] == 0.75
+    assert INT8_FINETUNE["augment"] == 0.75 and INT8_FINETUNE["tie_prelu_grids"] is True
     seen.clear()
     runner.invoke(app, [*base, "--int8-finetune", "off", "--int8-augment", "0"])  # consistent: no training at all
     assert seen["int8_finetune"] is None
@@ -517,3 +520,84 @@ def test_onnx_int8_moves_learned_ranges_through_pixel_shuffle_and_quantizes_the_
     q_old, fid_old = build("old")
     assert q_old["DepthToSpace"][0] > 1.3 * step and q_old["Add"][0] > 1.1 / 255  # what calibration alone gives
     assert fid > fid_old + 0.3, (fid, fid_old)
+
+
+def _prelu_grids(onnx_path) -> list[tuple[tuple, tuple]]:
+    """For each PReLU (``Max(x, Mul(x, a))``) of a QDQ model: the (scale, zero point) of the
+    quantizer before it (the conv output) and of the one after it (its own output)."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(onnx_path))
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    producers = {o: n for n in m.graph.node for o in n.output}
+    consumers = {}
+    for n in m.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def grid(q):
+        return float(inits[q.input[1]]), int(inits[q.input[2]])
+
+    out = []
+    for mx in (n for n in m.graph.node if n.op_type == "Max"):
+        dq = next(producers[i] for i in mx.input if producers[i].op_type == "DequantizeLinear")
+        before = producers[dq.input[0]]
+        after = next(c for c in consumers[mx.output[0]] if c.op_type == "QuantizeLinear")
+        out.append((grid(before), grid(after)))
+    return out
+
+
+def test_onnx_fine_tuning_quantizes_each_prelu_output_on_its_conv_output_grid(tiles, tmp_path):
+    """ONNX Runtime keeps the PReLU (Mul, Max) in float between Q/DQ pairs: fine-tuning learns one
+    range for the conv output and the PReLU output, and the QDQ model rounds both on that one grid
+    (positive values pass the PReLU's quantizer unchanged). TFLite, where the PReLU runs in int8,
+    and plain w8a8 (calibrated, not learned) keep two ranges."""
+    from restorekit.convert import TARGETS
+
+    net = _net()
+    settings = {"steps": 6, "batch": 2, "crop": 16, "tie_prelu_grids": True}
+    prepared = prepare_for_targets(net, ["onnx", "tflite"], tiles, finetune=settings)
+    onnx_info, tflite_info = (prepared[TARGETS[t].edge_key][1] for t in ("onnx", "tflite"))
+    assert onnx_info["finetune"]["tied_prelu_grids"] == 3 and "tied_prelu_grids" not in tflite_info["finetune"]
+    for first, second in (("convs.0", "convs.1"), ("convs.1", "convs.2"), ("convs.2", "convs.3")):
+        assert onnx_info["activation_ranges"][second]["input"] == onnx_info["activation_ranges"][first]["output"]
+        assert tflite_info["activation_ranges"][second]["input"] != tflite_info["activation_ranges"][first]["output"]
+    recipe = recipe_from_dict({"scheme": "w8a8", "finetune": settings})
+    for name in ("tuned", "untied", "plain"):
+        (tmp_path / name).mkdir()
+    tuned = convert_model(net, SPEC, "onnx", tmp_path / "tuned", precision="w8a8", tile=32, calib=tiles,
+                          recipe=recipe, prepared=prepared)
+    grids = _prelu_grids(tuned.path)
+    assert len(grids) == 3 and all(before == after for before, after in grids), grids
+    # without the setting (a recipe's default), and in plain w8a8 (calibrated), two grids per PReLU
+    untied_recipe = recipe_from_dict({"scheme": "w8a8", "finetune": {k: v for k, v in settings.items()
+                                                                      if k != "tie_prelu_grids"}})
+    untied = convert_model(net, SPEC, "onnx", tmp_path / "untied", precision="w8a8", tile=32, calib=tiles,
+                           recipe=untied_recipe)
+    plain = convert_model(net, SPEC, "onnx", tmp_path / "plain", precision="w8a8", tile=32, calib=tiles)
+    for path in (untied.path, plain.path):
+        assert all(before != after for before, after in _prelu_grids(path))
+
+
+def test_a_tied_range_is_one_module_and_is_widened_once(tiles):
+    from restorekit.convert import edge_model
+
+    net = _net()
+    edge, _ = edge_model(net, "onnx")
+    prepared, _ = prepare_for_int8(edge, tiles)
+    short = {**FT, "steps": 8}
+    plain = quantization_finetune(prepared, net, tiles, **short, tie_prelu_grids=True)
+    wide = quantization_finetune(prepared, net, tiles, **short, tie_prelu_grids=True, range_margin=1.5)
+    assert plain.simulation.in_fq["convs/1"] is plain.simulation.out_fq["convs/0"]
+    assert plain.input_ranges["convs.1"] == plain.output_ranges["convs.0"]
+    # the margin widens each range once, tied or not (not 1.5 ** 2 for a range met twice)
+    for name in ("convs.1", "convs.2", "convs.3"):
+        assert wide.input_ranges[name] == pytest.approx(tuple(1.5 * v for v in plain.input_ranges[name]), rel=1e-5)
+    assert plain.report["tied_prelu_grids"] == 3
+    # not asked (a recipe's default), or asked of the network's own PReLUs (no edge rewrite: Core ML
+    # quantizes them as they are): two ranges
+    for model, kw in ((prepared, {}), (prepare_for_int8(net, tiles)[0], {"tie_prelu_grids": True})):
+        untied = quantization_finetune(model, net, tiles, **{**FT, "steps": 2}, **kw)
+        assert untied.simulation.in_fq["convs/1"] is not untied.simulation.out_fq["convs/0"]
+        assert "tied_prelu_grids" not in untied.report

@@ -42,11 +42,14 @@ class TargetProfile:
     tasks: tuple[str, ...] = ()  # model tasks it converts (``IMAGE_TASKS`` when empty)
     rewrites: tuple[str, ...] = ()  # edge rewrites applied before export (``convert.rewrites.REWRITES``)
     int8_prelu_slopes: bool = False  # int8 multiplies a rewritten PReLU's slopes as an int8 constant
+    # a rewritten PReLU runs in float between Q/DQ pairs, and its output may share its input's grid
+    # (fine-tuned int8: positive values are then rounded once, not twice)
+    prelu_output_on_input_grid: bool = False
 
     @property
     def edge_key(self) -> tuple:
         """What makes this target's edge model (and so its int8 preparation) differ from another's."""
-        return self.rewrites, self.int8_prelu_slopes
+        return self.rewrites, self.int8_prelu_slopes, self.prelu_output_on_input_grid
 
     def converts(self, task: str) -> bool:
         return task in (self.tasks or IMAGE_TASKS)
@@ -56,7 +59,7 @@ _INTEGER = ("int8", "w8", "w8a8", "w8a16", "mixed")
 TARGETS: dict[str, TargetProfile] = {
     # ORT's PRelu kernel is 6x slower than Max(x, Mul(x, a)); int8 keeps the Mul and Max in float
     "onnx": TargetProfile("onnx", ("fp32", "fp16") + _INTEGER, "NCHW", True, 60.0, "any OS (onnxruntime)",
-                          IMAGE_TASKS + ("detect",), rewrites=("prelu",)),
+                          IMAGE_TASKS + ("detect",), rewrites=("prelu",), prelu_output_on_input_grid=True),
     # full-integer TFLite runs the MUL + MAXIMUM in int8, the slopes one per-tensor int8 constant
     "tflite": TargetProfile("tflite", ("fp32", "fp16") + _INTEGER, "NHWC", False, 60.0, "any OS (ai-edge-litert)",
                             IMAGE_TASKS + ("detect",), rewrites=("prelu",), int8_prelu_slopes=True),
@@ -176,6 +179,8 @@ def edge_model(model, target: str):
     for m in rewritten.modules():
         if hasattr(m, "int8_mul_slopes"):
             m.int8_mul_slopes = profile.int8_prelu_slopes
+        if hasattr(m, "output_on_input_grid"):
+            m.output_on_input_grid = profile.prelu_output_on_input_grid
     return rewritten, applied
 
 

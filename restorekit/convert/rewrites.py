@@ -33,6 +33,11 @@ class ReluFormPReLU(nn.Module):
     #: the target multiplies by the slopes as one per-tensor int8 constant (full-integer TFLite);
     #: False where the MUL stays float (ONNX Runtime). Set per target by ``convert.edge_model``.
     int8_mul_slopes = False
+    #: the target quantizes this activation's output on the grid of its input (the conv output
+    #: before it) when fine-tuning learns the ranges: ONNX Runtime, where the MUL and MAX run in float
+    #: between Q/DQ pairs, so positive values pass through without a second rounding. Set per target
+    #: by ``convert.edge_model``.
+    output_on_input_grid = False
 
     def __init__(self, prelu: nn.PReLU):
         super().__init__()
@@ -52,6 +57,7 @@ class MaxFormPReLU(nn.Module):
 
     scale_equivariant = True  # f(s * x) = s * f(x) for a positive per-channel s (range equalization)
     int8_mul_slopes = False  # as :class:`ReluFormPReLU`
+    output_on_input_grid = False  # as :class:`ReluFormPReLU`
 
     def __init__(self, prelu: nn.PReLU, flipped: int = 0):
         super().__init__()

@@ -13,7 +13,10 @@ fake-quantized output match the *original* fp32 model's output (MSE, the loss PS
 * activations: asymmetric uint8 at each conv's input and output (where ONNX Runtime's QDQ places
   them; a conv followed by ReLU has one point, after the ReLU), with learned ranges (log-scale
   offsets of the observed min / max, LSQ-style gradients), handed to the quantizer as
-  ``rmin``/``rmax`` overrides.
+  ``rmin``/``rmax`` overrides. Where the target keeps a PReLU in float between Q/DQ pairs (ONNX
+  Runtime), the PReLU output can be quantized on the grid of the conv output before it
+  (``tie_prelu_grids``): one learned range for both, so a positive value is rounded once, not a
+  second time onto a slightly different grid (docs/benchmarks.md, "One grid per PReLU").
 
 The result is a float model plus its activation ranges; converters quantize it as usual.
 """
@@ -194,11 +197,13 @@ class FakeQuantized:
 
 
 def w8a8_simulation(model: nn.Module, tiles: list[np.ndarray], keep_float: frozenset[str] = frozenset(),
-                    weights: bool = True, activations: bool = True) -> FakeQuantized:
+                    weights: bool = True, activations: bool = True, tie_grids: bool = False) -> FakeQuantized:
     """``with w8a8_simulation(model, tiles) as fq: fq(x)`` runs ``model`` w8a8 fake-quantized the way
     the int8 targets compute it, with activation ranges observed on ``tiles`` (learnable ``_Range``
     modules, except where noted), the layers ``keep_float`` in float; ``weights=False`` or
-    ``activations=False`` leaves that half in float (an error budget)."""
+    ``activations=False`` leaves that half in float (an error budget). With ``tie_grids``, an
+    activation marked ``output_on_input_grid`` (a PReLU the target keeps in float) quantizes its
+    output with the very ``_Range`` of the conv output before it, as the converter will be told to."""
     convs = {n: m for n, m in model.named_modules() if _plain_conv(m) and n not in keep_float}
     mods = dict(model.named_modules())
     # a conv followed by a ReLU (module or function) has its output fused into the conv's int8 kernel;
@@ -218,6 +223,11 @@ def w8a8_simulation(model: nn.Module, tiles: list[np.ndarray], keep_float: froze
     model_out = (min(0.0, min(float(o.min()) for o in outs)), max(0.0, max(float(o.max()) for o in outs)))
     in_fq = nn.ModuleDict({n.replace(".", "/"): _Range(lo_in[n], hi_in[n], learn=n not in reads_input) for n in convs})
     out_fq = nn.ModuleDict({n.replace(".", "/"): _Range(lo_out[n], hi_out[n]) for n in convs if n not in relu_fused})
+    if tie_grids:
+        for first, act, second in chains:
+            a, b = first.replace(".", "/"), second.replace(".", "/")
+            if getattr(mods.get(act), "output_on_input_grid", False) and a in out_fq and b in in_fq:
+                in_fq[b] = out_fq[a]  # the same module: one range, learned from both places
     return FakeQuantized(model, convs, in_fq, out_fq, model_out, slopes, weights, activations)
 
 
@@ -236,8 +246,8 @@ def simulated_psnr(model: nn.Module, reference: nn.Module, tiles: list[np.ndarra
 
 def quantization_finetune(model: nn.Module, reference: nn.Module, tiles: list[np.ndarray], steps: int = 300,
                           batch: int = 8, crop: int = 64, lr: float = 5e-5, range_lr: float = 3e-3, seed: int = 0,
-                          range_margin: float = 1.0, augment: float = 0.0, keep_float: frozenset[str] = frozenset(),
-                          progress=None) -> FinetuneResult:
+                          range_margin: float = 1.0, augment: float = 0.0, tie_prelu_grids: bool = False,
+                          keep_float: frozenset[str] = frozenset(), progress=None) -> FinetuneResult:
     """Fine-tune a copy of ``model`` so that its w8a8 fake-quantized output matches ``reference``
     (the original fp32 model) on random crops of ``tiles``; ``progress(step, loss)`` is called each
     step. ``range_lr=0`` keeps the observed min/max ranges. ``range_margin`` widens every learned
@@ -245,18 +255,21 @@ def quantization_finetune(model: nn.Module, reference: nn.Module, tiles: list[np
     photo, in exchange for less clipping where a photo's activations reach past what the
     calibration tiles showed (docs/benchmarks.md, "Clipping, not rounding"). ``augment`` is the
     probability that a training crop is made grayscale, and (separately) that its contrast is raised:
-    old photos' stronger edges, seen in training, so that the learned ranges clip them less."""
+    old photos' stronger edges, seen in training, so that the learned ranges clip them less. With
+    ``tie_prelu_grids``, a PReLU the target keeps in float (``output_on_input_grid``) shares one
+    range with the conv output before it (``tied_prelu_grids`` in the report counts them)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = copy.deepcopy(model).float().eval()
     reference = reference.float().eval()
-    simulation = w8a8_simulation(model, tiles, frozenset(keep_float))
+    simulation = w8a8_simulation(model, tiles, frozenset(keep_float), tie_grids=tie_prelu_grids)
     convs, in_fq, out_fq = simulation.convs, simulation.in_fq, simulation.out_fq
+    ranges = list({id(r): r for r in [*in_fq.values(), *out_fq.values()]}.values())  # a tied range once
+    tied = len(in_fq) + len(out_fq) - len(ranges)
     weights = list(model.parameters())
     groups = [{"params": weights, "lr": lr}]
     if range_lr > 0:
-        groups.append({"params": [p for p in [*in_fq.parameters(), *out_fq.parameters()] if p.requires_grad],
-                       "lr": range_lr})
+        groups.append({"params": [r.log_scale for r in ranges if r.log_scale.requires_grad], "lr": range_lr})
     opt = torch.optim.Adam(groups)
     for g in opt.param_groups:
         g["base_lr"] = g["lr"]
@@ -279,7 +292,7 @@ def quantization_finetune(model: nn.Module, reference: nn.Module, tiles: list[np
     for p in model.parameters():
         p.requires_grad_(False)
     with torch.no_grad():
-        for r in [*in_fq.values(), *out_fq.values()]:
+        for r in ranges:
             if r.log_scale.requires_grad:  # learned; a range shared with the model input stays as observed
                 r.log_scale.add_(math.log(range_margin))
     first, last = np.mean(losses[: max(1, steps // 10)]), np.mean(losses[-max(1, steps // 10):])
@@ -290,6 +303,7 @@ def quantization_finetune(model: nn.Module, reference: nn.Module, tiles: list[np
         {"steps": steps, "batch": batch, "crop": crop, "lr": lr, "range_lr": range_lr, "seed": seed,
          **({"range_margin": range_margin} if range_margin != 1.0 else {}),
          **({"augment": augment} if augment else {}),
+         **({"tied_prelu_grids": tied} if tied else {}),
          "fake_quant_psnr_db_first": round(-10 * math.log10(max(first, 1e-20)), 2),
          "fake_quant_psnr_db_last": round(-10 * math.log10(max(last, 1e-20)), 2)},
         simulation)

@@ -219,14 +219,19 @@ def _equalization_alpha(d: dict[str, Any], float_preparation: bool, scheme: str)
 FINETUNE_KEYS = {"steps": int, "lr": float, "range_lr": float, "crop": int, "batch": int, "seed": int,
                  "below_psnr": float,  # fine-tune only when plain w8a8 simulates below this (dB)
                  "range_margin": float,  # widen the learned ranges by this factor (>= 1) after training
-                 "augment": float}  # probability of each photometric change to a training crop (0 to 1)
+                 "augment": float,  # probability of each photometric change to a training crop (0 to 1)
+                 # one learned grid for a conv output and the PReLU after it, where the target keeps
+                 # the PReLU in float (ONNX); true or false
+                 "tie_prelu_grids": bool}
 #: The ``int8`` precision of ``bundle`` / ``convert``: w8a8, fine-tuned when plain post-training
 #: quantization simulates below 45 dB on the calibration tiles (Real-ESRGAN Compact: 42.8 dB plain;
 #: the built-in model: 55.6 dB plain, no fine-tuning), on training crops made grayscale and raised
-#: in contrast with probability 0.75 each: Compact's int8 ONNX bundle from ``bundle``, checked on 33
-#: held-out photos, went from 46.85 / 37.84 dB (mean / worst, a hard black-and-white scan) to
-#: 46.00 / 41.51 dB (docs/benchmarks.md, "Augmentation becomes bundle's default").
-INT8_FINETUNE = {"steps": 1200, "below_psnr": 45.0, "augment": 0.75}
+#: in contrast with probability 0.75 each, with each PReLU's output on its conv output's grid where
+#: the target keeps the PReLU in float (ONNX): Compact's int8 ONNX bundle from ``bundle``, checked on
+#: 33 held-out photos, went from 46.85 / 37.84 dB (mean / worst, a hard black-and-white scan) to
+#: 46.00 / 41.51 dB with augmentation (docs/benchmarks.md, "Augmentation becomes bundle's default"),
+#: and to 46.19 / 41.98 dB with the tied grids ("One grid per PReLU").
+INT8_FINETUNE = {"steps": 1200, "below_psnr": 45.0, "augment": 0.75, "tie_prelu_grids": True}
 
 
 def _finetune(value: Any, scheme: str, float_preparation: bool) -> dict[str, Any] | None:
@@ -246,6 +251,11 @@ def _finetune(value: Any, scheme: str, float_preparation: bool) -> dict[str, Any
     for k, v in value.items():
         if k not in FINETUNE_KEYS:
             raise BadInputError(f"recipe finetune: unknown key {k!r}: choose from {', '.join(FINETUNE_KEYS)}")
+        if FINETUNE_KEYS[k] is bool:
+            if not isinstance(v, bool):
+                raise BadInputError(f"recipe finetune.{k}: expected true or false, got {v!r}")
+            out[k] = v
+            continue
         try:
             out[k] = FINETUNE_KEYS[k](v)
         except (TypeError, ValueError):

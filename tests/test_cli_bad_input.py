@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -63,7 +64,10 @@ def test_malicious_pickle_is_refused_and_not_executed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     f = tmp_path / "evil.pth"
     f.write_bytes(pickle.dumps({"weight": _Exploit()}))
-    _fails_cleanly(["inspect", str(f)], match="weights_only")
+    with warnings.catch_warnings(record=True) as seen:  # outside pytest a warning would be a 2nd stderr line
+        warnings.simplefilter("always")
+        _fails_cleanly(["inspect", str(f)], match="weights_only")
+    assert not [w for w in seen if "pickle protocol" in str(w.message)], [str(w.message) for w in seen]
     assert not (tmp_path / "EXPLOITED_MARKER").exists()
 
 

@@ -8,6 +8,7 @@ Never unpickles arbitrary objects: ``.safetensors`` through safetensors, everyth
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +107,9 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
             raise BadInputError(f"not a valid safetensors file: {path} ({exc})") from exc
         return sd, meta
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns of any pickle protocol above 2: not the user's concern
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only=True executes nothing: any failure means "not a weights file"
         raise BadInputError(
             f"not a loadable weights file: {path} (refused by torch.load(weights_only=True): {_load_refusal(exc)})"

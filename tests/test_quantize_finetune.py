@@ -260,6 +260,10 @@ def test_coreml_w8a8_carries_the_learned_input_ranges(tiles, tmp_path):
     ({"scheme": "w8a8", "finetune": {"steps": 10, "augment": -0.1}}, "must be positive"),
     ({"scheme": "w8a8", "finetune": {"steps": 10, "tie_prelu_grids": "yes"}}, "expected true or false"),
     ({"scheme": "w8a8", "finetune": {"steps": 10, "tie_prelu_grids": 1}}, "expected true or false"),
+    ({"scheme": "w8a8", "split_prelus": "yes"}, "split_prelus: expected true or false"),
+    ({"scheme": "w8a16", "split_prelus": True}, "split_prelus .* w8a16 has int16 activations"),
+    ({"scheme": "w8", "split_prelus": True}, "split_prelus .* w8 has float activations"),
+    ({"scheme": "w8a8", "float_preparation": False, "split_prelus": True}, "float_preparation: false"),
 ])
 def test_bad_finetune_settings_are_rejected(bad, message):
     with pytest.raises(BadInputError, match=message):
@@ -601,3 +605,39 @@ def test_a_tied_range_is_one_module_and_is_widened_once(tiles):
         untied = quantization_finetune(model, net, tiles, **{**FT, "steps": 2}, **kw)
         assert untied.simulation.in_fq["convs/1"] is not untied.simulation.out_fq["convs/0"]
         assert "tied_prelu_grids" not in untied.report
+
+
+def test_split_prelus_make_int8_onnx_closer_to_fp32(tiles, tmp_path):
+    """``split_prelus``: the 1st and 3rd PReLU become a ReLU on doubled channels, which ONNX Runtime
+    runs as a fused int8 conv + ReLU with one rounding on a [0, max] grid; plain w8a8 of the same
+    net then gets closer to fp32 than with every PReLU between Q/DQ pairs. fp32 never splits."""
+    import onnx
+
+    from restorekit.convert import open_converted
+
+    net = _net()
+    scores, rewrites, graphs, recipes = {}, {}, {}, {}
+    for split in (False, True):
+        out = tmp_path / f"split-{split}"
+        out.mkdir()
+        conv = convert_model(net, SPEC, "onnx", out, precision="w8a8", tile=32, calib=tiles, split_prelus=split)
+        sess = open_converted("onnx", conv)
+        with torch.inference_mode():
+            scores[split] = float(np.mean([psnr(np.clip(sess.run(t), 0, 1), np.clip(net(torch.from_numpy(t)).numpy(), 0, 1))
+                                           for t in tiles]))
+        rewrites[split], graphs[split] = conv.recipe["rewrites"], onnx.load(str(conv.path)).graph
+        recipes[split] = conv.recipe
+    assert rewrites == {False: {"prelu": 3}, True: {"split_prelu": 2, "prelu": 1}}
+    assert {k: v["recipe"]["split_prelus"] for k, v in recipes.items()} == {False: False, True: True}  # as done
+    ops = {k: [n.op_type for n in g.node] for k, g in graphs.items()}
+    assert (ops[False].count("Max"), ops[True].count("Max")) == (3, 1)
+    weights = {i.name: i for i in graphs[True].initializer}
+    first_conv = next(n for n in graphs[True].node if n.op_type == "Conv")
+    w = first_conv.input[1]  # the DequantizeLinear output feeding the conv's weight
+    w_init = next(n for n in graphs[True].node if w in n.output).input[0]
+    assert weights[w_init].dims[0] == 24  # the first conv computes x and -x: twice its 12 channels
+    assert scores[True] > scores[False] + 1.0, scores
+    fp32 = tmp_path / "fp32"
+    fp32.mkdir()
+    assert convert_model(net, SPEC, "onnx", fp32, precision="fp32", tile=32, split_prelus=True).recipe.get(
+        "rewrites") == {"prelu": 3}

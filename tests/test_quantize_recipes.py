@@ -90,6 +90,9 @@ def test_recipe_yaml_round_trip_and_precedence(tmp_path):
     assert r.setting("head", "Linear") is None
     assert recipe_from_dict(r.to_dict()).to_dict() == r.to_dict()
     assert r.float_layers(quantizable_layers(_tiny())) == ["conv0"]
+    assert r.split_prelus is False  # opt-in (bundle's int8 turns it on: INT8_SPLIT_PRELUS)
+    split = recipe_from_dict({**r.to_dict(), "split_prelus": True})
+    assert split.split_prelus is True and recipe_from_dict(split.to_dict()).split_prelus is True
 
 
 @pytest.mark.parametrize("bad, match", [

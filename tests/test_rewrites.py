@@ -11,7 +11,8 @@ import numpy as np  # noqa: E402
 from torch import nn  # noqa: E402
 
 from restorekit.convert.rewrites import (  # noqa: E402
-    MaxFormPReLU, ReluFormPReLU, apply_rewrites, max_difference, prelu_to_max_form, prelu_to_relu_form)
+    MaxFormPReLU, ReluFormPReLU, apply_rewrites, max_difference, prelu_to_max_form, prelu_to_relu_form,
+    prelu_to_split_relu)
 from tests.conftest import REALESR, need_shared  # noqa: E402
 
 
@@ -122,3 +123,48 @@ def test_max_form_leaves_a_functional_relu_net_alone():
     net = FunctionalRelu()
     new, done = prelu_to_max_form(net)
     assert done == [] and max_difference(net, new, torch.randn(1, 3, 8, 8)) == 0.0
+
+
+def _deep_chain(slopes: list[float] | None = None, depth: int = 5, width: int = 6) -> nn.Sequential:
+    """conv -> PReLU -> conv ... -> conv: ``depth - 1`` PReLUs between ``depth`` convs."""
+    torch.manual_seed(2)
+    layers = [nn.Conv2d(3, width, 3, padding=1)]
+    for i in range(depth - 1):
+        layers += [nn.PReLU(width if slopes is None else 1), nn.Conv2d(width, 3 if i == depth - 2 else width, 3, padding=1)]
+    net = nn.Sequential(*layers)
+    with torch.no_grad():
+        for k, m in enumerate(m for m in net if isinstance(m, nn.PReLU)):
+            if slopes is None:
+                m.weight.uniform_(-1.5, 2.5)  # negative, between 0 and 1, above 1: all exact
+            else:
+                m.weight.fill_(slopes[k])
+    return net
+
+
+@pytest.mark.parametrize("slopes", [None, [0.25, -0.6, 1.8, 0.0]])  # per channel; one shared slope each
+def test_split_prelu_is_exact_and_splits_every_other_chain(slopes):
+    net = _deep_chain(slopes)
+    new, done = prelu_to_split_relu(net)
+    assert done == ["1", "5"]  # the 1st and 3rd chains: the 2nd and 4th share a conv with a split one
+    assert [type(m).__name__ for m in new] == ["Conv2d", "ReLU", "Conv2d", "PReLU", "Conv2d", "ReLU", "Conv2d",
+                                               "PReLU", "Conv2d"]
+    assert isinstance(net[1], nn.PReLU) and net[0].out_channels == 6  # the caller's model is a copy
+    # the conv before a split computes x and -x; the conv after reads both halves
+    assert (new[0].out_channels, new[2].in_channels, new[2].out_channels) == (12, 12, 6)
+    assert (new[4].out_channels, new[6].in_channels, new[8].in_channels) == (12, 12, 6)
+    assert torch.equal(new[0].weight[6:], -net[0].weight) and torch.equal(new[0].bias[6:], -net[0].bias)
+    assert max_difference(net, new, torch.randn(2, 3, 13, 11) * 3) < 1e-5
+
+
+def test_split_then_max_form_on_real_esrgan_compact():
+    from restorekit.convert import edge_model
+    from restorekit.models.loader import load_model
+
+    loaded = load_model(need_shared(REALESR))
+    new, applied = edge_model(loaded.module, "onnx", split_prelus=True)
+    assert applied == {"split_prelu": 9, "prelu": 8}  # PReLUs 1, 3, ..., 17 split; the 8 between stay PReLU
+    widths = [m.out_channels for m in new.modules() if isinstance(m, nn.Conv2d)]
+    assert widths == [128, 64] * 8 + [128, 48]  # every conv is doubled once at most: its output or its input
+    assert max_difference(loaded.module, new, torch.rand(1, 3, 32, 32)) < 1e-4
+    assert edge_model(loaded.module, "onnx")[1] == {"prelu": 17}  # only int8 asks for the split
+    assert edge_model(loaded.module, "tflite", split_prelus=True)[1] == {"prelu": 17}  # not a tflite rewrite

@@ -16,7 +16,7 @@ import numpy as np
 from restorekit.bundle.manifest import Manifest, write_manifest
 from restorekit.convert import TARGETS, check_target, convert_model
 from restorekit.errors import BadInputError
-from restorekit.quantize.recipe import INT8_FINETUNE
+from restorekit.quantize.recipe import INT8_FINETUNE, INT8_SPLIT_PRELUS
 
 DEFAULT_PRECISIONS = {"onnx": ("fp32", "fp16", "int8"), "tflite": ("fp32", "fp16", "int8"),
                       "coreml": ("fp32", "fp16")}
@@ -118,6 +118,7 @@ def build_bundles(
     latency_runs: int = 8,
     console=None,
     int8_finetune: dict | None = INT8_FINETUNE,
+    int8_split_prelus: bool = INT8_SPLIT_PRELUS,
     recipe=None,
 ) -> list[BundleResult]:
     """Build and validate bundles under ``out_dir/<model-name>/<target>-<precision>/``.
@@ -128,6 +129,8 @@ def build_bundles(
     :class:`~restorekit.quantize.recipe.Recipe`) replaces the built-in recipe of its scheme.
     ``int8_finetune`` (recipe ``finetune`` settings, None = off) is the ``int8`` precision's
     quantization-aware fine-tuning; by default it runs only where plain w8a8 simulates below 45 dB.
+    ``int8_split_prelus`` (a recipe's ``split_prelus`` instead, when given) splits every other
+    PReLU into a ReLU on doubled channels for the ``int8`` precision of targets that run it fast.
     """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -167,6 +170,7 @@ def build_bundles(
         calib_count = recipe.calibration.get("tiles", calib_count)
     calib = calibration_tiles(calib_dir, tile=size, count=calib_count) if needs_calib else None
     prepared = None
+    split = recipe.split_prelus if recipe is not None else int8_split_prelus
     if needs_calib and (recipe is None or not recipe.op_names):  # int8 preparations shared by the int8 targets
         from restorekit.convert import prepare_for_targets
 
@@ -174,7 +178,7 @@ def build_bundles(
         finetune = recipe.finetune if recipe is not None else int8_finetune
         alpha = recipe.equalization_alpha if recipe is not None else None
         if finetune is None:
-            prepared = prepare_for_targets(loaded.module, int8_targets, calib, alpha=alpha)
+            prepared = prepare_for_targets(loaded.module, int8_targets, calib, alpha=alpha, split_prelus=split)
         else:
             from rich.progress import TimeRemainingColumn
 
@@ -190,7 +194,7 @@ def build_bundles(
                     bar.update(jobs[target], completed=i, psnr=f"{-10 * math.log10(max(loss, 1e-20)):.2f} dB")
 
                 prepared = prepare_for_targets(loaded.module, int8_targets, calib, finetune=finetune, progress=step,
-                                               alpha=alpha)
+                                               alpha=alpha, split_prelus=split)
             for _, info in prepared.values():
                 if "simulated_ptq_psnr_db" in info:
                     done = info.get("finetune")
@@ -220,7 +224,7 @@ def build_bundles(
             tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target}-{precision}-", dir=model_dir))
             try:
                 conv = convert_model(loaded.module, spec, target, tmp, precision, tile=size, calib=calib,
-                                     prepared=prepared, recipe=recipe)
+                                     prepared=prepared, recipe=recipe, split_prelus=split)
                 manifest = Manifest(
                     name=spec.name, task=spec.task, scale=spec.scale, target=target, precision=precision,
                     input=conv.input, output=conv.output,

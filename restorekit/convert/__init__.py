@@ -45,11 +45,13 @@ class TargetProfile:
     # a rewritten PReLU runs in float between Q/DQ pairs, and its output may share its input's grid
     # (fine-tuned int8: positive values are then rounded once, not twice)
     prelu_output_on_input_grid: bool = False
+    # int8 with split PReLUs (``rewrites.prelu_to_split_relu``) runs as fused int8 conv + ReLU here
+    int8_prelu_split: bool = False
 
     @property
     def edge_key(self) -> tuple:
         """What makes this target's edge model (and so its int8 preparation) differ from another's."""
-        return self.rewrites, self.int8_prelu_slopes, self.prelu_output_on_input_grid
+        return self.rewrites, self.int8_prelu_slopes, self.prelu_output_on_input_grid, self.int8_prelu_split
 
     def converts(self, task: str) -> bool:
         return task in (self.tasks or IMAGE_TASKS)
@@ -59,7 +61,8 @@ _INTEGER = ("int8", "w8", "w8a8", "w8a16", "mixed")
 TARGETS: dict[str, TargetProfile] = {
     # ORT's PRelu kernel is 6x slower than Max(x, Mul(x, a)); int8 keeps the Mul and Max in float
     "onnx": TargetProfile("onnx", ("fp32", "fp16") + _INTEGER, "NCHW", True, 60.0, "any OS (onnxruntime)",
-                          IMAGE_TASKS + ("detect",), rewrites=("prelu",), prelu_output_on_input_grid=True),
+                          IMAGE_TASKS + ("detect",), rewrites=("prelu",), prelu_output_on_input_grid=True,
+                          int8_prelu_split=True),
     # full-integer TFLite runs the MUL + MAXIMUM in int8, the slopes one per-tensor int8 constant
     "tflite": TargetProfile("tflite", ("fp32", "fp16") + _INTEGER, "NHWC", False, 60.0, "any OS (ai-edge-litert)",
                             IMAGE_TASKS + ("detect",), rewrites=("prelu",), int8_prelu_slopes=True),
@@ -165,17 +168,20 @@ def _search_mixed(module, model, spec, target: str, tile: int, calib, recipe, la
     return final, result
 
 
-def edge_model(model, target: str):
+def edge_model(model, target: str, split_prelus: bool = False):
     """``model`` as ``target`` exports it: a copy with the target's edge rewrites applied (or the
     model itself when it has none), and how many modules each rewrite replaced. The rewritten
     modules record whether the target's int8 multiplies by PReLU slopes in int8 (what the w8a8
-    simulation and fine-tuning model)."""
+    simulation and fine-tuning model). ``split_prelus`` (int8 activations only) first splits every
+    other PReLU into a ReLU on doubled channels where the target runs that fast
+    (``TargetProfile.int8_prelu_split``)."""
     profile = TARGETS[target]
-    if not profile.rewrites:
+    names = (("split_prelu",) if split_prelus and profile.int8_prelu_split else ()) + profile.rewrites
+    if not names:
         return model, {}
     from restorekit.convert.rewrites import apply_rewrites
 
-    rewritten, applied = apply_rewrites(model, profile.rewrites)
+    rewritten, applied = apply_rewrites(model, names)
     for m in rewritten.modules():
         if hasattr(m, "int8_mul_slopes"):
             m.int8_mul_slopes = profile.int8_prelu_slopes
@@ -185,11 +191,11 @@ def edge_model(model, target: str):
 
 
 def prepare_for_targets(model, targets, calib, finetune: dict | None = None, progress=None,
-                        alpha: float | None = None) -> dict:
+                        alpha: float | None = None, split_prelus: bool = False) -> dict:
     """One int8 float preparation (:func:`restorekit.quantize.prepare.prepare_for_int8`) per
-    distinct edge-rewritten model among ``targets``, for :func:`convert_model`'s ``prepared``;
-    ``alpha`` is the recipe's range-equalization strength (default: the built-in one);
-    ``progress(label, step, loss)`` follows fine-tuning."""
+    distinct edge-rewritten model among ``targets``, for :func:`convert_model`'s ``prepared`` (give
+    it the same ``split_prelus``); ``alpha`` is the recipe's range-equalization strength (default:
+    the built-in one); ``progress(label, step, loss)`` follows fine-tuning."""
     from restorekit.quantize.prepare import prepare_for_int8
     from restorekit.quantize.recipe import DEFAULT_EQUALIZATION_ALPHA
 
@@ -199,20 +205,21 @@ def prepare_for_targets(model, targets, calib, finetune: dict | None = None, pro
     for target in targets:
         key = TARGETS[target].edge_key
         if key not in prepared:
-            rewritten, _ = edge_model(model, target)
+            rewritten, _ = edge_model(model, target, split_prelus)
             step = None if progress is None else (lambda i, loss, t=target: progress(t, i, loss))
             prepared[key] = prepare_for_int8(rewritten, calib, finetune=finetune, progress=step, alpha=alpha)
     return prepared
 
 
 def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp32", tile: int = 256,
-                  calib=None, prepared=None, recipe=None) -> Converted:
+                  calib=None, prepared=None, recipe=None, split_prelus: bool | None = None) -> Converted:
     """Convert ``model`` for ``target`` into ``out_dir/<model file>`` (the bundle's model file).
 
     ``recipe`` (default: the built-in one of ``precision``) says how to quantize. Integer schemes
     convert the model prepared by :func:`restorekit.quantize.prepare.prepare_for_int8` on ``calib``
     (pass ``prepared``, from :func:`prepare_for_targets`, to share preparations between targets);
-    ``mixed`` first searches the layers to keep in float."""
+    ``mixed`` first searches the layers to keep in float. ``split_prelus`` (default: the recipe's)
+    applies only to schemes with int8 activations and the float preparation."""
     from restorekit.quantize.recipe import quantizable_layers
 
     check_target(target, precision)
@@ -226,7 +233,11 @@ def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp3
     layers = quantizable_layers(model)
     if recipe is not None:
         recipe.check(target, layers)
-    model, applied = edge_model(model, target)
+    split = recipe.split_prelus if split_prelus is None and recipe is not None else bool(split_prelus)
+    split = split and recipe is not None and recipe.float_preparation and recipe.default.activations == "int8"
+    if recipe is not None and recipe.split_prelus != (split and TARGETS[target].int8_prelu_split):
+        recipe = dataclasses.replace(recipe, split_prelus=split and TARGETS[target].int8_prelu_split)  # as done
+    model, applied = edge_model(model, target, split)
     mixed = None
     prep_info = None
     try:

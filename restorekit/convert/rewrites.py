@@ -118,9 +118,64 @@ def prelu_to_max_form(model: nn.Module) -> tuple[nn.Module, list[str]]:
     return out, done
 
 
+def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, child, module)
+
+
+def _conv_with_channels(conv: nn.Conv2d, in_channels: int, out_channels: int) -> nn.Conv2d:
+    new = nn.Conv2d(in_channels, out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, 1,
+                    conv.bias is not None, conv.padding_mode)
+    return new.to(device=conv.weight.device, dtype=conv.weight.dtype)
+
+
+@torch.no_grad()
+def prelu_to_split_relu(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """Every other ``conv -> PReLU -> conv`` chain (the 1st, 3rd, ... with no conv in two of them)
+    -> ``conv' -> ReLU -> conv'``: the first conv also computes ``-x`` (its output channels doubled,
+    weights ``[W; -W]``), the ReLU gives ``[relu(x); relu(-x)]``, and the second conv reads both
+    halves with weights ``[V, -V * a]``, since ``prelu(x) = relu(x) - a * relu(-x)``: exact in fp32.
+
+    For int8 activations (ONNX Runtime): a split layer is one fused int8 conv + ReLU, its output
+    rounded once on a ``[0, max]`` grid about half as coarse as the ``[min, max]`` one a PReLU layer
+    needs, where a PReLU's output (``a * x`` on the negative side) is rounded a second time. The
+    doubled channels cost MACs in two convs per split and save the PReLU's float Mul/Max and one
+    Q/DQ pair; alternate chains keep each conv doubled at most once (docs/benchmarks.md,
+    "Split PReLUs")."""
+    from restorekit.quantize.prepare import conv_act_conv_chains
+
+    out = copy.deepcopy(model)
+    done, widened = [], set()
+    for first, act, nxt in conv_act_conv_chains(out):  # in the order the forward pass runs them
+        mods = dict(out.named_modules())
+        c1, prelu, c2 = mods[first], mods[act], mods[nxt]
+        if (first in widened or nxt in widened  # the chain right after a split one stays as it is
+                or not isinstance(prelu, nn.PReLU) or not isinstance(c1, nn.Conv2d)
+                or not isinstance(c2, nn.Conv2d) or c1.groups != 1 or c2.groups != 1
+                or prelu.weight.numel() not in (1, c1.out_channels)):
+            continue
+        n = c1.out_channels
+        a = prelu.weight.detach().reshape(-1).expand(n).to(c2.weight.dtype)
+        wide_out = _conv_with_channels(c1, c1.in_channels, 2 * n)
+        wide_out.weight.copy_(torch.cat([c1.weight, -c1.weight]))
+        if c1.bias is not None:
+            wide_out.bias.copy_(torch.cat([c1.bias, -c1.bias]))
+        wide_in = _conv_with_channels(c2, 2 * n, c2.out_channels)
+        wide_in.weight.copy_(torch.cat([c2.weight, -c2.weight * a.view(1, -1, 1, 1)], dim=1))
+        if c2.bias is not None:
+            wide_in.bias.copy_(c2.bias)
+        _set_module(out, first, wide_out)
+        _set_module(out, act, nn.ReLU())
+        _set_module(out, nxt, wide_in)
+        widened.update((first, nxt))
+        done.append(act)
+    return out, done
+
+
 #: name -> rewrite; ``TargetProfile.rewrites`` lists the names a target applies, in order.
 REWRITES: dict[str, Callable[[nn.Module], tuple[nn.Module, list[str]]]] = {
     "prelu": prelu_to_max_form,
+    "split_prelu": prelu_to_split_relu,  # int8 only (``TargetProfile.int8_prelu_split``)
 }
 
 

@@ -81,6 +81,9 @@ class Recipe:
     float_preparation: bool = True  # range equalization + GPTQ rounding before integer schemes
     finetune: dict[str, Any] | None = None  # quantization-aware fine-tuning (quantize.finetune) settings
     equalization_alpha: float = DEFAULT_EQUALIZATION_ALPHA  # range equalization strength (0: weights' ranges only, 1: activations')
+    #: split every other PReLU into a ReLU on doubled channels before int8 (``convert.rewrites.
+    #: prelu_to_split_relu``; targets with ``int8_prelu_split``: ONNX)
+    split_prelus: bool = False
     #: learned ``{layer: {"input": [lo, hi], "output": [lo, hi]}}`` handed to the quantizer (set by convert)
     activation_ranges: dict[str, dict[str, list[float]]] | None = field(default=None, repr=False, compare=False)
 
@@ -111,7 +114,7 @@ class Recipe:
         return {"scheme": self.scheme, "op_types": enc(self.op_types), "op_names": enc(self.op_names),
                 "calibration": dict(self.calibration), "budget_psnr": self.budget_psnr,
                 "float_preparation": self.float_preparation, "finetune": self.finetune,
-                "equalization_alpha": self.equalization_alpha}
+                "equalization_alpha": self.equalization_alpha, "split_prelus": self.split_prelus}
 
     def check(self, target: str, layers: dict[str, str] | None = None) -> "Recipe":
         """Reject a recipe the target cannot implement, or that names a layer the model lacks."""
@@ -168,7 +171,7 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
     if not isinstance(d, dict):
         raise BadInputError("a recipe must be a mapping with at least 'scheme'")
     unknown = set(d) - {"scheme", "op_types", "op_names", "calibration", "budget_psnr", "float_preparation", "finetune",
-                        "equalization_alpha"}
+                        "equalization_alpha", "split_prelus"}
     if unknown:
         raise BadInputError(f"recipe has unknown key {sorted(unknown)[0]!r}")
     scheme = d.get("scheme")
@@ -198,8 +201,16 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
                                 "integer activations (start from w8a8 or w8a16)")
     finetune = _finetune(d.get("finetune"), scheme, bool(d.get("float_preparation", True)))
     alpha = _equalization_alpha(d, bool(d.get("float_preparation", True)), scheme)
+    split = d.get("split_prelus", False)
+    if not isinstance(split, bool):
+        raise BadInputError(f"recipe split_prelus: expected true or false, got {split!r}")
+    if split and (SCHEMES[scheme].activations != "int8" or not d.get("float_preparation", True)):
+        raise BadInputError(f"recipe split_prelus is an int8-activation rewrite made with the float preparation; "
+                            f"scheme {scheme}" + ("" if SCHEMES[scheme].activations == "int8" else
+                                                  f" has {SCHEMES[scheme].activations or 'float'} activations")
+                            + (" with float_preparation: false" if SCHEMES[scheme].activations == "int8" else ""))
     return Recipe(scheme, op_types, op_names, calib, None if budget is None else float(budget),
-                  bool(d.get("float_preparation", True)), finetune, alpha)
+                  bool(d.get("float_preparation", True)), finetune, alpha, split)
 
 
 def _equalization_alpha(d: dict[str, Any], float_preparation: bool, scheme: str) -> float:
@@ -232,6 +243,9 @@ FINETUNE_KEYS = {"steps": int, "lr": float, "range_lr": float, "crop": int, "bat
 #: 46.00 / 41.51 dB with augmentation (docs/benchmarks.md, "Augmentation becomes bundle's default"),
 #: and to 46.19 / 41.98 dB with the tied grids ("One grid per PReLU").
 INT8_FINETUNE = {"steps": 1200, "below_psnr": 45.0, "augment": 0.75, "tie_prelu_grids": True}
+#: ... and with every other PReLU split into a ReLU on doubled channels where the target runs that as
+#: fused int8 conv + ReLU (ONNX; ``Recipe.split_prelus``; docs/benchmarks.md, "Split PReLUs").
+INT8_SPLIT_PRELUS = True
 
 
 def _finetune(value: Any, scheme: str, float_preparation: bool) -> dict[str, Any] | None:

@@ -641,3 +641,40 @@ def test_split_prelus_make_int8_onnx_closer_to_fp32(tiles, tmp_path):
     fp32.mkdir()
     assert convert_model(net, SPEC, "onnx", fp32, precision="fp32", tile=32, split_prelus=True).recipe.get(
         "rewrites") == {"prelu": 3}
+
+
+def test_split_prelus_fine_tuned_carry_their_learned_ranges_into_onnx(tiles, tmp_path):
+    """Fine-tuning the split model (bundle's int8 on ONNX): the middle PReLU keeps its tied grid, the
+    split layers' ReLU outputs get the learned [0, hi] range as one uint8 grid with zero point 0,
+    and the fine-tuned int8 model in ONNX Runtime beats plain w8a8 of the same split model."""
+    import onnx
+    from onnx import numpy_helper
+
+    from restorekit.convert import TARGETS, open_converted
+
+    net = _net()
+    settings = {"steps": 40, "batch": 4, "crop": 24, "lr": 1e-4, "range_lr": 1e-2, "tie_prelu_grids": True}
+    prepared = prepare_for_targets(net, ["onnx"], tiles, finetune=settings, split_prelus=True)
+    info = prepared[TARGETS["onnx"].edge_key][1]
+    assert info["finetune"]["tied_prelu_grids"] == 1  # only the middle PReLU is left to tie
+    ranges = info["activation_ranges"]
+    assert "output" not in ranges["convs.0"] and "output" not in ranges["convs.2"]  # fused into the int8 conv
+    scores = {}
+    for name, kw in (("tuned", {"prepared": prepared}), ("plain", {})):
+        (tmp_path / name).mkdir()
+        conv = convert_model(net, SPEC, "onnx", tmp_path / name, precision="w8a8", tile=32, calib=tiles,
+                             split_prelus=True, **kw)
+        sess = open_converted("onnx", conv)
+        with torch.inference_mode():
+            scores[name] = float(np.mean([psnr(np.clip(sess.run(t), 0, 1), np.clip(net(torch.from_numpy(t)).numpy(), 0, 1))
+                                          for t in tiles]))
+        if name == "tuned":
+            m = onnx.load(str(conv.path))
+            inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+            convs = [n for n in m.graph.node if n.op_type == "Conv"]
+            producers = {o: n for n in m.graph.node for o in n.output}
+            dq = producers[convs[1].input[0]]  # what the second conv reads: the first one's ReLU output
+            lo, hi = ranges["convs.1"]["input"]
+            assert lo == 0.0 and int(inits[dq.input[2]]) == 0
+            assert float(inits[dq.input[1]]) == pytest.approx(hi / 255, rel=1e-5)
+    assert scores["tuned"] > scores["plain"] + 0.3, scores

@@ -16,7 +16,7 @@ see) and mean / worst / count under 42 dB on held-out photos.
 
 ``finetune``: by number of fine-tuning steps (``--steps``; 0 = plain w8a8), at the default alpha,
 with the library's training settings (``--augment``, ``--tie-prelu-grids``, ``--train-crop``,
-``--batch`` change them;
+``--batch`` change them; ``--split-prelus`` prepares the split-PReLU model of bundle's int8 ONNX;
 ``--weight-lr 0``: only the activation ranges are learned): held-out mean
 / worst / count under 42 dB of the w8a8 simulation with the learned ranges, and of the prepared
 float model run without quantization against the original (how far the weights moved).
@@ -151,6 +151,9 @@ def main() -> int:
                     help="finetune: the recipe's finetune.augment (default: the library's, 0; bundle's int8 uses 0.75)")
     ap.add_argument("--tie-prelu-grids", action="store_true",
                     help="finetune: the recipe's finetune.tie_prelu_grids (default: the library's, off; bundle's int8 ties)")
+    ap.add_argument("--split-prelus", action="store_true",
+                    help="every other PReLU split into a ReLU on doubled channels (recipe split_prelus; bundle's "
+                         "int8 on ONNX); the other modes too")
     ap.add_argument("--train-crop", type=int, default=None, help="finetune: training crop side (default 64)")
     ap.add_argument("--batch", type=int, default=None, help="finetune: training crops per step (default 8)")
     ap.add_argument("--target", default="onnx", choices=["onnx", "tflite", "coreml"], help="whose edge rewrites")
@@ -182,7 +185,7 @@ def main() -> int:
     except (RestorekitError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    edge, _ = edge_model(net, args.target)
+    edge, _ = edge_model(net, args.target, split_prelus=args.split_prelus)
     with torch.no_grad():
         ref = lambda x: net(torch.from_numpy(x)).clamp(0, 1).numpy()  # noqa: E731
         calib_refs, refs = [ref(t) for t in calib], [ref(c) for c in crops]

@@ -168,3 +168,17 @@ def test_split_then_max_form_on_real_esrgan_compact():
     assert max_difference(loaded.module, new, torch.rand(1, 3, 32, 32)) < 1e-4
     assert edge_model(loaded.module, "onnx")[1] == {"prelu": 17}  # only int8 asks for the split
     assert edge_model(loaded.module, "tflite", split_prelus=True)[1] == {"prelu": 17}  # not a tflite rewrite
+
+
+def test_split_prelu_leaves_a_functional_relu_net_alone():
+    class FunctionalRelu(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 3, 3, padding=1)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)))
+
+    net = FunctionalRelu()
+    new, done = prelu_to_split_relu(net)
+    assert done == [] and new.a.out_channels == 4 and max_difference(net, new, torch.randn(1, 3, 8, 8)) == 0.0

@@ -148,7 +148,7 @@ def prelu_to_split_relu(model: nn.Module) -> tuple[nn.Module, list[str]]:
     done, widened = [], set()
     for first, act, nxt in conv_act_conv_chains(out):  # in the order the forward pass runs them
         mods = dict(out.named_modules())
-        c1, prelu, c2 = mods[first], mods[act], mods[nxt]
+        c1, prelu, c2 = mods[first], mods.get(act), mods[nxt]  # a functional relu has no module
         if (first in widened or nxt in widened  # the chain right after a split one stays as it is
                 or not isinstance(prelu, nn.PReLU) or not isinstance(c1, nn.Conv2d)
                 or not isinstance(c2, nn.Conv2d) or c1.groups != 1 or c2.groups != 1

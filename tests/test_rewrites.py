@@ -111,16 +111,19 @@ def test_rewrite_on_real_esrgan_compact_and_in_the_tflite_bundle(tmp_path):
     assert "MAXIMUM" in ops and not {"PRELU", "SELECT", "SELECT_V2", "RELU", "NEG"} & ops, ops
 
 
+class _FunctionalRelu(nn.Module):
+    """conv -> torch.relu -> conv: the activation is a function, not a module."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
 def test_max_form_leaves_a_functional_relu_net_alone():
-    class FunctionalRelu(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 3, 3, padding=1)
-
-        def forward(self, x):
-            return self.b(torch.relu(self.a(x)))
-
-    net = FunctionalRelu()
+    net = _FunctionalRelu()
     new, done = prelu_to_max_form(net)
     assert done == [] and max_difference(net, new, torch.randn(1, 3, 8, 8)) == 0.0
 
@@ -171,14 +174,6 @@ def test_split_then_max_form_on_real_esrgan_compact():
 
 
 def test_split_prelu_leaves_a_functional_relu_net_alone():
-    class FunctionalRelu(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 3, 3, padding=1)
-
-        def forward(self, x):
-            return self.b(torch.relu(self.a(x)))
-
-    net = FunctionalRelu()
+    net = _FunctionalRelu()
     new, done = prelu_to_split_relu(net)
     assert done == [] and new.a.out_channels == 4 and max_difference(net, new, torch.randn(1, 3, 8, 8)) == 0.0

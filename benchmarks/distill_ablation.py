@@ -31,9 +31,9 @@ TEACHER = SHARED / "weights" / "realesr-animevideov3.pth"
 
 
 def build(out: str, samples: int) -> None:
-    from restorekit.distill.distill import (_holdout_count, _load_teacher, _nchw, distill_batch, image_folders,
+    from restorekit.training.distill import (_holdout_count, _load_teacher, _nchw, distill_batch, image_folders,
                                             validation_set)
-    from restorekit.distill.train import load_training_images
+    from restorekit.training.train import load_training_images
 
     data = load_training_images(image_folders([SHARED / "photos"]), min_size=256)
     n_val = _holdout_count(len(data.images), None)
@@ -57,8 +57,9 @@ def build(out: str, samples: int) -> None:
 
 def train(pool: str, channels: int, convs: int, tail: int, loss_name: str, batch: int, lr: float, steps: int,
           threads: int, dilation: int = 1) -> None:
-    from restorekit.distill.distill import psnr
-    from restorekit.distill.train import init_weights, learning_rate
+    from restorekit.training.distill import psnr
+    from restorekit.models.students import init_weights
+    from restorekit.training.train import learning_rate
     from restorekit.models.edgenet import EdgeRestoreNet
     from restorekit.models.loader import count_macs
     from restorekit.models.students import COMPACT_MACS_PER_MEGAPIXEL

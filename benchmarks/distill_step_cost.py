@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from restorekit.distill.distill import _nchw, distill_batch, image_folders, sample_pair
-from restorekit.distill.pool import PairPool
-from restorekit.distill.train import load_training_images
+from restorekit.training.distill import _nchw, distill_batch, image_folders, sample_pair
+from restorekit.training.pool import PairPool
+from restorekit.training.train import load_training_images
 from restorekit.models.loader import load_model
 from restorekit.models.students import build_student
 

@@ -45,7 +45,7 @@ def _fidelity(prepared, calib, crops, refs, **simulation) -> list[float]:
     """PSNR per crop of ``prepared`` run w8a8-simulated with the ranges of ``calib``."""
     import torch
 
-    from restorekit.eval.metrics import psnr
+    from restorekit.core.metrics import psnr
     from restorekit.quantize.finetune import w8a8_simulation
 
     with torch.no_grad(), w8a8_simulation(prepared, calib, **simulation) as fq:
@@ -84,7 +84,7 @@ def finetune_steps(edge, calib, crops, refs, photos, steps: list[int], weight_lr
 
     import torch
 
-    from restorekit.eval.metrics import psnr
+    from restorekit.core.metrics import psnr
     from restorekit.quantize.prepare import prepare_for_int8
 
     print(f"{len(calib)} calibration tiles, {len(crops)} held-out crops; PSNR vs the fp32 model (dB)")
@@ -168,11 +168,11 @@ def main() -> int:
 
     from onnx_int8_check import centre_crop
     from restorekit.convert import edge_model
-    from restorekit.errors import RestorekitError
+    from restorekit.core.errors import RestorekitError
     from restorekit.models.loader import load_model
     from restorekit.quantize.calibration import calibration_tiles
     from restorekit.quantize.prepare import prepare_for_int8
-    from restorekit.runtime.image import list_images
+    from restorekit.core.image import list_images
 
     torch.set_num_threads(2)
     try:

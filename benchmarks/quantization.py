@@ -52,7 +52,7 @@ def calibration(count: int) -> list[np.ndarray]:
 
 def eval_crops(count: int) -> list[np.ndarray]:
     """Centre crops (NCHW, padded if small) of held-out photos, taken in turn from each folder."""
-    from restorekit.runtime.image import list_images, read_image
+    from restorekit.core.image import list_images, read_image
     from restorekit.runtime.tiling import pad_to
 
     paths = [p for row in zip_longest(*[list_images(d) for d in EVAL_DIRS]) for p in row if p is not None]
@@ -69,9 +69,9 @@ GT_HR = 512  # ground-truth crops: HR side; the degraded LR input is GT_HR / sca
 
 def gt_pairs(count: int, scale: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """(LR input NCHW padded to TILE, clean HR HxWx3) pairs: held-out photo centre crops degraded by
-    the Real-ESRGAN-style second-order pipeline (``restorekit.distill.degrade``) at ``scale``."""
-    from restorekit.distill.degrade import degrade_pair
-    from restorekit.runtime.image import list_images, read_image
+    the Real-ESRGAN-style second-order pipeline (``restorekit.degrade.synthetic``) at ``scale``."""
+    from restorekit.degrade.synthetic import degrade_pair
+    from restorekit.core.image import list_images, read_image
     from restorekit.runtime.tiling import pad_to
 
     rng = np.random.default_rng(seed)
@@ -95,7 +95,7 @@ def gt_psnr(run, pairs) -> float:
     off), as the 8-bit image a user gets: an int8 model's [0, 1] output already lies on the 1/255
     grid, so comparing it in float with an unrounded fp32 output would charge int8 alone for the
     rounding that writing the fp32 result also does."""
-    from restorekit.eval.metrics import psnr
+    from restorekit.core.metrics import psnr
 
     return float(np.mean([psnr(np.round(np.clip(run(lr)[0].transpose(1, 2, 0), 0, 1)[:GT_HR, :GT_HR] * 255) / 255, hr)
                           for lr, hr in pairs]))
@@ -103,7 +103,7 @@ def gt_psnr(run, pairs) -> float:
 
 def open_session(target: str, conv):
     """A 2-thread runtime session on a converted file."""
-    from restorekit.convert import open_converted
+    from restorekit.build.convert import open_converted
 
     return open_converted(target, conv, threads=THREADS)
 
@@ -115,7 +115,7 @@ def outputs(run, crops) -> list[np.ndarray]:
 
 def fidelity(outs, refs) -> dict:
     """PSNR mean / worst and SSIM mean of ``outs`` against ``refs``."""
-    from restorekit.eval.metrics import psnr, ssim
+    from restorekit.core.metrics import psnr, ssim
 
     ps = [psnr(o, r) for o, r in zip(outs, refs)]
     return {"psnr_mean": float(np.mean(ps)), "psnr_worst": float(np.min(ps)),
@@ -147,7 +147,7 @@ def naive_qdq(fp32_path: Path, out: Path, calib: list[np.ndarray]) -> Path:
     import onnx
     from onnxruntime import quantization as q
 
-    from restorekit.quiet import captured_native_output
+    from restorekit.core.quiet import captured_native_output
 
     from restorekit.quantize.onnx import TileReader
 
@@ -223,7 +223,9 @@ def bench_target(loaded, target: str, schemes: list[str], calib, crops, runs: in
     """All rows of one model on one target (a failed row keeps its error message)."""
     import torch
 
-    from restorekit.convert import TARGETS, convert_model
+    from restorekit.build.convert import convert_model
+
+    from restorekit.core.targets import TARGETS
 
     model, spec = loaded.module, loaded.spec
     todo = ([s for s in schemes if s in TARGETS[target].precisions or s == FINETUNED]
@@ -289,7 +291,7 @@ def progress(r: dict) -> str:
 
 def calibration_sweep(loaded, target: str, counts: list[int], crops, work: Path) -> list[dict]:
     """w8a8 fidelity vs the same backend's fp32 for each calibration-set size (one model, one target)."""
-    from restorekit.convert import convert_model
+    from restorekit.build.convert import convert_model
 
     model, spec = loaded.module, loaded.spec
     (work / "fp32").mkdir(parents=True, exist_ok=True)
@@ -339,7 +341,7 @@ def markdown(rows: list[dict], args, n_calib: int, n_eval: int, sweeps: list[dic
              f"PyTorch with decompressed weights vs PyTorch fp32); speed-up = fp32 ms / scheme ms at "
              f"{TILE}x{TILE}, median of {args.runs} interleaved runs (3 for a scheme over {SLOW}x slower than fp32)",
              f"- quality vs ground truth: {n_gt} held-out {GT_HR}x{GT_HR} photo crops degraded by the second-order "
-             f"pipeline (`restorekit.distill.degrade.degrade_pair`, seed 0) to {GT_HR}/scale, the input padded to "
+             f"pipeline (`restorekit.degrade.synthetic.degrade_pair`, seed 0) to {GT_HR}/scale, the input padded to "
              f"{TILE}x{TILE}; outputs rounded to 8 bits as written; Δ = PSNR vs GT of the scheme minus that of the fp32 "
              "model of the same backend", ""]
     for model in dict.fromkeys(r["model"] for r in rows):

@@ -18,9 +18,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from restorekit.eval.metrics import psnr  # noqa: E402
+from restorekit.core.metrics import psnr  # noqa: E402
 from restorekit.runtime import load_bundle  # noqa: E402
-from restorekit.runtime.image import read_image  # noqa: E402
+from restorekit.core.image import read_image  # noqa: E402
 from restorekit.runtime.tiling import run_tiled  # noqa: E402
 
 

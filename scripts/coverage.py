@@ -59,8 +59,8 @@ def check(name: str, target: str, small: bool, workdir: Path) -> dict:
     import numpy as np
     import torch
 
-    from restorekit.convert import convert_model
-    from restorekit.eval.metrics import psnr
+    from restorekit.build.convert import convert_model
+    from restorekit.core.metrics import psnr
     from restorekit.models.arches import ARCHES
 
     torch.manual_seed(0)

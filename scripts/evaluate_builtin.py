@@ -31,10 +31,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from restorekit.distill.degrade import degrade_pair  # noqa: E402
-from restorekit.eval.metrics import psnr, ssim  # noqa: E402
+from restorekit.degrade.synthetic import degrade_pair  # noqa: E402
+from restorekit.core.metrics import psnr, ssim  # noqa: E402
 from restorekit.models.builtin import BUILTIN_WEIGHTS, load_edgenet_safetensors  # noqa: E402
-from restorekit.runtime.image import read_image  # noqa: E402
+from restorekit.core.image import read_image  # noqa: E402
 from train_builtin import HELD_OUT  # noqa: E402
 
 OLD_PHOTOS = ROOT.parent / "shared" / "photos" / "old"

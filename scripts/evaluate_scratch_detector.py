@@ -26,13 +26,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from restorekit.distill.damage import damage_photo  # noqa: E402
-from restorekit.distill.degrade import age_photo, degrade_pair  # noqa: E402
-from restorekit.distill.train import SCAN_AFTER_DAMAGE  # noqa: E402
+from restorekit.degrade.damage import damage_photo  # noqa: E402
+from restorekit.degrade.synthetic import age_photo, degrade_pair  # noqa: E402
+from restorekit.training.train import SCAN_AFTER_DAMAGE  # noqa: E402
 from restorekit.models.builtin import load_student_safetensors  # noqa: E402
 from restorekit.models.reference import TorchSession  # noqa: E402
-from restorekit.runtime.defects import detect_defects, inpaint  # noqa: E402
-from restorekit.runtime.image import list_images, read_image  # noqa: E402
+from restorekit.restore.defects import detect_defects, inpaint  # noqa: E402
+from restorekit.core.image import list_images, read_image  # noqa: E402
 
 HELD_OUT = ("rocket.jpg", "chelsea.png")
 WEIGHTS = ROOT / "restorekit" / "models" / "weights" / "scratch_unet.safetensors"

@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/make_aged_samples.py [--seed 0]
 
-Each image goes through ``restorekit.distill.degrade.age_photo`` (default AgeConfig: slight
+Each image goes through ``restorekit.degrade.synthetic.age_photo`` (default AgeConfig: slight
 blur, sepia/yellowing, fading, vignette, film grain, JPEG) with the generator
 ``np.random.default_rng([seed, i])``, i being the image's index in sorted order, and is written
 as ``aged/<stem>.jpg`` (JPEG quality 90, to keep the folder small). Same seed, same files.
@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from restorekit.distill.degrade import age_photo  # noqa: E402
-from restorekit.runtime.image import list_images, read_image, write_image  # noqa: E402
+from restorekit.degrade.synthetic import age_photo  # noqa: E402
+from restorekit.core.image import list_images, read_image, write_image  # noqa: E402
 
 SAMPLES = ROOT / "sample_images"
 JPEG_QUALITY = 90

@@ -22,9 +22,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from restorekit.distill.distill import _holdout_count, image_folders, psnr, sample_pair  # noqa: E402
-from restorekit.distill.train import load_training_images  # noqa: E402
-from restorekit.errors import RestorekitError  # noqa: E402
+from restorekit.training.distill import _holdout_count, image_folders, psnr, sample_pair  # noqa: E402
+from restorekit.training.train import load_training_images  # noqa: E402
+from restorekit.core.errors import RestorekitError  # noqa: E402
 from restorekit.models.builtin import read_safetensors_metadata  # noqa: E402
 from restorekit.models.loader import load_model  # noqa: E402
 

@@ -20,9 +20,9 @@ sys.path.insert(0, str(ROOT))
 from restorekit.models.builtin import SCRATCH_WEIGHTS, load_builtin, load_student_safetensors  # noqa: E402
 from restorekit.models.reference import TorchSession  # noqa: E402
 from restorekit.models.retinaface import load_retinaface  # noqa: E402
-from restorekit.runtime.faces import detect_faces  # noqa: E402
-from restorekit.runtime.image import read_image  # noqa: E402
-from restorekit.runtime.restore import Model, restore_photo  # noqa: E402
+from restorekit.runtime.detect import detect_faces  # noqa: E402
+from restorekit.core.image import read_image  # noqa: E402
+from restorekit.restore.pipeline import Model, restore_photo  # noqa: E402
 
 PHOTOS = ("cf_00.jpg", "cf_02.png", "cf_03.jpg")
 

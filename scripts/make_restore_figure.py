@@ -18,8 +18,8 @@ sys.path.insert(0, str(ROOT))
 
 from restorekit.models.builtin import SCRATCH_WEIGHTS, load_builtin, load_student_safetensors  # noqa: E402
 from restorekit.models.reference import TorchSession  # noqa: E402
-from restorekit.runtime.image import read_image  # noqa: E402
-from restorekit.runtime.restore import Model, restore_photo, side_by_side  # noqa: E402
+from restorekit.core.image import read_image  # noqa: E402
+from restorekit.restore.pipeline import Model, restore_photo, side_by_side  # noqa: E402
 
 PHOTOS = ("old_scratched/bopb_scratch_b.png", "old/bopb_old_c.png", "bw/ddcolor_February_1936.jpg")
 

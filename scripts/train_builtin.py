@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 import skimage  # noqa: E402
 
-from restorekit.distill.train import checkpoint_path, train_supervised  # noqa: E402
+from restorekit.training.train import checkpoint_path, train_supervised  # noqa: E402
 from restorekit.models.builtin import BUILTIN_WEIGHTS  # noqa: E402
-from restorekit.runtime.image import list_images  # noqa: E402
+from restorekit.core.image import list_images  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"

@@ -5,7 +5,7 @@
 
 Same clean photos as the built-in model (scripts/train_builtin.py: sample_images/ minus the
 held-out rocket.jpg and chelsea.png, scikit-image's photos, ../shared/photos/bw for training
-only); each 128x128 patch is aged (70 %), damaged with restorekit.distill.damage (scratches,
+only); each 128x128 patch is aged (70 %), damaged with restorekit.degrade.damage (scratches,
 hairs, dust, stains, torn corners) and scanned (blur, noise, grain, JPEG); the target is the
 defect mask. ScratchUNet width 16, batch 8, seed 0, 2 torch threads.
 """
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from restorekit.distill.train import train_scratch_detector
+    from restorekit.training.train import train_scratch_detector
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()

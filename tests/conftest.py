@@ -37,6 +37,6 @@ def builtin_bundles(tmp_path_factory) -> Path:
 @pytest.fixture
 def rgb_photo() -> np.ndarray:
     """A real photo (astronaut, public domain) as HxWx3 float32."""
-    from restorekit.runtime.image import read_image
+    from restorekit.core.image import read_image
 
     return read_image(SAMPLES / "astronaut.png").rgb

@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from restorekit.cli.main import app
-from restorekit.distill import degrade
-from restorekit.runtime.assess import assess
-from restorekit.runtime.image import list_images, read_image
+from restorekit.degrade import synthetic as degrade
+from restorekit.restore.assess import assess
+from restorekit.core.image import list_images, read_image
 from tests.conftest import SAMPLES, SHARED, need_shared
 
 

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from restorekit.cli.main import app
-from restorekit.errors import BadInputError
+from restorekit.core.errors import BadInputError
 from restorekit.eval import bench as bench_mod
 from restorekit.eval.bench import cpu_peak, expand_bundles
 from restorekit.eval.bench_worker import MATMUL_ONNX_B64

@@ -11,14 +11,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-from restorekit.distill.degrade import degrade_pair  # noqa: E402
+from restorekit.degrade.synthetic import degrade_pair  # noqa: E402
 from restorekit.models.builtin import (  # noqa: E402
     BUILTIN_WEIGHTS,
     load_builtin,
     read_safetensors_metadata,
 )
-from restorekit.eval.metrics import psnr  # noqa: E402
-from restorekit.runtime.image import read_image  # noqa: E402
+from restorekit.core.metrics import psnr  # noqa: E402
+from restorekit.core.image import read_image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT_SAMPLE = ROOT / "sample_images" / "chelsea.png"  # never trained on (scripts/train_builtin.py)

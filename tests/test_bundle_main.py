@@ -8,10 +8,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from restorekit.bundle.manifest import MODEL_FILES, read_manifest, sha256_file
+from restorekit.bundle.manifest import read_manifest
+
+from restorekit.core.files import sha256_file
+
+from restorekit.core.targets import MODEL_FILES
 from restorekit.cli.main import app
-from restorekit.eval.metrics import psnr
-from restorekit.runtime.image import read_image, write_image
+from restorekit.core.metrics import psnr
+from restorekit.core.image import read_image, write_image
 
 EXPECTED = {"onnx-fp32", "onnx-fp16", "onnx-int8", "tflite-fp32", "tflite-fp16", "tflite-int8",
             "coreml-fp32", "coreml-fp16"}
@@ -136,7 +140,7 @@ def test_bundles_are_readable_by_others(builtin_bundles):
     directory and files they are built in are 0700/0600)."""
     import stat
 
-    from restorekit.fileio import current_umask
+    from restorekit.core.files import current_umask
 
     want_dir, want_file = 0o777 & ~current_umask(), 0o666 & ~current_umask()
     for name in EXPECTED:

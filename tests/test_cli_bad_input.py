@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from restorekit.cli.main import app
-from restorekit.runtime.image import write_image
+from restorekit.core.image import write_image
 
 runner = CliRunner()
 

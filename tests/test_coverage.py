@@ -14,8 +14,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from restorekit.convert import ConversionError, convert_model  # noqa: E402
-from restorekit.eval.metrics import psnr  # noqa: E402
+from restorekit.build.convert import convert_model
+
+from restorekit.convert import ConversionError  # noqa: E402
+from restorekit.core.metrics import psnr  # noqa: E402
 from restorekit.models.arches import ARCHES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from restorekit.cli.main import app
-from restorekit.distill.damage import DamageConfig, damage_photo
-from restorekit.runtime.image import read_image
+from restorekit.degrade.damage import DamageConfig, damage_photo
+from restorekit.core.image import read_image
 
 
 def _always(**off) -> DamageConfig:
@@ -61,7 +61,7 @@ def test_gray_input_stays_gray(photo):
 
 
 def test_degrade_cli_writes_image_and_mask(tmp_path, rgb_photo):
-    from restorekit.runtime.image import write_image
+    from restorekit.core.image import write_image
 
     src = tmp_path / "in.png"
     write_image(src, rgb_photo[:200, :240])
@@ -95,7 +95,7 @@ def test_degrade_cli_writes_image_and_mask(tmp_path, rgb_photo):
     (["-o", "{tmp}/missing/dir/out.png"], "output directory does not exist"),
 ])
 def test_degrade_bad_usage(tmp_path, rgb_photo, args, message):
-    from restorekit.runtime.image import write_image
+    from restorekit.core.image import write_image
 
     src = tmp_path / "in.png"
     write_image(src, rgb_photo[:64, :64])

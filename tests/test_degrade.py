@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from restorekit.distill.degrade import (
+from restorekit.degrade.synthetic import (
     AgeConfig,
     DegradationConfig,
     age_photo,

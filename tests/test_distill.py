@@ -14,10 +14,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 pytest.importorskip("spandrel")
 
-from restorekit.distill import distill as distill_mod  # noqa: E402
-from restorekit.distill.distill import distill  # noqa: E402
-from restorekit.distill.train import checkpoint_path  # noqa: E402
-from restorekit.errors import BadInputError, RestorekitError  # noqa: E402
+from restorekit.training import distill as distill_mod  # noqa: E402
+from restorekit.training.distill import distill  # noqa: E402
+from restorekit.training.train import checkpoint_path  # noqa: E402
+from restorekit.core.errors import BadInputError, RestorekitError  # noqa: E402
 from restorekit.models.builtin import read_safetensors_metadata  # noqa: E402
 from restorekit.models.students import STUDENTS, build_student, student_names  # noqa: E402
 from tests.conftest import REALESR, ROOT, SAMPLES, need_shared  # noqa: E402
@@ -105,7 +105,7 @@ def test_ddp_two_processes_match_one_process_on_the_same_global_batch(teacher, t
     script = tmp_path / "ddp.py"
     script.write_text(textwrap.dedent(f"""
         import sys
-        from restorekit.distill.distill import distill
+        from restorekit.training.distill import distill
         r = distill(sys.argv[1], "edge-s-x4", [sys.argv[2]], sys.argv[3], **{kw!r})
         assert r.world_size == 2, r.world_size
     """))
@@ -172,8 +172,8 @@ def test_pair_pool_is_a_pure_function_of_seed_and_step():
     slot contents follow the documented write order and targets are the label of the stored LR."""
     import numpy as np
 
-    from restorekit.distill.degrade import to_uint8
-    from restorekit.distill.pool import POOL_TAG, PairPool, source_of_slot
+    from restorekit.degrade.synthetic import to_uint8
+    from restorekit.training.pool import POOL_TAG, PairPool, source_of_slot
 
     def draw(words):
         rng = np.random.default_rng(words)
@@ -211,7 +211,7 @@ def test_pair_pool_is_a_pure_function_of_seed_and_step():
 def test_pooled_distillation_resumes_bit_exactly(teacher, tmp_path, monkeypatch):
     """With a pool of cached teacher outputs, an interrupted run rebuilds the pool and ends on the
     same bytes as an uninterrupted one; the card and metadata say a pool was used."""
-    from restorekit.distill.pool import PairPool
+    from restorekit.training.pool import PairPool
 
     kw = dict(steps=5, pool_size=6, pool_refresh=1, **TINY)
     ref = distill(teacher, "edge-s-x4", [SAMPLES], tmp_path / "ref.safetensors", resume=False, **kw)

@@ -24,7 +24,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def detect_bundles(tmp_path_factory):
     """fp32 ONNX and TFLite bundles of the real RetinaFace weights, validated on real group photos."""
-    from restorekit.bundle.build import build_bundles
+    from restorekit.build.bundles import build_bundles
 
     need_shared(WEIGHTS)
     out = tmp_path_factory.mktemp("detect")
@@ -59,8 +59,8 @@ def test_bundle_finds_the_same_four_faces(detect_bundles):
     from restorekit.models.reference import TorchSession
     from restorekit.models.retinaface import load_retinaface
     from restorekit.runtime import load_bundle
-    from restorekit.runtime.faces import detect_faces
-    from restorekit.runtime.image import read_image
+    from restorekit.runtime.detect import detect_faces
+    from restorekit.core.image import read_image
 
     rgb = read_image(WHOLE / "cf_00.jpg").rgb
     ref = detect_faces(TorchSession(load_retinaface(WEIGHTS)), rgb)

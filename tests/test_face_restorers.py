@@ -93,7 +93,7 @@ def _bundle_and_run(checkpoint: Path, tmp_path: Path):
     from typer.testing import CliRunner
 
     from restorekit.cli.main import app
-    from restorekit.runtime.image import read_image
+    from restorekit.core.image import read_image
 
     runner = CliRunner()
     out = tmp_path / "b"

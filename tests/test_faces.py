@@ -9,9 +9,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from restorekit.models.reference import TorchSession  # noqa: E402
-from restorekit.runtime.faces import (FFHQ_512, FaceOptions, alignment, detect_faces, enhance_faces,  # noqa: E402
+from restorekit.restore.faces import (FFHQ_512, FaceOptions, alignment, enhance_faces,  # noqa: E402
                                       feature_guard, warp_points)
-from restorekit.runtime.image import list_images, read_image  # noqa: E402
+from restorekit.runtime.detect import detect_faces  # noqa: E402
+from restorekit.core.image import list_images, read_image  # noqa: E402
 from tests.conftest import SHARED, need_shared  # noqa: E402
 
 WEIGHTS = SHARED / "weights" / "retinaface_mobilenet0.25.pth"
@@ -67,7 +68,7 @@ def test_paste_back_is_seamless(detector):
     rgb = read_image(SHARED / "photos" / "whole" / "cf_03.jpg").rgb
     out, log = enhance_faces(rgb, detector, Identity(), FaceOptions(strength=1.0, min_eye_distance=10))
     assert any(f["enhanced"] for f in log)
-    from restorekit.eval.metrics import psnr
+    from restorekit.core.metrics import psnr
 
     assert psnr(out, rgb) > 35  # a hard or misplaced paste would show as a large error along the seam
     assert all(f["round_trip_error_px"] < 1.0 for f in log if f["enhanced"])

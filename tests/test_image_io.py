@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from restorekit.errors import BadInputError
-from restorekit.runtime.image import read_image, write_image
+from restorekit.core.errors import BadInputError
+from restorekit.core.image import read_image, write_image
 
 
 def _write(path, arr, params=()):
@@ -35,7 +35,7 @@ def test_gray_and_gray_alpha(tmp_path):
     assert g.was_gray and g.rgb.shape == (6, 7, 3) and np.allclose(g.rgb, 128 / 255)
     ga = np.dstack([np.full((6, 7), 10, np.uint8), np.full((6, 7), 200, np.uint8)])
     # OpenCV cannot write 2-channel PNGs: decode path is exercised through photo_from_array
-    from restorekit.runtime.image import photo_from_array
+    from restorekit.core.image import photo_from_array
 
     p = photo_from_array(ga)
     assert p.was_gray and np.allclose(p.alpha, 200 / 255)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from restorekit.eval.metrics import PSNR_CAP_DB, ciede2000, delta_e00, new_clipped, psnr
+from restorekit.core.metrics import PSNR_CAP_DB, ciede2000, delta_e00, new_clipped, psnr
 
 
 @pytest.mark.parametrize("lab1, lab2, expected", [

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from restorekit.convert import convert_model, prepare_for_targets
-from restorekit.errors import BadInputError
-from restorekit.eval.metrics import psnr
+from restorekit.build.convert import convert_model, prepare_for_targets
+from restorekit.core.errors import BadInputError
+from restorekit.core.metrics import psnr
 from restorekit.models.spec import ModelSpec
 from restorekit.quantize.calibration import calibration_tiles
 from restorekit.quantize.finetune import fake_quant_uint8, quantization_finetune
@@ -172,7 +172,7 @@ def test_learned_ranges_reach_the_quantized_model(target, tiles, tmp_path):
     net = _net()
     plain = recipe_from_dict({"scheme": "w8a8"})
     tuned = recipe_from_dict({"scheme": "w8a8", "finetune": FT})
-    from restorekit.convert import open_converted
+    from restorekit.build.convert import open_converted
 
     scores = {}
     for name, recipe in (("plain", plain), ("tuned", tuned)):
@@ -199,7 +199,7 @@ def test_onnx_qdq_scales_are_the_learned_ranges(tiles, tmp_path):
     import onnx
     from onnx import numpy_helper
 
-    from restorekit.convert import TARGETS
+    from restorekit.core.targets import TARGETS
 
     net = _net()
     recipe = recipe_from_dict({"scheme": "w8a8", "finetune": {"steps": 5, "batch": 2, "crop": 16}})
@@ -218,7 +218,7 @@ def test_coreml_w8a8_carries_the_learned_input_ranges(tiles, tmp_path):
     """Core ML w8a8 of a fine-tuned model: the quantizer in front of each conv (but the first, which
     reads the image: its grid is 1/255) is the learned range, and the simulation beats plain w8a8."""
     pytest.importorskip("coremltools")
-    from restorekit.convert import TARGETS
+    from restorekit.core.targets import TARGETS
 
     net = _net()
     tuned = recipe_from_dict({"scheme": "w8a8", "finetune": FT})
@@ -294,7 +294,9 @@ def test_cli_finetune_steps_builds_a_fine_tuned_bundle_or_refuses_a_float_scheme
 def test_simulated_psnr_predicts_plain_int8(target, tiles, tmp_path):
     """The PyTorch w8a8 simulation that decides whether to fine-tune agrees with the converted
     model run by its runtime (plain post-training quantization of the same prepared model)."""
-    from restorekit.convert import TARGETS, edge_model, open_converted
+    from restorekit.build.convert import open_converted
+    from restorekit.convert import edge_model
+    from restorekit.core.targets import TARGETS
     from restorekit.quantize.finetune import simulated_psnr
 
     net = _net()
@@ -363,7 +365,7 @@ def test_cli_int8_finetune_option_is_checked_before_any_work(tmp_path):
 def test_cli_int8_range_margin_and_augment_join_the_finetune_settings_or_are_refused(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    import restorekit.bundle.build as build
+    import restorekit.build.bundles as build
     from restorekit.cli.main import app
 
     runner = CliRunner()
@@ -484,7 +486,7 @@ def test_onnx_int8_moves_learned_ranges_through_pixel_shuffle_and_quantizes_the_
     import onnx
     from onnx import numpy_helper
 
-    from restorekit.convert import open_converted
+    from restorekit.build.convert import open_converted
     from restorekit.quantize import onnx as onnx_quant
 
     torch.manual_seed(0)
@@ -557,7 +559,7 @@ def test_onnx_fine_tuning_quantizes_each_prelu_output_on_its_conv_output_grid(ti
     range for the conv output and the PReLU output, and the QDQ model rounds both on that one grid
     (positive values pass the PReLU's quantizer unchanged). TFLite, where the PReLU runs in int8,
     and plain w8a8 (calibrated, not learned) keep two ranges."""
-    from restorekit.convert import TARGETS
+    from restorekit.core.targets import TARGETS
 
     net = _net()
     settings = {"steps": 6, "batch": 2, "crop": 16, "tie_prelu_grids": True}
@@ -613,7 +615,7 @@ def test_split_prelus_make_int8_onnx_closer_to_fp32(tiles, tmp_path):
     net then gets closer to fp32 than with every PReLU between Q/DQ pairs. fp32 never splits."""
     import onnx
 
-    from restorekit.convert import open_converted
+    from restorekit.build.convert import open_converted
 
     net = _net()
     scores, rewrites, graphs, recipes = {}, {}, {}, {}
@@ -650,7 +652,9 @@ def test_split_prelus_fine_tuned_carry_their_learned_ranges_into_onnx(tiles, tmp
     import onnx
     from onnx import numpy_helper
 
-    from restorekit.convert import TARGETS, open_converted
+    from restorekit.build.convert import open_converted
+
+    from restorekit.core.targets import TARGETS
 
     net = _net()
     settings = {"steps": 40, "batch": 4, "crop": 24, "lr": 1e-4, "range_lr": 1e-2, "tie_prelu_grids": True}

@@ -68,7 +68,7 @@ def test_recipe_equalization_alpha_reaches_the_preparation(tmp_path):
     import onnx
     from onnx import numpy_helper
 
-    from restorekit.convert import convert_model
+    from restorekit.build.convert import convert_model
     from restorekit.models.spec import ModelSpec
     from restorekit.quantize.recipe import recipe_from_dict
 
@@ -154,7 +154,7 @@ def test_gptq_rows_keep_their_max_at_127_steps(net_cls):
 
 
 def test_int8_bundles_record_the_preparation(tmp_path):
-    from restorekit.convert import convert_model
+    from restorekit.build.convert import convert_model
     from restorekit.models.spec import ModelSpec
 
     torch.manual_seed(0)
@@ -167,7 +167,7 @@ def test_int8_bundles_record_the_preparation(tmp_path):
 def test_w8a16_keeps_the_milder_equalization_by_default(tmp_path):
     """16-bit activations leave the weights' rounding dominant: w8a16 prepares with alpha 0.5 unless
     the recipe says otherwise; int8-activation schemes take the stronger default."""
-    from restorekit.convert import convert_model
+    from restorekit.build.convert import convert_model
     from restorekit.models.spec import ModelSpec
     from restorekit.quantize.recipe import (A16_EQUALIZATION_ALPHA, DEFAULT_EQUALIZATION_ALPHA, builtin_recipe,
                                             recipe_from_dict)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from restorekit.convert import convert_model
+from restorekit.build.convert import convert_model
 from restorekit.models.spec import ModelSpec
 
 SPEC_X2 = ModelSpec(name="clamped", architecture="ClampedX2", task="restore", scale=2)
@@ -96,8 +96,8 @@ def test_onnx_w8a8_quantizes_the_output_clamp_input_on_the_8bit_grid(tmp_path):
 def test_tflite_calibration_is_true_min_max_not_a_moving_average(tmp_path):
     """Five dark tiles then one bright one: a moving average (ai-edge-quantizer's default) ends near
     the dark tiles' range and clips the bright tile; min-max keeps it."""
-    from restorekit.convert import open_converted
-    from restorekit.eval.metrics import psnr
+    from restorekit.build.convert import open_converted
+    from restorekit.core.metrics import psnr
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1)).eval()

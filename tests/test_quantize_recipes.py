@@ -12,9 +12,9 @@ from torch import nn
 from typer.testing import CliRunner
 
 from restorekit.cli.main import app
-from restorekit.convert import convert_model
-from restorekit.errors import BadInputError
-from restorekit.eval.metrics import psnr
+from restorekit.build.convert import convert_model
+from restorekit.core.errors import BadInputError
+from restorekit.core.metrics import psnr
 from restorekit.models.spec import ModelSpec
 from restorekit.quantize.calibration import calibration_tiles
 from restorekit.quantize.recipe import (builtin_recipe, load_recipe, quantizable_layers, recipe_from_dict)
@@ -68,7 +68,7 @@ def calib():
 
 def _fidelity(target: str, conv, model, tiles) -> float:
     """PSNR of the converted model against ``model``, outputs clamped to [0, 1] (what the user sees)."""
-    from restorekit.convert import open_converted
+    from restorekit.build.convert import open_converted
 
     sess = open_converted(target, conv)
     with torch.inference_mode():
@@ -179,7 +179,7 @@ def test_onnx_int8_pads_narrow_convs_to_16_channels_without_changing_the_output(
     import onnx
     from onnx import numpy_helper
 
-    from restorekit.convert import open_converted
+    from restorekit.build.convert import open_converted
     from restorekit.quantize import onnx as onnx_quant
 
     net = _tiny()

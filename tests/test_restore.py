@@ -9,8 +9,8 @@ import numpy as np
 from typer.testing import CliRunner
 
 from restorekit.cli.main import app
-from restorekit.runtime.image import read_image, write_image
-from restorekit.runtime.restore import remove_cast, stretch_tone
+from restorekit.core.image import read_image, write_image
+from restorekit.restore.pipeline import remove_cast, stretch_tone
 from tests.conftest import SAMPLES, SHARED, need_shared
 
 runner = CliRunner()
@@ -89,7 +89,7 @@ def test_bad_usage(tmp_path):
 
 
 def test_tone_stretch_and_cast_removal(rgb_photo):
-    from restorekit.runtime.assess import assess
+    from restorekit.restore.assess import assess
 
     faded = 0.25 + 0.5 * rgb_photo
     stretched, info = stretch_tone(faded)

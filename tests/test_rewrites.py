@@ -74,7 +74,7 @@ def test_int8_tflite_of_the_max_form_is_integer_end_to_end(tmp_path):
     PReLU is MUL + MAXIMUM in int8, not a float island (what made int8 slower than fp32)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from restorekit.convert import convert_model
+    from restorekit.build.convert import convert_model
     from restorekit.models.spec import ModelSpec
 
     net = _chain(torch.tensor([1.7, 0.2, 2.5, -0.3, 1.01, 0.0, 0.8, 3.0]))
@@ -95,7 +95,7 @@ def test_int8_tflite_of_the_max_form_is_integer_end_to_end(tmp_path):
 
 
 def test_rewrite_on_real_esrgan_compact_and_in_the_tflite_bundle(tmp_path):
-    from restorekit.convert import convert_model
+    from restorekit.build.convert import convert_model
     from restorekit.models.loader import load_model
 
     loaded = load_model(need_shared(REALESR))

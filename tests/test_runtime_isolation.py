@@ -9,7 +9,7 @@ import textwrap
 
 import numpy as np
 
-from restorekit.runtime.image import read_image, write_image
+from restorekit.core.image import read_image, write_image
 
 BLOCKED = ["torch", "torchvision", "spandrel", "spandrel_extra_arches", "coremltools", "litert_torch",
            "ai_edge_quantizer", "onnx", "onnxscript", "nncf", "safetensors", "skimage", "matplotlib", "yaml",
@@ -37,7 +37,7 @@ def test_runtime_runs_onnx_and_tflite_without_torch(builtin_bundles, tmp_path, r
     code = f"""
         import sys
         from restorekit.runtime import load_bundle
-        from restorekit.runtime.image import read_image, write_image
+        from restorekit.core.image import read_image, write_image
         photo = read_image({str(src)!r})
         for name in ("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"):
             b = load_bundle({str(builtin_bundles)!r} + "/" + name)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from restorekit.bundle.manifest import Manifest, TensorContract, read_manifest, write_manifest
-from restorekit.errors import BadInputError, ChecksumError
+from restorekit.core.errors import BadInputError, ChecksumError
 from restorekit.runtime.onnx import select_providers
 from restorekit.runtime.session import from_model_output, to_model_input
 

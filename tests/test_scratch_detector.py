@@ -10,14 +10,14 @@ from typer.testing import CliRunner
 torch = pytest.importorskip("torch")
 
 from restorekit.cli.main import app  # noqa: E402
-from restorekit.distill.damage import damage_photo  # noqa: E402
-from restorekit.distill.degrade import age_photo, degrade_pair  # noqa: E402
-from restorekit.distill.train import SCAN_AFTER_DAMAGE, make_scratch_batch, train_scratch_detector  # noqa: E402
-from restorekit.errors import BadInputError  # noqa: E402
+from restorekit.degrade.damage import damage_photo  # noqa: E402
+from restorekit.degrade.synthetic import age_photo, degrade_pair  # noqa: E402
+from restorekit.training.train import SCAN_AFTER_DAMAGE, make_scratch_batch, train_scratch_detector  # noqa: E402
+from restorekit.core.errors import BadInputError  # noqa: E402
 from restorekit.models.builtin import load_student_safetensors, read_safetensors_metadata  # noqa: E402
 from restorekit.models.reference import TorchSession  # noqa: E402
-from restorekit.runtime.defects import detect_defects, inpaint  # noqa: E402
-from restorekit.runtime.image import read_image, write_image  # noqa: E402
+from restorekit.restore.defects import detect_defects, inpaint  # noqa: E402
+from restorekit.core.image import read_image, write_image  # noqa: E402
 from tests.conftest import ROOT, SAMPLES  # noqa: E402
 
 WEIGHTS = ROOT / "restorekit" / "models" / "weights" / "scratch_unet.safetensors"

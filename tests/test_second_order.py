@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from restorekit.distill.aging import (
+from restorekit.degrade.aging import (
     AgingConfig,
     CyanDyeLossConfig,
     HalftoneConfig,
@@ -19,8 +19,8 @@ from restorekit.distill.aging import (
     halftone,
     silver_mirroring,
 )
-from restorekit.distill.degrade import luminance
-from restorekit.distill.second_order import (
+from restorekit.degrade.synthetic import luminance
+from restorekit.degrade.second_order import (
     KERNEL_KINDS,
     KernelConfig,
     SecondOrderConfig,

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from restorekit.bundle.manifest import Manifest, TensorContract
 from restorekit.cli.main import app
-from restorekit.errors import BadInputError
+from restorekit.core.errors import BadInputError
 from restorekit.runtime.tensorrt import engine_plan, tensorrt_options, trt_cache_dir
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from restorekit.errors import BadInputError
-from restorekit.eval.metrics import psnr
+from restorekit.core.errors import BadInputError
+from restorekit.core.metrics import psnr
 from restorekit.runtime.tiling import edge_ramp, run_tiled, tile_starts
 
 

@@ -11,11 +11,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-from restorekit.distill import train as train_mod  # noqa: E402
-from restorekit.distill.train import checkpoint_path, train_supervised  # noqa: E402
-from restorekit.errors import BadInputError  # noqa: E402
+from restorekit.training import train as train_mod  # noqa: E402
+from restorekit.training.train import checkpoint_path, train_supervised  # noqa: E402
+from restorekit.core.errors import BadInputError  # noqa: E402
 from restorekit.models.builtin import load_edgenet_safetensors, read_safetensors_metadata  # noqa: E402
-from restorekit.runtime.image import write_image  # noqa: E402
+from restorekit.core.image import write_image  # noqa: E402
 
 TINY = {"channels": 4, "num_convs": 1}
 FAST = dict(batch_size=2, patch_size=16, model_kwargs=TINY, progress=False, device="cpu")

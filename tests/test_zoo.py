@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from restorekit.cli.zoo import zoo_app
-from restorekit.errors import BadInputError
+from restorekit.core.errors import BadInputError
 from restorekit.models import zoo
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

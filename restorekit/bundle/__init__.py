@@ -1,5 +1,6 @@
-"""Bundles: a model file plus ``manifest.json`` (checksums, io contract, tiling, metrics).
+"""The bundle format: a model file plus ``manifest.json`` (checksums, io contract, tiling, metrics).
 
-``restorekit.bundle.manifest`` is torch-free (the runtime reads it on edge boxes);
-``restorekit.bundle.build`` drives conversion and validation and needs the ``all`` extra.
+Torch-free: an edge box reads and verifies manifests with only the ``runtime`` extra. The
+format is described in ``docs/bundle-format.md``; the pipeline that writes bundles is
+``restorekit.build``.
 """

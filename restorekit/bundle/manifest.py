@@ -12,13 +12,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from restorekit.errors import BadInputError, ChecksumError
-from restorekit.fileio import atomic_write_text, sha256_file
+from restorekit.core.errors import BadInputError, ChecksumError
+from restorekit.core.files import atomic_write_text, sha256_file
+from restorekit.core.targets import MODEL_FILES
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-MODEL_FILES = {"onnx": "model.onnx", "tflite": "model.tflite", "coreml": "model.mlpackage"}
-TASKS = ("sr", "restore", "face", "colorize", "inpaint", "scratch", "detect")
 
 
 @dataclass

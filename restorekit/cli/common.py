@@ -8,7 +8,7 @@ import sys
 import typer
 from rich.console import Console
 
-from restorekit.errors import RestorekitError
+from restorekit.core.errors import RestorekitError
 
 # Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
 out_console = Console(width=None if sys.stdout.isatty() else 160)

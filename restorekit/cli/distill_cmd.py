@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from restorekit.errors import RestorekitError
+from restorekit.core.errors import RestorekitError
 
 DEGRADATION_HELP = ("second-order: Real-ESRGAN two-round blur/resize/noise/JPEG (+ sinc); "
                     "classic: one round (restorekit's degrade_pair).")
@@ -41,7 +41,7 @@ def distill_command(
     pool_refresh: Annotated[int, typer.Option("--pool-refresh", min=1, help="New samples replacing the oldest in the pool each step.")] = 1,
 ):
     """Distil a teacher into a small edge student on degraded photos (resumable, deterministic, torchrun-ready)."""
-    from restorekit.distill.distill import DEGRADATIONS, distill
+    from restorekit.training.distill import DEGRADATIONS, distill
     from restorekit.models.students import student_spec
 
     if out.suffix != ".safetensors":

@@ -13,7 +13,7 @@ from rich.table import Table
 from restorekit.cli.common import err_console, out_console, user_errors
 from restorekit.cli.distill_cmd import distill_command
 from restorekit.cli.zoo import zoo_app
-from restorekit.errors import RestorekitError
+from restorekit.core.errors import RestorekitError
 
 app = typer.Typer(
     name="restorekit",
@@ -97,7 +97,7 @@ def _int8_finetune(value: str, range_margin: float = 1.0, augment: float | None 
 
 def _build(model, targets, precisions, calib, eval_images, out, tile, int8_finetune: str = "auto",
            int8_range_margin: float = 1.0, int8_augment: float | None = None) -> None:
-    from restorekit.bundle.build import build_bundles
+    from restorekit.build.bundles import build_bundles
 
     finetune = _int8_finetune(int8_finetune, int8_range_margin, int8_augment)  # a bad value fails before any work
     results = build_bundles(model, out, targets=targets, precisions=precisions, calib_dir=calib,
@@ -187,12 +187,12 @@ def quantize(
         recipe.calibration["tiles"] = calib_count
     if finetune_steps is not None:
         recipe = recipe_from_dict({**recipe.to_dict(), "finetune": {**(recipe.finetune or {}), "steps": finetune_steps}})
-    from restorekit.convert import TARGETS
+    from restorekit.core.targets import TARGETS
 
     if target not in TARGETS:
         raise RestorekitError(f"unknown target {target!r}: choose from {', '.join(TARGETS)}")
     recipe.check(target)
-    from restorekit.bundle.build import build_bundles
+    from restorekit.build.bundles import build_bundles
 
     results = build_bundles(model, out, targets=[target], precisions=[recipe.scheme], calib_dir=calib,
                             eval_dir=eval_images, tile=tile, console=err_console, recipe=recipe)
@@ -214,7 +214,7 @@ def run(
     from rich.progress import Progress
 
     from restorekit.runtime import load_bundle
-    from restorekit.runtime.image import check_output_path, read_image, write_image
+    from restorekit.core.image import check_output_path, read_image, write_image
 
     check_output_path(output)
     photo = read_image(input)
@@ -245,7 +245,7 @@ def _fits_stage(task: str, scale: int, need: str) -> bool:
 
 def _pipeline_model(ref: Optional[str], task: str, provider: str, threads: Optional[int]):
     """A pipeline Model from a bundle directory, a checkpoint, or (None) restorekit's own weights."""
-    from restorekit.runtime.restore import Model
+    from restorekit.restore.pipeline import Model
 
     if ref is not None and Path(ref).is_dir():
         from restorekit.runtime import load_bundle
@@ -308,9 +308,9 @@ def restore(
 
     from rich.progress import Progress
 
-    from restorekit.fileio import atomic_write_text, check_writable_path
-    from restorekit.runtime.image import IMAGE_SUFFIXES, check_output_path, read_image, write_image
-    from restorekit.runtime.restore import RestoreOptions, check_scale, restore_photo, side_by_side
+    from restorekit.core.files import atomic_write_text, check_writable_path
+    from restorekit.core.image import IMAGE_SUFFIXES, check_output_path, read_image, write_image
+    from restorekit.restore.pipeline import RestoreOptions, check_scale, restore_photo, side_by_side
 
     opts = RestoreOptions(stages=tuple(x.strip() for x in stages.split(",") if x.strip()), scale=scale,
                           colorize=colorize, face_strength=strength)
@@ -447,7 +447,7 @@ def eval_(
     from restorekit.eval.evaluate import evaluate
     from restorekit.eval.gates import Gates, check, load_policy, load_result
     from restorekit.eval.report import eval_html
-    from restorekit.fileio import atomic_write_text, check_writable_path
+    from restorekit.core.files import atomic_write_text, check_writable_path
     from restorekit.models.loader import load_model
     from restorekit.models.reference import TorchSession
     from restorekit.runtime import load_bundle
@@ -543,7 +543,7 @@ def bench(
     from rich.progress import Progress
 
     from restorekit.eval.bench import bench as run_bench, expand_bundles
-    from restorekit.fileio import atomic_write_text, check_writable_path
+    from restorekit.core.files import atomic_write_text, check_writable_path
 
     if json_path is not None:
         check_writable_path(json_path)
@@ -608,7 +608,7 @@ def trt_build(
     import numpy as np
 
     from restorekit.bundle.manifest import read_manifest
-    from restorekit.errors import BackendUnavailableError
+    from restorekit.core.errors import BackendUnavailableError
     from restorekit.runtime.tensorrt import TENSORRT_INSTALL_HINT, build_engine, engine_plan, trt_cache_dir
 
     manifest = read_manifest(bundle_dir)
@@ -647,7 +647,7 @@ def trt_build(
 def _default_reference(manifest) -> str:
     """The checkpoint a bundle was made from: the built-in model, or the recorded path when the
     file there still has the recorded sha256."""
-    from restorekit.fileio import sha256_file
+    from restorekit.core.files import sha256_file
     from restorekit.models import builtin
 
     sha = manifest.source.get("checkpoint_sha256")
@@ -669,9 +669,9 @@ def assess(
     """Damage assessment: B&W / sepia / colour, fading, colour cast, noise, blur, JPEG blockiness."""
     import json
 
-    from restorekit.fileio import atomic_write_text, check_writable_path
-    from restorekit.runtime.assess import assess as measure
-    from restorekit.runtime.image import read_image
+    from restorekit.core.files import atomic_write_text, check_writable_path
+    from restorekit.restore.assess import assess as measure
+    from restorekit.core.image import read_image
 
     if json_path is not None:
         check_writable_path(json_path)
@@ -711,9 +711,9 @@ def degrade(
     """Preview what training sees: synthetic degradation of a photo, deterministic with --seed."""
     import numpy as np
 
-    from restorekit.distill.damage import damage_photo
-    from restorekit.distill.degrade import age_photo, degrade_pair
-    from restorekit.runtime.image import check_output_path, read_image, write_image
+    from restorekit.degrade.damage import damage_photo
+    from restorekit.degrade.synthetic import age_photo, degrade_pair
+    from restorekit.core.image import check_output_path, read_image, write_image
 
     modes = ("damaged", "aged", "print", "pair", "second-order")
     if mode not in modes:
@@ -727,12 +727,12 @@ def degrade(
     rgb = photo.rgb
     rng = np.random.default_rng(seed)
     if mode in ("pair", "second-order"):
-        from restorekit.distill.second_order import second_order_pair
+        from restorekit.degrade.second_order import second_order_pair
 
         h, w = (rgb.shape[0] // scale) * scale, (rgb.shape[1] // scale) * scale
         result = degrade_pair(rgb[:h, :w], scale, rng) if mode == "pair" else second_order_pair(rgb[:h, :w], rng, scale)[0]
     elif mode == "print":
-        from restorekit.distill.aging import apply_aging
+        from restorekit.degrade.aging import apply_aging
 
         result = apply_aging(rgb, rng)
     else:
@@ -769,7 +769,7 @@ def train(
         raise RestorekitError(f"--out must end in .safetensors: {out}")
     if not out.parent.exists():
         raise RestorekitError(f"output directory does not exist: {out.parent}")
-    from restorekit.distill.train import train_scratch_detector, train_supervised
+    from restorekit.training.train import train_scratch_detector, train_supervised
 
     if student == "edgenet":
         path = train_supervised(data, out, steps=steps, seed=seed, batch_size=batch_size or 16,

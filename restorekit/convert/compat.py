@@ -117,7 +117,7 @@ def traced_ops(module: torch.nn.Module, x: torch.Tensor) -> set[str]:
 
 def compatibility(module: torch.nn.Module, spec, size: tuple[int, int] | None = None) -> list[TargetReport]:
     """Per-target findings for ``module`` (see the module docstring)."""
-    from restorekit.convert import TARGETS
+    from restorekit.core.targets import TARGETS
 
     if size is None:
         side = spec.fixed_size or max(64, spec.multiple_of * 4)

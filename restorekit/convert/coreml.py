@@ -9,7 +9,7 @@ import torch
 
 from restorekit.bundle.manifest import TensorContract
 from restorekit.convert import Converted
-from restorekit.errors import require
+from restorekit.core.errors import require
 from restorekit.models.spec import ModelSpec
 
 

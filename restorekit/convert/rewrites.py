@@ -91,7 +91,7 @@ def prelu_to_max_form(model: nn.Module) -> tuple[nn.Module, list[str]]:
     """Every ``nn.PReLU`` -> :class:`MaxFormPReLU`; slopes above 1 are handled by flipping the sign
     of their channels in the convs on both sides. A PReLU with a slope above 1 and no such pair of
     convs (or one shared slope above 1) becomes :class:`ReluFormPReLU` instead."""
-    from restorekit.quantize.prepare import conv_act_conv_chains
+    from restorekit.quantize.layers import conv_act_conv_chains
 
     out = copy.deepcopy(model)
     mods = dict(out.named_modules())
@@ -142,7 +142,7 @@ def prelu_to_split_relu(model: nn.Module) -> tuple[nn.Module, list[str]]:
     doubled channels cost MACs in two convs per split and save the PReLU's float Mul/Max and one
     Q/DQ pair; alternate chains keep each conv doubled at most once (docs/benchmarks.md,
     "Split PReLUs")."""
-    from restorekit.quantize.prepare import conv_act_conv_chains
+    from restorekit.quantize.layers import conv_act_conv_chains
 
     out = copy.deepcopy(model)
     done, widened = [], set()

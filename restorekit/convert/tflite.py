@@ -10,7 +10,7 @@ import torch
 
 from restorekit.bundle.manifest import TensorContract
 from restorekit.convert import Converted, output_contract
-from restorekit.errors import require
+from restorekit.core.errors import require
 from restorekit.models.spec import ModelSpec
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from restorekit import __version__
 from restorekit.bundle.manifest import MANIFEST_NAME, read_manifest
-from restorekit.errors import BadInputError, RestorekitError
+from restorekit.core.errors import BadInputError, RestorekitError
 
 BENCH_SCHEMA_VERSION = 1
 WORKER_TIMEOUT_S = 1800

@@ -61,7 +61,7 @@ def faces_agreement(reference: Session, session: Session, rgb: np.ndarray, thres
     """Detect faces on ``rgb`` with both detectors (the face pipeline's own detection) and
     compare them: each side's faces at ``threshold`` must be found by the other at
     ``threshold - margin``. The reference sees the photo fitted exactly as the session does."""
-    from restorekit.runtime.faces import detect_faces
+    from restorekit.runtime.detect import detect_faces
 
     low = threshold - margin
     ref = detect_faces(SameInput(reference, session.fixed_size), rgb, low)
@@ -121,7 +121,7 @@ def compare_detector(session: Session, reference: Session, images: list[tuple[st
     Returns per-image rows and a summary with ``max_abs_err`` (raw values), ``nonfinite``,
     face counts, ``mean_box_iou``, ``max_landmark_err_px`` and ``detections_agree``.
     """
-    from restorekit.runtime.faces import MAX_DETECT_SIDE, detector_input
+    from restorekit.runtime.detect import MAX_DETECT_SIDE, detector_input
 
     rows = []
     for name, rgb in images:

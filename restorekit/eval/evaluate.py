@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from restorekit import __version__
-from restorekit.errors import BadInputError
+from restorekit.core.errors import BadInputError
 from restorekit.eval.fidelity import EvalTile, eval_tiles, fidelity_row, latency_side_by_side
-from restorekit.eval.metrics import psnr, ssim
+from restorekit.core.metrics import psnr, ssim
 from restorekit.runtime.session import Session
 
 EVAL_SCHEMA_VERSION = 1
@@ -69,7 +69,7 @@ def quality_rows(session: Session, reference: Session, folder: Path, scale: int,
     is degraded by ``degrade_pair`` at ``seed`` into a size x size input for both."""
     import cv2
 
-    from restorekit.distill.degrade import degrade_pair
+    from restorekit.degrade.synthetic import degrade_pair
 
     rows = []
     for i, tile in enumerate(eval_tiles(folder, size=size * scale, count=count)):
@@ -125,7 +125,7 @@ def evaluate(session: Session, reference: Session, images: Path, *, bundle_info:
         q = quality_rows(session, reference, images, scale, size, count)
         mean = lambda k: round(float(np.mean([r[k] for r in q])), 3)  # noqa: E731
         data["quality"] = {
-            "seed": QUALITY_SEED, "degradation": "restorekit.distill.degrade.degrade_pair defaults",
+            "seed": QUALITY_SEED, "degradation": "restorekit.degrade.synthetic.degrade_pair defaults",
             "per_image": q,
             "mean": {k: mean(k) for k in ("bicubic_psnr_db", "reference_psnr_db", "bundle_psnr_db",
                                           "reference_ssim", "bundle_ssim")},

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from restorekit.errors import BadInputError
-from restorekit.eval.metrics import delta_e00, max_abs_err, new_clipped, nonfinite, psnr, ssim
-from restorekit.runtime.image import list_images, read_image
+from restorekit.core.errors import BadInputError
+from restorekit.core.metrics import delta_e00, max_abs_err, new_clipped, nonfinite, psnr, ssim
+from restorekit.core.image import list_images, read_image
 from restorekit.runtime.session import Session
 from restorekit.runtime.tiling import pad_to
 

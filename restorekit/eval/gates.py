@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from restorekit.errors import BadInputError
+from restorekit.core.errors import BadInputError
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from restorekit import __version__
-from restorekit.fileio import atomic_write_text
+from restorekit.core.files import atomic_write_text
 
 
 

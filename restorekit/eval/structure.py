@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from restorekit.bundle.manifest import Manifest
-from restorekit.errors import require
+from restorekit.core.errors import require
 
 # Feature (io) and MIL (op) data types are different enums in the Core ML protos.
 _IO_FLOAT32 = 65568  # ArrayFeatureType.FLOAT32

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from restorekit.errors import BadInputError
+from restorekit.core.errors import BadInputError
 from restorekit.models.edgenet import EdgeRestoreNet
 
 BUILTIN_WEIGHTS = Path(__file__).parent / "weights" / "restorekit_x2.safetensors"

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from restorekit.errors import BadInputError
-from restorekit.fileio import sha256_file
+from restorekit.core.errors import BadInputError
+from restorekit.core.files import sha256_file
 from restorekit.models.spec import ModelSpec
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors", ".bin")

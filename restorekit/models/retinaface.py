@@ -7,7 +7,7 @@ below follow that checkpoint's state-dict layout (``body.stage1..3``, ``fpn``, `
 
 ``forward`` returns one tensor ``[N, priors, 16]``: 4 box offsets, 2 class logits, 10 landmark
 offsets per prior, so that any runtime Session (PyTorch, or a converted bundle) can carry it;
-decoding into boxes and landmarks is numpy (``restorekit.runtime.faces``), torch-free.
+decoding into boxes and landmarks is numpy (``restorekit.runtime.detect``), torch-free.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def is_retinaface_state_dict(state: dict) -> bool:
 
 def retinaface_from_state_dict(state: dict, name: str = "checkpoint") -> RetinaFace:
     """Build RetinaFace-MobileNet0.25 from a state dict (strict: every weight must match)."""
-    from restorekit.errors import BadInputError
+    from restorekit.core.errors import BadInputError
 
     state = {k.removeprefix("module."): v for k, v in state.items()}
     model = RetinaFace()
@@ -169,7 +169,7 @@ def retinaface_from_state_dict(state: dict, name: str = "checkpoint") -> RetinaF
 def load_retinaface(path: str | Path) -> RetinaFaceDetector:
     """RetinaFace-MobileNet0.25 from its published checkpoint (``weights_only=True``), taking
     RGB in [0, 1] like every restorekit model."""
-    from restorekit.errors import BadInputError
+    from restorekit.core.errors import BadInputError
 
     path = Path(path)
     if not path.is_file():

@@ -26,7 +26,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from restorekit.errors import BadInputError
+from restorekit.core.errors import BadInputError
 
 #: Real-ESRGAN Compact (64 feats, 16 convs, x4) in MACs per LR megapixel: the size reference.
 COMPACT_MACS_PER_MEGAPIXEL = 9 * (3 * 64 + 16 * 64 * 64 + 64 * 3 * 16) * 1e6
@@ -81,9 +81,24 @@ def student_spec(name: str) -> StudentSpec:
 def build_student(name: str):
     """A freshly initialised :class:`EdgeRestoreNet` for the student ``name`` (He-initialised
     convs, zero tail: it starts as nearest-neighbour upscaling)."""
-    from restorekit.distill.train import init_weights
     from restorekit.models.edgenet import EdgeRestoreNet
 
     model = EdgeRestoreNet(**student_spec(name).config)
     init_weights(model)
     return model
+
+
+def init_weights(model) -> None:
+    """He (fan-in, ReLU) initialisation of every conv but the last, zero biases.
+
+    PyTorch's default conv init shrinks the signal layer after layer; with a deep plain ReLU
+    stack and a zero-initialised tail, the last ReLUs then die early in training and the net
+    stays stuck at its nearest-neighbour anchor. He init keeps the activations alive. The tail
+    stays zero so training starts from the anchor (nearest-neighbour upscaling).
+    """
+    from torch import nn
+
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    for conv in convs[:-1]:
+        nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(conv.bias)

@@ -20,8 +20,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from restorekit.errors import BadInputError
-from restorekit.fileio import current_umask, sha256_file
+from restorekit.core.errors import BadInputError
+from restorekit.core.files import current_umask, sha256_file
 
 TASKS = ("sr", "restore", "face", "colorize", "inpaint", "detect")
 _CHUNK = 1 << 20

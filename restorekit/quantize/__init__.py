@@ -9,5 +9,3 @@ and one module per target implementing a recipe natively.
 taking the fp32 model file the converter wrote and returning what was applied (recorded in the
 bundle manifest). Core ML compresses the converted program instead (``quantize/coreml.py``).
 """
-
-PRECISIONS = ("fp32", "fp16", "int8", "w8", "w8a8", "w8a16", "mixed", "palettize4", "palettize6", "palettize8")

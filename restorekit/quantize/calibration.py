@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from restorekit.errors import BadInputError
-from restorekit.runtime.image import list_images, read_image
+from restorekit.core.errors import BadInputError
+from restorekit.core.image import list_images, read_image
 from restorekit.runtime.tiling import pad_to
 
 

@@ -12,7 +12,7 @@ import copy
 
 import numpy as np
 
-from restorekit.errors import require
+from restorekit.core.errors import require
 from restorekit.quantize.recipe import Recipe
 
 #: Weights smaller than this stay float (biases, tiny kernels: no size to gain).
@@ -78,7 +78,7 @@ def quantize_activations(model, calib: list[np.ndarray], learned_ranges: dict | 
     from coremltools.optimize.torch.quantization import LinearQuantizer, LinearQuantizerConfig
 
     if not calib:
-        from restorekit.errors import BadInputError
+        from restorekit.core.errors import BadInputError
 
         raise BadInputError("w8a8 quantization needs calibration images (--calib DIR)")
     # milestones: observers and fake quantization on from step 0; observers never frozen here
@@ -155,7 +155,7 @@ def _functional_weights_on_int8_grid(gm) -> int:
     a fixed upsampling kernel whose 1.0 taps the default grid stores as 127/127.5)."""
     import torch
 
-    from restorekit.quantize.prepare import int8_weight_scale
+    from restorekit.quantize.layers import int8_weight_scale
 
     done = 0
     for node in gm.graph.nodes:

@@ -33,8 +33,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from restorekit.eval.metrics import psnr
-from restorekit.quantize.prepare import _plain_conv, conv_act_conv_chains, int8_weight_scale, run_with_hooks
+from restorekit.core.metrics import psnr
+from restorekit.quantize.layers import conv_act_conv_chains, int8_weight_scale, plain_conv, run_with_hooks
 
 
 def _round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -204,7 +204,7 @@ def w8a8_simulation(model: nn.Module, tiles: list[np.ndarray], keep_float: froze
     ``activations=False`` leaves that half in float (an error budget). With ``tie_grids``, an
     activation marked ``output_on_input_grid`` (a PReLU the target keeps in float) quantizes its
     output with the very ``_Range`` of the conv output before it, as the converter will be told to."""
-    convs = {n: m for n, m in model.named_modules() if _plain_conv(m) and n not in keep_float}
+    convs = {n: m for n, m in model.named_modules() if plain_conv(m) and n not in keep_float}
     mods = dict(model.named_modules())
     # a conv followed by a ReLU (module or function) has its output fused into the conv's int8 kernel;
     # PReLU and its edge rewrites quantize the conv output on its own

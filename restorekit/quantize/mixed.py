@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from restorekit.eval.metrics import psnr
-from restorekit.quantize.prepare import int8_weight_scale
+from restorekit.core.metrics import psnr
+from restorekit.quantize.layers import int8_weight_scale
 
 
 def _fake_quant(x: torch.Tensor, lo: float, hi: float, levels: int = 255) -> torch.Tensor:

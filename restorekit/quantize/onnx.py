@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from restorekit.errors import BadInputError, RestorekitError, require
+from restorekit.core.errors import BadInputError, RestorekitError, require
 from restorekit.quantize.recipe import Recipe
 
 _WEIGHT_OPS = {"Conv": 0, "ConvTranspose": 1, "Gemm": 0, "MatMul": 1}  # op -> output-channel axis of W

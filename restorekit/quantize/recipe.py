@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from restorekit.errors import BadInputError
+from restorekit.core.errors import BadInputError
+from restorekit.core.targets import TARGETS
 
 WEIGHTS = ("fp16", "int8", "palette4", "palette6", "palette8")
 ACTIVATIONS = ("fp16", "int8", "int16")
@@ -52,12 +53,6 @@ SCHEMES: dict[str, LayerSetting] = {
     "palettize6": LayerSetting("palette6", None),
     "palettize8": LayerSetting("palette8", None),
     "mixed": LayerSetting("int8", "int8"),  # w8a8, with the most sensitive layers kept in float
-}
-#: What each target's quantizer implements.
-TARGET_SCHEMES = {
-    "onnx": ("fp16", "w8", "w8a8", "w8a16", "mixed"),
-    "tflite": ("fp16", "w8", "w8a8", "w8a16", "mixed"),
-    "coreml": ("fp16", "w8", "w8a8", "palettize4", "palettize6", "palettize8"),
 }
 DEFAULT_BUDGET_PSNR = 45.0
 #: Range-equalization strength of the float preparation (recipe key ``equalization_alpha``): 0.8
@@ -118,9 +113,9 @@ class Recipe:
 
     def check(self, target: str, layers: dict[str, str] | None = None) -> "Recipe":
         """Reject a recipe the target cannot implement, or that names a layer the model lacks."""
-        if self.scheme not in TARGET_SCHEMES[target]:
+        if self.scheme not in TARGETS[target].schemes:
             raise BadInputError(f"{target} does not implement scheme {self.scheme!r}: choose from "
-                                f"{', '.join(TARGET_SCHEMES[target])}")
+                                f"{', '.join(TARGETS[target].schemes)}")
         if target == "coreml" and (self.op_names or self.op_types):
             raise BadInputError("per-layer overrides are implemented for onnx and tflite; Core ML recipes are global")
         for where, table in (("op_types", self.op_types), ("op_names", self.op_names)):

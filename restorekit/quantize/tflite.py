@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from restorekit.errors import BadInputError, RestorekitError, require
+from restorekit.core.errors import BadInputError, RestorekitError, require
 from restorekit.quantize.recipe import Recipe
 
 _CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV")
@@ -99,11 +99,6 @@ def output_clamp_ranges(float_model: Path) -> dict[str, tuple[float, float]]:
     return out
 
 
-def op_scopes(float_model: Path) -> list[tuple[str, str]]:
-    """(group, ai-edge-quantizer scope regex) of the conv / fully connected ops, in graph order."""
-    return [(op["group"], op["scope"]) for op in _weight_ops(float_model)]
-
-
 def layer_ops(float_model: Path, call_order: list[tuple[str, str]],
               weight_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, dict]:
     """``{layer name: op}`` (see :func:`_weight_ops`) pairing TFLite ops with PyTorch module calls by order.
@@ -130,12 +125,6 @@ def layer_ops(float_model: Path, call_order: list[tuple[str, str]],
                                   f"{len(torch_calls)} in the PyTorch forward pass")
         out.update(zip(torch_calls, tfl))
     return out
-
-
-def layer_scopes(float_model: Path, call_order: list[tuple[str, str]],
-                 weight_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, str]:
-    """``{layer name: scope regex}`` pairing TFLite ops with PyTorch module calls (:func:`layer_ops`)."""
-    return {n: op["scope"] for n, op in layer_ops(float_model, call_order, weight_shapes).items()}
 
 
 def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.ndarray] | None = None,

@@ -15,10 +15,8 @@ from typing import Callable
 import numpy as np
 
 from restorekit.bundle.manifest import Manifest, read_manifest
-from restorekit.runtime.image import Photo
+from restorekit.core.image import Photo
 from restorekit.runtime.session import Session
-
-BACKENDS = ("onnx", "tflite", "coreml")
 
 
 def open_session(target: str, model_path: Path, manifest: Manifest, provider: str = "cpu",

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from restorekit.bundle.manifest import Manifest, TensorContract
-from restorekit.errors import BackendUnavailableError, require
+from restorekit.core.errors import BackendUnavailableError, require
 
 COREML_NEEDS_MACOS = "Core ML prediction needs macOS (coremltools can convert on Linux but not run models)"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from restorekit.bundle.manifest import Manifest, TensorContract
-from restorekit.errors import BadInputError, require
+from restorekit.core.errors import BadInputError, require
 
 PROVIDER_CHAINS = {
     "cpu": ["CPUExecutionProvider"],

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from restorekit.bundle.manifest import Manifest
-from restorekit.errors import BackendUnavailableError, BadInputError
+from restorekit.core.errors import BackendUnavailableError, BadInputError
 
 MIN_PROFILE_SIDE = 64  # smallest H/W the optimisation profile admits
 WORKSPACE_BYTES = 1 << 30  # 1 GiB: fits a Jetson Orin Nano's shared memory with room to spare
@@ -68,8 +68,8 @@ def engine_plan(manifest: Manifest) -> EnginePlan:
     if isinstance(h, int) and isinstance(w, int):
         fixed = (h, w)
         lo = opt = hi = fixed
-    elif manifest.task == "detect":  # detectors see whole photos (runtime.faces): up to the long-side cap
-        from restorekit.runtime.faces import LARGE_FACE_SIDE, MAX_DETECT_SIDE
+    elif manifest.task == "detect":  # detectors see whole photos (runtime.detect): up to the long-side cap
+        from restorekit.runtime.detect import LARGE_FACE_SIDE, MAX_DETECT_SIDE
 
         lo, opt, hi = (MIN_PROFILE_SIDE,) * 2, (LARGE_FACE_SIDE,) * 2, (MAX_DETECT_SIDE,) * 2
     else:
@@ -130,7 +130,7 @@ def build_engine(bundle_dir: Path, manifest: Manifest, out_dir: Path) -> Path:
     Writes ``model.engine`` and ``engine.json`` (TensorRT version, flags, profile) into
     ``out_dir`` atomically; returns the engine path.
     """
-    from restorekit.fileio import atomic_write_bytes, atomic_write_text
+    from restorekit.core.files import atomic_write_bytes, atomic_write_text
 
     trt = _import_tensorrt()
     plan = engine_plan(manifest)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from restorekit.bundle.manifest import Manifest, TensorContract
-from restorekit.errors import BadInputError, require
+from restorekit.core.errors import BadInputError, require
 
 
 class TFLiteSession:
@@ -23,7 +23,7 @@ class TFLiteSession:
     def __init__(self, model_path: Path, input: TensorContract, output: TensorContract,
                  provider: str = "cpu", threads: int | None = None):
         interp_mod = require("ai_edge_litert.interpreter", "runtime")
-        from restorekit.quiet import captured_native_output
+        from restorekit.core.quiet import captured_native_output
 
         # Every core unless told otherwise, as ONNX Runtime does: the interpreter's own default runs
         # XNNPACK on one thread (measured on 2 cores: the built-in fp32 model 225 vs 114 ms).

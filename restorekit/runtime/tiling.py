@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from restorekit.errors import BadInputError
+from restorekit.core.errors import BadInputError
 from restorekit.runtime.session import Session
 
 

@@ -11,7 +11,7 @@ what it found):
                 features are kept from inpainting; alignment of each face to the 512x512 FFHQ
                 template, restoration by the face model (``--face-model``; else the restoration
                 model), blend with the input face by
-                ``face_strength``, feathered paste-back (``runtime.faces``); faces under 32 px
+                ``face_strength``, feathered paste-back (``restore.faces``); faces under 32 px
                 across the eyes are reported and left alone;
 5. ``tone``     contrast restoration on L* when the print is faded (tonal range < 85 or
                 contrast < 18): a percentile stretch with the gain capped at 1.6;
@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from restorekit.errors import BadInputError
-from restorekit.runtime.assess import assess, lab, neutral_cast
-from restorekit.runtime.defects import detect_defects, inpaint
-from restorekit.runtime.image import Photo
+from restorekit.core.errors import BadInputError
+from restorekit.restore.assess import assess, lab, neutral_cast
+from restorekit.restore.defects import detect_defects, inpaint
+from restorekit.core.image import Photo
 from restorekit.runtime.session import Session
 from restorekit.runtime.tiling import run_tiled
 
@@ -115,7 +115,7 @@ def remove_cast(rgb: np.ndarray, strength: float = 0.7, max_shift: float = 10.0)
 
 def _compare(edge_out: np.ndarray, edge_s: float, ref: Model, run_ref) -> dict:
     """Run the reference on the same stage input and score the edge stage against it."""
-    from restorekit.eval.metrics import psnr
+    from restorekit.core.metrics import psnr
 
     t0 = time.perf_counter()
     ref_out = run_ref()
@@ -161,7 +161,8 @@ def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
     faces_found = None  # face detections on the input, shared by the defects guard and the faces stage
     t0 = time.perf_counter()
     if "faces" in opts.stages and face_detector is not None:
-        from restorekit.runtime.faces import FaceOptions, detect_faces
+        from restorekit.restore.faces import FaceOptions
+        from restorekit.runtime.detect import detect_faces
 
         say("face-detect")
         vs_ref = None
@@ -199,7 +200,7 @@ def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
             vs_ref["mask_iou"] = round(float((mask & ref_mask).sum() / max((mask | ref_mask).sum(), 1)), 4)
         guarded = None
         if faces_found is not None:
-            from restorekit.runtime.faces import feature_guard
+            from restorekit.restore.faces import feature_guard
 
             guard = feature_guard(mask.shape, faces_found)
             guarded = {"faces": len(faces_found), "pixels_kept": int((mask & guard).sum())}
@@ -241,7 +242,7 @@ def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
     t0 = time.perf_counter()
     fixer = face_restorer or restorer
     if "faces" in opts.stages and face_detector is not None and fixer is not None:
-        from restorekit.runtime.faces import FaceOptions, enhance_faces, scaled
+        from restorekit.restore.faces import FaceOptions, enhance_faces, scaled
 
         say("faces")
         known = scaled(faces_found, rgb.shape[0] / h)

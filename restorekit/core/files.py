@@ -47,7 +47,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def check_writable_path(path: str | os.PathLike) -> Path:
     """A file path whose directory exists (checked before long work starts)."""
-    from restorekit.errors import BadInputError
+    from restorekit.core.errors import BadInputError
 
     path = Path(path)
     if not path.parent.is_dir():

@@ -2,7 +2,7 @@
 
 ``train_supervised`` loads every photo of the data folders once, cuts random HR patches (with
 flips / 90-degree rotations), makes their LR inputs on the fly with
-:func:`restorekit.distill.degrade.degrade_pair`, and trains :class:`EdgeRestoreNet` with an L1
+:func:`restorekit.degrade.synthetic.degrade_pair`, and trains :class:`EdgeRestoreNet` with an L1
 loss and Adam under a cosine learning-rate decay.
 
 Determinism: the model is initialised after ``torch.manual_seed(seed)`` and the batch of step
@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from restorekit.distill.degrade import DegradationConfig, degrade_pair
-from restorekit.errors import BadInputError
-from restorekit.runtime.image import list_images, read_image
+from restorekit.degrade.synthetic import DegradationConfig, degrade_pair
+from restorekit.core.errors import BadInputError
+from restorekit.core.image import list_images, read_image
+from restorekit.models.students import init_weights
 
 CHECKPOINT_FORMAT = "restorekit-train-checkpoint/1"
 MIN_LR_FRACTION = 0.01  # the cosine decay ends at 1% of the initial learning rate
@@ -140,22 +141,6 @@ def learning_rate(step: int, steps: int, base_lr: float) -> float:
     ramp = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
     t = min(max(step / max(steps, 1), 0.0), 1.0)
     return ramp * base_lr * (MIN_LR_FRACTION + (1.0 - MIN_LR_FRACTION) * 0.5 * (1.0 + math.cos(math.pi * t)))
-
-
-def init_weights(model) -> None:
-    """He (fan-in, ReLU) initialisation of every conv but the last, zero biases.
-
-    PyTorch's default conv init shrinks the signal layer after layer; with a deep plain ReLU
-    stack and a zero-initialised tail, the last ReLUs then die early in training and the net
-    stays stuck at its nearest-neighbour anchor. He init keeps the activations alive. The tail
-    stays zero so training starts from the anchor (nearest-neighbour upscaling).
-    """
-    from torch import nn
-
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    for conv in convs[:-1]:
-        nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
-        nn.init.zeros_(conv.bias)
 
 
 def _atomic_save(path: Path, writer) -> None:
@@ -397,8 +382,8 @@ def make_scratch_batch(images: Sequence[np.ndarray], seed: int, step: int, batch
     a pure function of ``(seed, step)``. Each clean patch is aged (70 %), damaged by
     ``damage_photo`` (scratches, hairs, dust, stains, tears) and scanned (``SCAN_AFTER_DAMAGE``);
     the target is the mask of scratches, hairs, dust and tears (stains are not defects)."""
-    from restorekit.distill.damage import damage_photo
-    from restorekit.distill.degrade import age_photo
+    from restorekit.degrade.damage import damage_photo
+    from restorekit.degrade.synthetic import age_photo
 
     rng = np.random.default_rng([int(seed), int(step)])
     xs, ys = [], []

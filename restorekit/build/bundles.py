@@ -14,17 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from restorekit.bundle.manifest import Manifest, write_manifest
-from restorekit.convert import TARGETS, check_target, convert_model
-from restorekit.errors import BadInputError
+from restorekit.build.convert import convert_model
+from restorekit.core.errors import BadInputError
+from restorekit.core.targets import CALIBRATED, MIN_FIDELITY_DB, PRECISIONS, TARGETS, check_target, targets_for
 from restorekit.quantize.recipe import INT8_FINETUNE, INT8_SPLIT_PRELUS
 
-DEFAULT_PRECISIONS = {"onnx": ("fp32", "fp16", "int8"), "tflite": ("fp32", "fp16", "int8"),
-                      "coreml": ("fp32", "fp16")}
-#: A bundle passes validation when its mean PSNR vs the fp32 PyTorch reference reaches this.
-MIN_FIDELITY_DB = {"fp32": 60.0, "fp16": 45.0, "int8": 38.0, "w8a8": 38.0, "mixed": 38.0, "w8": 40.0, "w8a16": 40.0,
-                   "palettize8": 40.0, "palettize6": 30.0, "palettize4": 25.0}
-#: Precisions whose activations are calibrated on photos.
-CALIBRATED = ("int8", "w8a8", "w8a16", "mixed")
 #: Keys every manifest's metrics carry (None when not measured, e.g. Core ML off macOS).
 #: Detector bundles: raw outputs within this of the reference at fp32; at every precision the
 #: decoded faces must match the reference's one to one, boxes overlapping at least MIN_DETECT_IOU.
@@ -64,10 +58,9 @@ def plan(targets: list[str], precisions: list[str] | None) -> BuildPlan:
     for t in targets:
         if t not in TARGETS:
             raise BadInputError(f"unknown target {t!r}: choose from {', '.join(TARGETS)}")
-        for p in precisions or DEFAULT_PRECISIONS[t]:
-            known = sorted({q for prof in TARGETS.values() for q in prof.precisions})
-            if p not in known:
-                raise BadInputError(f"unknown precision {p!r}: choose from {', '.join(known)}")
+        for p in precisions or TARGETS[t].default_precisions:
+            if p not in PRECISIONS:
+                raise BadInputError(f"unknown precision {p!r}: choose from {', '.join(PRECISIONS)}")
             if p in TARGETS[t].precisions:
                 pairs.append((t, p))
             else:
@@ -79,20 +72,18 @@ def plan(targets: list[str], precisions: list[str] | None) -> BuildPlan:
 
 def _for_task(build: BuildPlan, task: str) -> BuildPlan:
     """Drop (with a note) the targets that do not take models of ``task``."""
-    from restorekit.convert import TARGETS
-
     keep = [(t, p) for t, p in build.pairs if TARGETS[t].converts(task)]
     dropped = sorted({t for t, _ in build.pairs} - {t for t, _ in keep})
     notes = build.skipped + [f"{t}: does not take {task} models in this version" for t in dropped]
     if not keep:
         raise BadInputError(f"no requested target takes {task} models: use "
-                            f"{', '.join(t for t, p in TARGETS.items() if p.converts(task))}")
+                            f"{', '.join(targets_for(task))}")
     return BuildPlan(keep, notes)
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
     """Move a finished bundle into place; an older bundle at ``final`` is replaced whole."""
-    from restorekit.fileio import current_umask
+    from restorekit.core.files import current_umask
 
     os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700: a bundle is meant to be copied and shared
     old = None
@@ -148,7 +139,7 @@ def build_bundles(
                             "clone of the repository (pip install -e .)")
     calib_dir = Path(calib_dir or sample_dir)
     eval_dir = Path(eval_dir or sample_dir)
-    build = plan(targets or list(DEFAULT_PRECISIONS), precisions)
+    build = plan(targets or list(TARGETS), precisions)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInputError(f"--out is a file, not a directory: {out_dir}")
@@ -172,7 +163,7 @@ def build_bundles(
     prepared = None
     split = recipe.split_prelus if recipe is not None else int8_split_prelus
     if needs_calib and (recipe is None or not recipe.op_names):  # int8 preparations shared by the int8 targets
-        from restorekit.convert import prepare_for_targets
+        from restorekit.build.convert import prepare_for_targets
 
         int8_targets = sorted({t for t, p in build.pairs if p in CALIBRATED})
         finetune = recipe.finetune if recipe is not None else int8_finetune
@@ -316,7 +307,7 @@ def _validate_detector(bundle, manifest: Manifest, tiles, reference, latency_run
     """A detector bundle against its reference on the eval photos: raw outputs and decoded faces."""
     from restorekit.eval.detection import compare_detector
     from restorekit.eval.fidelity import latency_side_by_side
-    from restorekit.runtime.faces import detector_input
+    from restorekit.runtime.detect import detector_input
 
     images = [(t.name, t.x[0].transpose(1, 2, 0)) for t in tiles]
     res = compare_detector(bundle.session, reference, images)
@@ -344,7 +335,7 @@ def _simulate_fp16(module, tiles, refs) -> float:
 
     import torch
 
-    from restorekit.eval.metrics import psnr
+    from restorekit.core.metrics import psnr
 
     half = copy.deepcopy(module).half().eval()
     vals = []
@@ -359,7 +350,7 @@ def _simulate_module(sim, tiles, refs) -> float:
     """PSNR of a PyTorch simulation of a Core ML program (fake-quantized w8a8) against the references."""
     import torch
 
-    from restorekit.eval.metrics import psnr
+    from restorekit.core.metrics import psnr
 
     with torch.inference_mode():
         return float(np.mean([psnr(sim(torch.from_numpy(t.x)).numpy(), r) for t, r in zip(tiles, refs)]))
@@ -369,7 +360,7 @@ def _simulate_weights(module, weights, tiles, refs) -> float:
     """PSNR of the PyTorch model run with a compressed Core ML program's decompressed weights."""
     import torch
 
-    from restorekit.eval.metrics import psnr
+    from restorekit.core.metrics import psnr
     from restorekit.quantize.coreml import with_weights
 
     sim, _ = with_weights(module, weights)

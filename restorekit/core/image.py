@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from restorekit.errors import BadInputError
-from restorekit.fileio import atomic_write_bytes
+from restorekit.core.errors import BadInputError
+from restorekit.core.files import atomic_write_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 WRITE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")

@@ -13,7 +13,7 @@ or the classic :func:`degrade_pair`), runs the frozen fp32 teacher on the LR, an
 HR crop is ``patch_size * scale``.
 
 ``pool_size`` > 0: instead of degrading and labelling every sample of every step, train from a
-:class:`restorekit.distill.pool.PairPool` of cached (LR, teacher output) pairs, ``pool_refresh``
+:class:`restorekit.training.pool.PairPool` of cached (LR, teacher output) pairs, ``pool_refresh``
 of them replaced each step: the teacher and the degradation pipeline, most of a CPU step, then
 run ``pool_refresh`` times per step instead of ``batch_size`` times.
 
@@ -28,7 +28,7 @@ single photo) are never trained on; ``val_crops`` fixed crops of them (LR side `
 degraded like the training inputs, ``default_rng([seed, VAL_TAG, i])``) are scored every
 ``val_every`` steps: PSNR of student and of bicubic upscaling against the teacher's output.
 
-Checkpoints ``<out>.ckpt.pt`` (same layout as :mod:`restorekit.distill.train`'s: a ``torch.save``
+Checkpoints ``<out>.ckpt.pt`` (same layout as :mod:`restorekit.training.train`'s: a ``torch.save``
 dict of tensors and plain values read back with ``weights_only=True``) hold the student, Adam,
 the AMP scaler, the fake-quant observers, the loss / validation history and the step; a run
 resumes from one. Outputs: ``out`` (.safetensors, EdgeRestoreNet metadata + distillation
@@ -52,9 +52,9 @@ from pathlib import Path
 
 import numpy as np
 
-from restorekit.distill.train import (_atomic_save, _augment, checkpoint_path, learning_rate, load_training_images,
+from restorekit.training.train import (_atomic_save, _augment, checkpoint_path, learning_rate, load_training_images,
                                       safetensors_bytes)
-from restorekit.errors import BadInputError
+from restorekit.core.errors import BadInputError
 
 CHECKPOINT_FORMAT = "restorekit-distill-checkpoint/1"
 DEGRADATIONS = ("second-order", "classic")
@@ -72,10 +72,10 @@ LEGACY_SETTINGS = {"pool_size": 0, "pool_refresh": 0}  # checkpoints from before
 def degrade(hr: np.ndarray, scale: int, rng: np.random.Generator, degradation: str) -> np.ndarray:
     """LR input for an HR patch with the named pipeline."""
     if degradation == "classic":
-        from restorekit.distill.degrade import degrade_pair
+        from restorekit.degrade.synthetic import degrade_pair
 
         return degrade_pair(hr, scale, rng)
-    from restorekit.distill.second_order import second_order_pair
+    from restorekit.degrade.second_order import second_order_pair
 
     return second_order_pair(hr, rng, scale)[0]
 
@@ -232,7 +232,7 @@ def _holdout_count(n: int, holdout: int | None) -> int:
 def _check_args(out: Path, steps: int, batch_size: int, patch_size: int, degradation: str, gt_weight: float,
                 edge_weight: float, val_every: int, val_crops: int, checkpoint_every: int, qat_steps: int | None,
                 world_size: int, pool_size: int = 0, pool_refresh: int = 1) -> Path:
-    from restorekit.fileio import check_writable_path
+    from restorekit.core.files import check_writable_path
 
     out = Path(out)
     if out.suffix != ".safetensors":
@@ -275,7 +275,7 @@ def image_folders(dirs: Sequence[str | os.PathLike]) -> list[Path]:
     """Each folder and, below it, every sub-folder that holds images (sorted): ``--data
     ../shared/photos`` takes all its collections. A folder with nothing in it is kept, so the
     loader reports it."""
-    from restorekit.runtime.image import list_images
+    from restorekit.core.image import list_images
 
     out: list[Path] = []
     for d in map(Path, dirs):
@@ -442,7 +442,7 @@ def distill(
 
         pool = None
         if pool_size:
-            from restorekit.distill.pool import PairPool
+            from restorekit.training.pool import PairPool
 
             def draw(words):
                 return sample_pair(train_images, np.random.default_rng(words), patch_size, scale, degradation)

@@ -1,6 +1,6 @@
 """More old-photo effects: cyan dye loss, silver mirroring, halftone print screen.
 
-Same conventions as :mod:`restorekit.distill.degrade`: float32 RGB (or gray) images in [0, 1],
+Same conventions as :mod:`restorekit.degrade.synthetic`: float32 RGB (or gray) images in [0, 1],
 ``effect(img, rng, cfg) -> img`` with all randomness from an ``np.random.Generator``, one config
 dataclass per effect (``enabled``, ``prob``, ranges), and :func:`apply_aging` running them in
 ``order`` with one child generator per effect (switching one off leaves the others' draws as
@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .degrade import _f32, _uniform, luminance
+from restorekit.degrade.synthetic import _f32, _uniform, luminance
 
 Range = tuple[float, float]
 

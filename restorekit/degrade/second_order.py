@@ -4,7 +4,7 @@ The idea follows Wang et al., "Real-ESRGAN: Training Real-World Blind Super-Reso
 Synthetic Data" (ICCVW 2021): the classic ``blur -> resize -> noise -> JPEG`` model is applied
 *twice*, then the image is resized to the LR size, with an optional 2-D sinc filter for ringing
 and overshoot artefacts. This module is an independent numpy/OpenCV implementation in the style
-of :mod:`restorekit.distill.degrade` (float32 images in [0, 1], all randomness from an
+of :mod:`restorekit.degrade.synthetic` (float32 images in [0, 1], all randomness from an
 ``np.random.Generator``, one child generator per effect so that switching one effect off leaves
 the random choices of all the others unchanged).
 
@@ -49,8 +49,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .degrade import INTERPOLATIONS, JpegConfig, _f32, check_pair, _uniform, gaussian_noise, jpeg_compress
-from .degrade import luminance, quantize_8bit
+from restorekit.degrade.synthetic import INTERPOLATIONS, JpegConfig, _f32, check_pair, _uniform, gaussian_noise, jpeg_compress
+from restorekit.degrade.synthetic import luminance, quantize_8bit
 
 Range = tuple[float, float]
 

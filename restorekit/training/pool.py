@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from restorekit.distill.degrade import to_uint8
+from restorekit.degrade.synthetic import to_uint8
 
 POOL_TAG = 2**32 - 2  # seed-sequence word of the initial pool samples
 BATCH_TAG = 2**32 - 3  # seed-sequence word of a step's draw of pool slots

@@ -1,0 +1,1 @@
+"""The one build pipeline: prepare -> quantize -> convert -> validate -> bundle + report."""

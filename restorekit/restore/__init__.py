@@ -1,0 +1,1 @@
+"""The old-photo pipeline (assess, defects, inpaint, restore, faces, tone, cast, sr) over bundles or models."""

@@ -1,0 +1,1 @@
+"""Training students: supervised training on synthetic degradations and teacher -> student distillation."""

@@ -115,7 +115,7 @@ def test_zoo_module_is_torch_free():
 
 @pytest.mark.parametrize("entry", zoo.list_entries(), ids=lambda e: e.name)
 def test_every_entry_is_well_formed(entry):
-    assert entry.task in zoo.TASKS
+    assert entry.task in zoo.ZOO_TASKS
     assert entry.url.startswith("https://") and entry.filename and entry.licence and entry.io
     assert entry.description and entry.arch and entry.scale >= 1
     for h in entry.accepted_sha256:
@@ -129,7 +129,7 @@ def test_registry_covers_the_issue_and_marks_licences():
     assert {"RealESRGAN_x4plus", "RealESRGAN_x2plus", "realesr-general-x4v3", "realesr-animevideov3", "GFPGANv1.3",
             "GFPGANv1.4", "CodeFormer", "ddcolor_paper", "ddcolor_paper_tiny", "big-lama",
             "retinaface_mobilenet0.25"} <= names
-    assert {e.task for e in zoo.list_entries()} == set(zoo.TASKS)
+    assert {e.task for e in zoo.list_entries()} == set(zoo.ZOO_TASKS)
     assert zoo.get_entry("CodeFormer").non_commercial and "S-Lab" in zoo.get_entry("CodeFormer").licence
     assert not zoo.get_entry("RealESRGAN_x4plus").non_commercial
     # the two hashes of ../shared/README.md are accepted as recorded there

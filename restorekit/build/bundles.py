@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import platform
 import os
 import shutil
@@ -16,6 +15,7 @@ import numpy as np
 from restorekit.bundle.manifest import Manifest, write_manifest
 from restorekit.build.convert import convert_model
 from restorekit.core.errors import BadInputError
+from restorekit.core.metrics import psnr_from_mse
 from restorekit.core.targets import CALIBRATED, MIN_FIDELITY_DB, PRECISIONS, TARGETS, check_target, targets_for
 from restorekit.quantize.recipe import INT8_FINETUNE, INT8_SPLIT_PRELUS
 
@@ -124,28 +124,15 @@ def build_bundles(
     PReLU into a ReLU on doubled channels for the ``int8`` precision of targets that run it fast.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from restorekit.eval.fidelity import eval_photos, eval_tiles
     from restorekit.eval.report import write_reports
     from restorekit.models.loader import load_model
     from restorekit.models.reference import TorchSession
     from restorekit.quantize.calibration import calibration_tiles
 
     console = console or Console(stderr=True)
-    sample_dir = Path(__file__).resolve().parents[2] / "sample_images"
-    if (calib_dir is None or eval_dir is None) and not sample_dir.is_dir():
-        raise BadInputError("give --calib and --eval-images: the default sample_images/ is only present in a "
-                            "clone of the repository (pip install -e .)")
-    calib_dir = Path(calib_dir or sample_dir)
-    eval_dir = Path(eval_dir or sample_dir)
+    calib_dir, eval_dir, out_dir = _check_dirs(calib_dir, eval_dir, out_dir)
     build = plan(targets or list(TARGETS), precisions)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise BadInputError(f"--out is a file, not a directory: {out_dir}")
-    if not out_dir.parent.exists():
-        raise BadInputError(f"parent directory of --out does not exist: {out_dir.parent}")
-
     needs_calib = any(p in CALIBRATED for _, p in build.pairs) or bool(recipe and recipe.integer)
     if needs_calib:  # fail on a bad calibration folder before the (slow) model load
         calibration_tiles(calib_dir, tile=16, count=1)
@@ -160,82 +147,137 @@ def build_bundles(
             recipe.check(t, quantizable_layers(loaded.module))
         calib_count = recipe.calibration.get("tiles", calib_count)
     calib = calibration_tiles(calib_dir, tile=size, count=calib_count) if needs_calib else None
-    prepared = None
     split = recipe.split_prelus if recipe is not None else int8_split_prelus
+    prepared = None
     if needs_calib and (recipe is None or not recipe.op_names):  # int8 preparations shared by the int8 targets
-        from restorekit.build.convert import prepare_for_targets
-
-        int8_targets = sorted({t for t, p in build.pairs if p in CALIBRATED})
         finetune = recipe.finetune if recipe is not None else int8_finetune
         alpha = recipe.equalization_alpha if recipe is not None else None
-        if finetune is None:
-            prepared = prepare_for_targets(loaded.module, int8_targets, calib, alpha=alpha, split_prelus=split)
-        else:
-            from rich.progress import TimeRemainingColumn
-
-            with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                          TextColumn("fake-quant PSNR {task.fields[psnr]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                          console=console, transient=False) as bar:
-                jobs = {}
-
-                def step(target, i, loss):
-                    if target not in jobs:
-                        jobs[target] = bar.add_task(f"int8 fine-tuning {spec.name} for {target}",
-                                                    total=finetune.get("steps", 300), psnr="…")
-                    bar.update(jobs[target], completed=i, psnr=f"{-10 * math.log10(max(loss, 1e-20)):.2f} dB")
-
-                prepared = prepare_for_targets(loaded.module, int8_targets, calib, finetune=finetune, progress=step,
-                                               alpha=alpha, split_prelus=split)
-            for _, info in prepared.values():
-                if "simulated_ptq_psnr_db" in info:
-                    done = info.get("finetune")
-                    console.print(f"int8: plain w8a8 simulates {info['simulated_ptq_psnr_db']:.2f} dB on the calibration tiles; "
-                                  + (f"fine-tuned {done['steps']} steps" if isinstance(done, dict) else "no fine-tuning needed"))
+        int8_targets = sorted({t for t, p in build.pairs if p in CALIBRATED})
+        prepared = _prepare_int8(loaded.module, spec.name, int8_targets, calib, finetune, alpha, split, console)
     reference = TorchSession(loaded.module)
-    if spec.task == "detect":  # detectors are validated on whole photos (faces are not cut by a crop)
-        tiles = eval_photos(eval_dir, max_side=size, count=eval_count)
-        refs = []
-    else:
-        tiles = eval_tiles(eval_dir, size=size, count=eval_count)
-        refs = [reference.run(t.x) for t in tiles]
+    validation = _Validation(reference, loaded, latency_runs)
+    validation.load_inputs(eval_dir, spec.task, size, eval_count)
     for note in build.skipped:
         console.print(f"[yellow]skipped[/] {note}")
+    options = dict(size=size, overlap=overlap, calib=calib, prepared=prepared, recipe=recipe, split=split)
+    results = _write_bundles(out_dir / spec.name, loaded, build.pairs, options, validation, console)
+    write_reports(out_dir / spec.name, spec, results, validation.tiles)
+    return results
 
-    model_dir = out_dir / spec.name
-    created = [d for d in (out_dir, model_dir) if not d.exists()]
+
+def _check_dirs(calib_dir, eval_dir, out_dir) -> tuple[Path, Path, Path]:
+    """The calibration and eval folders (default: the repository's sample_images/) and a usable ``out_dir``."""
+    sample_dir = Path(__file__).resolve().parents[2] / "sample_images"
+    if (calib_dir is None or eval_dir is None) and not sample_dir.is_dir():
+        raise BadInputError("give --calib and --eval-images: the default sample_images/ is only present in a "
+                            "clone of the repository (pip install -e .)")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInputError(f"--out is a file, not a directory: {out_dir}")
+    if not out_dir.parent.exists():
+        raise BadInputError(f"parent directory of --out does not exist: {out_dir.parent}")
+    return Path(calib_dir or sample_dir), Path(eval_dir or sample_dir), out_dir
+
+
+def _prepare_int8(module, name: str, int8_targets: list[str], calib, finetune: dict | None, alpha, split: bool,
+                  console) -> dict:
+    """The int8 float preparations shared by ``int8_targets``, with a progress bar when fine-tuning."""
+    from restorekit.build.convert import prepare_for_targets
+
+    if finetune is None:
+        return prepare_for_targets(module, int8_targets, calib, alpha=alpha, split_prelus=split)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("fake-quant PSNR {task.fields[psnr]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=console, transient=False) as bar:
+        jobs = {}
+
+        def step(target, i, loss):
+            if target not in jobs:
+                jobs[target] = bar.add_task(f"int8 fine-tuning {name} for {target}",
+                                            total=finetune.get("steps", 300), psnr="…")
+            bar.update(jobs[target], completed=i, psnr=f"{psnr_from_mse(loss):.2f} dB")
+
+        prepared = prepare_for_targets(module, int8_targets, calib, finetune=finetune, progress=step,
+                                       alpha=alpha, split_prelus=split)
+    for _, info in prepared.values():
+        if "simulated_ptq_psnr_db" in info:
+            done = info.get("finetune")
+            console.print(f"int8: plain w8a8 simulates {info['simulated_ptq_psnr_db']:.2f} dB on the calibration tiles; "
+                          + (f"fine-tuned {done['steps']} steps" if isinstance(done, dict) else "no fine-tuning needed"))
+    return prepared
+
+
+@dataclass
+class _Validation:
+    """What every bundle of one build is validated against: the reference and the eval inputs."""
+
+    reference: object
+    loaded: object
+    latency_runs: int
+    tiles: list = field(default_factory=list)
+    refs: list = field(default_factory=list)
+
+    def load_inputs(self, eval_dir: Path, task: str, size: int, count: int) -> None:
+        """Eval crops and their reference outputs; detectors see whole photos (faces are not cut by a crop)."""
+        from restorekit.eval.fidelity import eval_photos, eval_tiles
+
+        if task == "detect":
+            self.tiles = eval_photos(eval_dir, max_side=size, count=count)
+        else:
+            self.tiles = eval_tiles(eval_dir, size=size, count=count)
+            self.refs = [self.reference.run(t.x) for t in self.tiles]
+
+
+def _manifest_for(spec, target: str, precision: str, conv, size: int, overlap: int) -> Manifest:
+    """The manifest of a freshly converted model (files and metrics are filled in later)."""
+    tiling = ({"tile": size, "overlap": overlap, "multiple_of": spec.multiple_of} if spec.task != "detect"
+              else {"tile": None if conv.input.shape[2] is None else size, "overlap": 0, "multiple_of": 1})
+    return Manifest(
+        name=spec.name, task=spec.task, scale=spec.scale, target=target, precision=precision,
+        input=conv.input, output=conv.output, tiling=tiling,
+        source={"checkpoint": spec.checkpoint, "checkpoint_sha256": spec.checkpoint_sha256,
+                "architecture": spec.architecture,
+                "params": spec.params, "macs_per_megapixel": round(spec.macs_per_megapixel)},
+        recipe=conv.recipe,
+    )
+
+
+def _write_bundles(model_dir: Path, loaded, pairs, options: dict, validation: _Validation, console) -> list[BundleResult]:
+    """Convert, validate and move into place one bundle per (target, precision), with a progress bar.
+
+    Each bundle is built in a temporary directory beside its final place and replaces an older
+    bundle whole; a failure leaves no half-written bundle and no empty directories behind."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    spec = loaded.spec
+    created = [d for d in (model_dir.parent, model_dir) if not d.exists()]
     model_dir.mkdir(parents=True, exist_ok=True)
     results: list[BundleResult] = []
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TimeElapsedColumn(), console=console, transient=False)
     with progress:
-        job = progress.add_task(f"bundling {spec.name}", total=len(build.pairs))
-        for target, precision in build.pairs:
+        job = progress.add_task(f"bundling {spec.name}", total=len(pairs))
+        for target, precision in pairs:
             progress.update(job, description=f"{target}-{precision}: converting")
             t0 = time.perf_counter()
             tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target}-{precision}-", dir=model_dir))
             try:
-                conv = convert_model(loaded.module, spec, target, tmp, precision, tile=size, calib=calib,
-                                     prepared=prepared, recipe=recipe, split_prelus=split)
-                manifest = Manifest(
-                    name=spec.name, task=spec.task, scale=spec.scale, target=target, precision=precision,
-                    input=conv.input, output=conv.output,
-                    tiling=({"tile": size, "overlap": overlap, "multiple_of": spec.multiple_of} if spec.task != "detect"
-                            else {"tile": None if conv.input.shape[2] is None else size, "overlap": 0,
-                                  "multiple_of": 1}),
-                    source={"checkpoint": spec.checkpoint, "checkpoint_sha256": spec.checkpoint_sha256,
-                            "architecture": spec.architecture,
-                            "params": spec.params, "macs_per_megapixel": round(spec.macs_per_megapixel)},
-                    recipe=conv.recipe,
-                )
+                conv = convert_model(loaded.module, spec, target, tmp, precision, tile=options["size"],
+                                     calib=options["calib"], prepared=options["prepared"], recipe=options["recipe"],
+                                     split_prelus=options["split"])
+                manifest = _manifest_for(spec, target, precision, conv, options["size"], options["overlap"])
                 write_manifest(tmp, manifest)  # checksums first: validation reads the bundle as a user would
                 progress.update(job, description=f"{target}-{precision}: validating")
-                passed, detail, crops = _validate(tmp, manifest, tiles, refs, reference, loaded, latency_runs, conv)
+                passed, detail, crops = _validate(tmp, manifest, validation.tiles, validation.refs,
+                                                  validation.reference, loaded, validation.latency_runs, conv)
                 write_manifest(tmp, manifest)
                 final = model_dir / f"{target}-{precision}"
                 _replace_dir(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
-                for d in reversed(created):  # leave no empty directories behind a failed first bundle
+                for d in reversed(created):
                     if d.exists() and not any(d.iterdir()):
                         d.rmdir()
                 raise
@@ -243,7 +285,6 @@ def build_bundles(
                                         time.perf_counter() - t0, crops))
             progress.advance(job)
         progress.update(job, description=f"bundled {spec.name}")
-    write_reports(model_dir, spec, results, tiles)
     return results
 
 
@@ -329,40 +370,36 @@ def _validate_detector(bundle, manifest: Manifest, tiles, reference, latency_run
     return passed, detail, {}
 
 
+def _simulated_psnr(net, tiles, refs, half: bool = False) -> float:
+    """Mean PSNR of a PyTorch stand-in for a bundle (run in fp16 with ``half``) against the references."""
+    import torch
+
+    from restorekit.core.metrics import psnr
+
+    vals = []
+    with torch.inference_mode():
+        for t, r in zip(tiles, refs):
+            x = torch.from_numpy(t.x)
+            y = net(x.half()).float() if half else net(x)
+            vals.append(psnr(np.nan_to_num(y.numpy()), r))
+    return float(np.mean(vals))
+
+
 def _simulate_fp16(module, tiles, refs) -> float:
     """PSNR of the PyTorch graph run in fp16 vs fp32: how an fp16 Core ML program behaves numerically."""
     import copy
 
-    import torch
-
-    from restorekit.core.metrics import psnr
-
-    half = copy.deepcopy(module).half().eval()
-    vals = []
-    with torch.inference_mode():
-        for t, r in zip(tiles, refs):
-            y = half(torch.from_numpy(t.x).half()).float().numpy()
-            vals.append(psnr(np.nan_to_num(y), r))
-    return float(np.mean(vals))
+    return _simulated_psnr(copy.deepcopy(module).half().eval(), tiles, refs, half=True)
 
 
 def _simulate_module(sim, tiles, refs) -> float:
     """PSNR of a PyTorch simulation of a Core ML program (fake-quantized w8a8) against the references."""
-    import torch
-
-    from restorekit.core.metrics import psnr
-
-    with torch.inference_mode():
-        return float(np.mean([psnr(sim(torch.from_numpy(t.x)).numpy(), r) for t, r in zip(tiles, refs)]))
+    return _simulated_psnr(sim, tiles, refs)
 
 
 def _simulate_weights(module, weights, tiles, refs) -> float:
     """PSNR of the PyTorch model run with a compressed Core ML program's decompressed weights."""
-    import torch
-
-    from restorekit.core.metrics import psnr
     from restorekit.quantize.coreml import with_weights
 
     sim, _ = with_weights(module, weights)
-    with torch.inference_mode():
-        return float(np.mean([psnr(sim(torch.from_numpy(t.x)).numpy(), r) for t, r in zip(tiles, refs)]))
+    return _simulated_psnr(sim, tiles, refs)

@@ -6,6 +6,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -17,20 +18,26 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` via a temporary file in the same directory and a rename:
-    readers see the old file or the new one, never half of one."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(file)`` on a temporary file in ``path``'s directory, then rename it onto
+    ``path``: readers see the old file or the new one, never half of one. The new file gets the
+    usual mode (0666 less the umask); on any error the temporary file is removed."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a new file gets the usual mode
+            write(fh)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` atomically (:func:`atomic_write`)."""
+    atomic_write(path, lambda fh: fh.write(payload))
 
 
 def current_umask() -> int:

@@ -10,7 +10,11 @@ PSNR_CAP_DB = 150.0  # identical images: report a large finite number, not inf
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:
     """Peak signal-to-noise ratio in dB (capped at PSNR_CAP_DB for identical inputs)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return psnr_from_mse(float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)), peak)
+
+
+def psnr_from_mse(mse: float, peak: float = 1.0) -> float:
+    """PSNR in dB of a mean squared error (a training loss, say), capped like :func:`psnr`."""
     if not np.isfinite(mse):
         return float("nan")
     if mse <= 10 ** (-PSNR_CAP_DB / 10) * peak * peak:

@@ -13,7 +13,6 @@ import http.client
 import json
 import os
 import shutil
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -21,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from restorekit.core.errors import BadInputError
-from restorekit.core.files import current_umask, sha256_file
+from restorekit.core.files import atomic_write, atomic_write_text, sha256_file
+from restorekit.core.targets import TASKS
 
-TASKS = ("sr", "restore", "face", "colorize", "inpaint", "detect")
+#: Tasks the zoo holds teachers for: every task but the scratch detector, which ships built in.
+ZOO_TASKS = tuple(t for t in TASKS if t != "scratch")
 _CHUNK = 1 << 20
 _USER_AGENT = "restorekit-zoo/1"
 
@@ -39,7 +40,7 @@ class ZooEntry:
     size: int | None  # bytes, when known
     licence: str
     non_commercial: bool
-    task: str  # one of TASKS
+    task: str  # one of ZOO_TASKS
     arch: str
     scale: int
     io: str  # io contract: input size rules, value range, colour order, checkpoint layout
@@ -261,9 +262,10 @@ RACY_NS = 2_000_000_000  # file timestamps this close to the stamp's own time ma
 
 
 def _write_stamp(path: Path, digest: str) -> None:
+    """Record the verified sha256 beside ``path`` with its size and mtime (so unchanged files are not hashed again)."""
     st = path.stat()
-    _stamp(path).write_text(json.dumps({"sha256": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                                        "stamped_ns": time.time_ns()}))
+    atomic_write_text(_stamp(path), json.dumps({"sha256": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                                "stamped_ns": time.time_ns()}))
 
 
 def recorded_sha256(path: Path) -> str | None:
@@ -400,15 +402,8 @@ def install_from(name: str, file: str | os.PathLike, *, trust_unverified: bool =
     _check(entry, digest, str(src), trust_unverified)
     dest = models_dir() / entry.filename
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, _CHUNK)
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with open(src, "rb") as inp:
+        atomic_write(dest, lambda out: shutil.copyfileobj(inp, out, _CHUNK))
     _write_stamp(dest, digest)
     return dest
 

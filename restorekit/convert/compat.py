@@ -102,6 +102,7 @@ class TargetReport:
 
     @property
     def mark(self) -> str:
+        """The ✓ / ! / ✗ mark of this finding's level."""
         return MARK[self.level]
 
 

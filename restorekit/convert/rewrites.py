@@ -45,6 +45,7 @@ class ReluFormPReLU(nn.Module):
         self.per_channel = prelu.weight.numel() > 1  # decided here: a branch in forward breaks torch.fx
 
     def forward(self, x):
+        """PReLU computed as the target's edge ops do."""
         a = self.weight.view(1, -1, 1, 1) if self.per_channel else self.weight
         return F.relu(x) - a * F.relu(-x)
 
@@ -66,6 +67,7 @@ class MaxFormPReLU(nn.Module):
         self.per_channel = prelu.weight.numel() > 1  # decided here: a branch in forward breaks torch.fx
 
     def forward(self, x):
+        """PReLU computed as the target's edge ops do."""
         a = self.weight.view(1, -1, 1, 1) if self.per_channel else self.weight
         return torch.maximum(x, a * x)
 

@@ -38,6 +38,7 @@ class CpuPeak:
     how: str
 
     def gflops(self, threads: int) -> float:
+        """Peak GFLOP/s of this CPU on ``threads`` threads."""
         return self.flops_per_cycle * self.ghz * min(threads, self.cores)
 
 

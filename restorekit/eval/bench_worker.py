@@ -112,6 +112,7 @@ def measure(spec: dict) -> dict:
 
 
 def main() -> int:
+    """Run one measurement described by the JSON in argv and print its result as JSON."""
     spec = json.loads(sys.argv[1])
     try:
         result = measure_peak(int(spec["threads"])) if spec["kind"] == "peak" else measure(spec)

@@ -49,6 +49,7 @@ class FaceAgreement:
         return self.matched == self.faces_reference and extra == 0
 
     def to_dict(self) -> dict:
+        """The agreement as JSON-ready numbers."""
         r = lambda v, n: None if v is None else round(float(v), n)  # noqa: E731
         return {"faces_reference": self.faces_reference, "faces_bundle": self.faces_bundle, "matched": self.matched,
                 "extra": self.faces_bundle - self.matched if self.extra is None else self.extra,
@@ -109,6 +110,7 @@ class SameInput:
         self.backend, self.device = reference.backend, reference.device
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        """Return the output computed for this input (the same input must come again)."""
         return self.reference.run(x)
 
 

@@ -80,6 +80,7 @@ class Fidelity:
     latency_input: str = ""
 
     def to_metrics(self) -> dict:
+        """The manifest ``metrics`` keys of this comparison."""
         d = asdict(self)
         d.pop("per_image")
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}

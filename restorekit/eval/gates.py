@@ -43,6 +43,7 @@ class Gates:
                                 if getattr(other, f.name) is not None})
 
     def active(self) -> dict:
+        """The gates that are set, by name."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 

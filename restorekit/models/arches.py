@@ -37,6 +37,7 @@ class MaskedInput(nn.Module):
         self.model = model
 
     def forward(self, x):
+        """Run the wrapped model on the image with an empty mask."""
         return self.model(x[:, :3], x[:, 3:4])
 
 
@@ -61,9 +62,11 @@ class Arch:
     real_weights: bool = False
 
     def build(self, small: bool = True) -> nn.Module:
+        """A randomly initialised instance (``small``: a reduced configuration for tests)."""
         return self.builder(small).eval().float()
 
     def spec(self, small: bool = True) -> ModelSpec:
+        """The ModelSpec of :meth:`build`'s instance."""
         fixed = (self.small_fixed_size or self.fixed_size) if small else self.fixed_size
         return ModelSpec(name=self.name, architecture=self.name, task=self.task, scale=self.scale,
                          in_channels=self.in_channels, out_channels=self.out_channels, fixed_size=fixed,

@@ -38,6 +38,7 @@ class EdgeRestoreNet(nn.Module):
         nn.init.zeros_(self.tail.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Restore (and upscale) an NCHW RGB batch in [0, 1]."""
         y = F.relu(self.head(x))
         for conv in self.body:
             y = F.relu(conv(y))

@@ -53,6 +53,7 @@ class FaceNetIO(nn.Module):
         self.model, self.call_kwargs = model, call_kwargs
 
     def forward(self, x):
+        """Call the face network with its fixed keyword arguments and return the image only."""
         y = self.model(x * 2.0 - 1.0, **self.call_kwargs)[0]
         return ((y + 1.0) * 0.5).clamp(0.0, 1.0)
 

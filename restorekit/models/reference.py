@@ -31,6 +31,7 @@ class TorchSession:
 
     @torch.inference_mode()
     def run(self, x: np.ndarray) -> np.ndarray:
+        """Run the PyTorch model on an NCHW float32 batch."""
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.torch_device)
         y = self.module(t)
         if isinstance(y, (tuple, list)):

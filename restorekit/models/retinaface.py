@@ -52,6 +52,7 @@ class MobileNet025(nn.Module):
         self.stage3 = nn.Sequential(_depthwise_separable(128, 256, 2), _depthwise_separable(256, 256, 1))
 
     def forward(self, x):
+        """Depthwise-separable MobileNet features at strides 8, 16 and 32."""
         c1 = self.stage1(x)
         c2 = self.stage2(c1)
         return c1, c2, self.stage3(c2)
@@ -67,6 +68,7 @@ class FeaturePyramid(nn.Module):
         self.merge2 = _conv_bn(out, out)
 
     def forward(self, feats):
+        """Merge the three feature levels top-down."""
         p1, p2, p3 = self.output1(feats[0]), self.output2(feats[1]), self.output3(feats[2])
         p2 = self.merge2(p2 + F.interpolate(p3, size=p2.shape[-2:], mode="nearest"))
         p1 = self.merge1(p1 + F.interpolate(p2, size=p1.shape[-2:], mode="nearest"))
@@ -85,6 +87,7 @@ class ContextModule(nn.Module):
         self.conv7x7_3 = _conv_bn(cout // 4, cout // 4, act=False)
 
     def forward(self, x):
+        """Concatenate 3x3, 5x5 and 7x7 receptive fields."""
         b5 = self.conv5X5_1(x)
         b7 = self.conv7X7_2(b5)
         return F.relu(torch.cat([self.conv3X3(x), self.conv5X5_2(b5), self.conv7x7_3(b7)], dim=1))
@@ -115,6 +118,7 @@ class RetinaFace(nn.Module):
         self.LandmarkHead = nn.ModuleList(_Head(64, a * 10) for _ in range(3))
 
     def forward(self, x):
+        """Raw ``[N, priors, 16]`` detections: box offsets, face logits, landmark offsets."""
         feats = self.fpn(self.body(x))
         feats = (self.ssh1(feats[0]), self.ssh2(feats[1]), self.ssh3(feats[2]))
         n = x.shape[0]
@@ -138,6 +142,7 @@ class RetinaFaceDetector(nn.Module):
         self.register_buffer("bgr_mean", torch.tensor([104.0, 117.0, 123.0]).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x):
+        """Detections on an RGB input in [0, 1] (the network's own BGR mean subtraction inside)."""
         return self.net(x.flip(1) * 255.0 - self.bgr_mean)
 
 

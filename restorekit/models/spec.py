@@ -28,4 +28,5 @@ class ModelSpec:
     tags: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """The spec as a JSON-ready dict."""
         return asdict(self)

@@ -47,6 +47,7 @@ class StudentSpec:
 
     @property
     def config(self) -> dict[str, int]:
+        """Constructor arguments of the student network."""
         return {"in_channels": 3, "channels": self.channels, "num_convs": self.num_convs, "scale": self.scale}
 
     @property

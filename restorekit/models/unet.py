@@ -42,6 +42,7 @@ class ScratchUNet(nn.Module):
         return x
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-pixel defect logits."""
         e1 = self._block(self.enc1, x)
         e2 = self._block(self.enc2, e1)
         e3 = self._block(self.enc3, e2)
@@ -50,4 +51,5 @@ class ScratchUNet(nn.Module):
         return self.head(d1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-pixel defect probability in [0, 1]."""
         return torch.sigmoid(self.logits(x))

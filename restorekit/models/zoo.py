@@ -50,6 +50,7 @@ class ZooEntry:
 
     @property
     def accepted_sha256(self) -> tuple[str, ...]:
+        """Every sha256 accepted for this entry's file."""
         return tuple(h for h in (self.sha256, *self.also_sha256) if h)
 
 
@@ -246,6 +247,7 @@ def cache_dir() -> Path:
 
 
 def models_dir() -> Path:
+    """Where downloaded weights are cached (``$RESTOREKIT_CACHE`` or the XDG cache)."""
     return cache_dir() / "models"
 
 

@@ -22,6 +22,7 @@ class TileReader:
         self._it = iter([{input_name: t} for t in tiles])
 
     def get_next(self):
+        """The next calibration feed, or None when done (onnxruntime's CalibrationDataReader)."""
         return next(self._it, None)
 
 

@@ -40,6 +40,7 @@ class LayerSetting:
     activations: str | None = None
 
     def to_dict(self) -> dict[str, str | None]:
+        """The setting as a JSON-ready dict."""
         return {"weights": self.weights, "activations": self.activations}
 
 
@@ -84,6 +85,7 @@ class Recipe:
 
     @property
     def default(self) -> LayerSetting:
+        """The layer setting of this recipe's scheme."""
         return SCHEMES[self.scheme]
 
     @property
@@ -105,6 +107,7 @@ class Recipe:
         return [n for n, t in layers.items() if self.setting(n, t) is None]
 
     def to_dict(self) -> dict[str, Any]:
+        """The recipe as a JSON-ready dict (recorded in the manifest)."""
         enc = lambda d: {k: (None if v is None else v.to_dict()) for k, v in d.items()}  # noqa: E731
         return {"scheme": self.scheme, "op_types": enc(self.op_types), "op_names": enc(self.op_names),
                 "calibration": dict(self.calibration), "budget_psnr": self.budget_psnr,

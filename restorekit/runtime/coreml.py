@@ -30,6 +30,7 @@ class CoreMLSession:
         self.device = f"Core ML ({units.name})"
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        """Run the Core ML model on an NCHW float32 batch (macOS only)."""
         from restorekit.runtime.session import from_model_output, to_model_input
 
         outs = []

@@ -36,6 +36,7 @@ class Face:
 
     @property
     def eye_distance(self) -> float:
+        """Distance between the two eye landmarks, in pixels."""
         return float(np.linalg.norm(self.landmarks[1] - self.landmarks[0]))
 
 

@@ -63,6 +63,7 @@ class OnnxSession:
         self.device = f"onnxruntime {self._sess.get_providers()[0]}"
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        """Run the model on an NCHW float32 batch; returns the output in the same convention."""
         from restorekit.runtime.session import from_model_output, to_model_input
 
         y = self._sess.run(None, {self._in_name: to_model_input(x, self.input)})[0]

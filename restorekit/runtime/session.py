@@ -23,7 +23,9 @@ class Session(Protocol):
     #: Where it actually runs (e.g. "onnxruntime CPUExecutionProvider").
     device: str
 
-    def run(self, x: np.ndarray) -> np.ndarray: ...
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Run the model on an NCHW float32 batch; returns the output in the same convention."""
+        ...
 
 
 def to_model_input(x: np.ndarray, contract: TensorContract) -> np.ndarray:

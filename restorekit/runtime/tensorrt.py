@@ -43,6 +43,7 @@ class EnginePlan:
     max_hw: tuple[int, int]
 
     def shape(self, hw: tuple[int, int]) -> tuple[int, int, int, int]:
+        """The NCHW input shape of a ``hw`` profile point."""
         return (1, self.channels, hw[0], hw[1])
 
 

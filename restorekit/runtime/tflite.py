@@ -44,6 +44,7 @@ class TFLiteSession:
         self.device = "LiteRT CPU (XNNPACK)"
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        """Run the model on an NCHW float32 batch; returns the output in the same convention."""
         from restorekit.runtime.session import from_model_output, to_model_input
 
         outs = []

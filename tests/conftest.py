@@ -40,3 +40,62 @@ def rgb_photo() -> np.ndarray:
     from restorekit.core.image import read_image
 
     return read_image(SAMPLES / "astronaut.png").rgb
+
+
+# --- Every manifest.json the suite writes is validated against the bundle JSON Schema ----------------
+# (docs/bundle-format.md). At the end of the session every manifest.json under the session's temp
+# base (tmp_path, tmp_path_factory.mktemp: where the fixtures and tests write bundles) is checked;
+# one that does not validate fails the session with the list of problems. A test that breaks a
+# manifest on purpose (to test a refusal) marks its folder with ``mark_invalid_on_purpose``.
+# Needs pytest's default tmp_path_retention_policy ("all"): "failed"/"none" delete passed tests' folders.
+
+#: A file of this name in a manifest's folder, or in a folder above it inside the temp base, exempts
+#: the manifests below it from the check (a dot-name: ``file_entries`` never lists it).
+INVALID_ON_PURPOSE = ".manifest-invalid-on-purpose"
+
+
+def mark_invalid_on_purpose(folder: Path) -> Path:
+    """Exempt the manifests under ``folder`` from the end-of-session schema check; returns ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / INVALID_ON_PURPOSE).write_text("manifests below here are broken on purpose by a test\n")
+    return folder
+
+
+def invalid_manifests(base: Path) -> list[str]:
+    """One line per problem of every manifest.json under ``base`` not marked invalid on purpose."""
+    import json
+    import os
+
+    from restorekit.bundle.manifest import MANIFEST_NAME, validate_manifest
+
+    base = Path(base)
+    problems: list[str] = []
+    for folder, dirs, files in os.walk(base):  # does not follow symlinks
+        dirs.sort()
+        here = Path(folder)
+        if (here / INVALID_ON_PURPOSE).exists():
+            dirs[:] = []  # the marker covers everything below
+            continue
+        if MANIFEST_NAME not in files:
+            continue
+        path = here / MANIFEST_NAME
+        where = path.relative_to(base).as_posix()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            problems.append(f"{where}: not JSON ({exc})")
+            continue
+        problems += [f"{where}: {p}" for p in validate_manifest(data)]
+    return problems
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _manifests_written_validate(tmp_path_factory):
+    """At the end of the session, fail if any manifest.json the suite wrote breaks the schema."""
+    base = tmp_path_factory.getbasetemp()
+    yield
+    problems = invalid_manifests(base)
+    if problems:
+        pytest.fail(f"{len(problems)} problem(s) in manifests written by this session (schema: "
+                    "restorekit/bundle/manifest.schema.json; base " + str(base) + "):\n" + "\n".join(problems),
+                    pytrace=False)

@@ -18,6 +18,8 @@ from restorekit.core.targets import MODEL_FILES
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+#: JSON Schema (draft 2020-12) of ``manifest.json``, shipped as package data (docs/bundle-format.md).
+SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
 
 
 @dataclass
@@ -120,14 +122,49 @@ def read_manifest(bundle_dir: str | os.PathLike, verify: bool = True) -> Manifes
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadInputError(f"corrupt manifest {path}: {exc}") from exc
-    if data.get("schema_version", 0) > SCHEMA_VERSION:
-        raise BadInputError(
-            f"bundle schema {data.get('schema_version')} is newer than this restorekit understands ({SCHEMA_VERSION})"
-        )
+    if not isinstance(data, dict):
+        raise BadInputError(f"corrupt manifest {path}: expected a JSON object, got {type(data).__name__}")
+    check_schema_version(data.get("schema_version", SCHEMA_VERSION), path)
     manifest = Manifest.from_dict(data)
     if verify:
         verify_files(bundle_dir, manifest)
     return manifest
+
+
+def check_schema_version(version: Any, path: str | os.PathLike) -> None:
+    """Refuse (one line, naming ``path``) a schema_version that is not an integer this reader knows."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise BadInputError(f"unreadable manifest {path}: schema_version must be a positive integer, "
+                            f"got {_short(version)} (this restorekit reads schema_version {SCHEMA_VERSION})")
+    if version > SCHEMA_VERSION:
+        raise BadInputError(f"bundle manifest {path} has schema_version {version}, newer than this restorekit reads "
+                            f"(schema_version {SCHEMA_VERSION}): upgrade restorekit to run it")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` on one line, cut to ``limit`` characters."""
+    text = repr(value).replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def validate_manifest(data: dict[str, Any]) -> list[str]:
+    """Problems (one line each, empty when valid) of a manifest dict against the JSON Schema.
+
+    Needs ``jsonschema`` (in the ``all`` extra); reading bundles (:func:`read_manifest`) does not.
+    """
+    from restorekit.core.errors import require
+
+    jsonschema = require("jsonschema")
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = []
+    for error in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
+        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        message = " ".join(error.message.split())
+        if len(message) > 200:
+            message = message[:197] + "..."
+        problems.append(f"{where}: {message}")
+    return problems
 
 
 def verify_files(bundle_dir: Path, manifest: Manifest) -> None:

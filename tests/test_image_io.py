@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from restorekit.core.errors import BadInputError
-from restorekit.core.image import read_image, write_image
+from restorekit.core.image import read_image, write_image, write_photo
 
 
 def _write(path, arr, params=()):
@@ -116,3 +116,17 @@ def test_outputs_get_the_usual_file_mode(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "o.png").stat().st_mode) == 0o644
+
+
+def test_write_photo_keeps_16_bits_alpha_and_gray(tmp_path):
+    rng = np.random.default_rng(3)
+    rgba = (rng.random((20, 24, 4)) * 65535).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "in.png"), rgba)
+    photo = read_image(tmp_path / "in.png")
+    back = read_image(write_photo(tmp_path / "out.png", photo))
+    assert back.bit_depth == 16 and back.alpha is not None
+    assert np.abs(back.rgb - photo.rgb).max() < 1 / 65535 and np.abs(back.alpha - photo.alpha).max() < 1 / 65535
+    gray = (rng.random((20, 24)) * 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "gray.png"), gray)
+    out = write_photo(tmp_path / "gray_out.png", read_image(tmp_path / "gray.png"))
+    assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).ndim == 2

@@ -191,6 +191,12 @@ def write_image(
     return path
 
 
+def write_photo(path: str | os.PathLike, photo: Photo, jpeg_quality: int = 95) -> Path:
+    """Write a :class:`Photo` as it came in: its alpha, 16-bit stays 16-bit, grayscale stays grayscale."""
+    return write_image(path, photo.rgb, photo.alpha, bit_depth=16 if photo.bit_depth == 16 else 8,
+                       jpeg_quality=jpeg_quality, gray=photo.was_gray)
+
+
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name."""
     folder = Path(folder)

@@ -391,7 +391,7 @@ def main() -> int:
                     "(at most one per held-out photo with a side of 512 or more: 19 here)")
     ap.add_argument("--calib-sweep", default="2,8,32", help="calibration-tile counts for the w8a8 sensitivity "
                     "table on onnx and tflite ('' to skip)")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "quantization_bench.md"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "experiments" / "quantization_bench.md"))
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
     ap.add_argument("--merge", default=None, help="a previous run's --json: its rows are kept, except those "
                     "(model, target, scheme; sweeps: model, target, tile count) measured in this run, which replace them")

@@ -142,7 +142,7 @@ def prelu_to_split_relu(model: nn.Module) -> tuple[nn.Module, list[str]]:
     rounded once on a ``[0, max]`` grid about half as coarse as the ``[min, max]`` one a PReLU layer
     needs, where a PReLU's output (``a * x`` on the negative side) is rounded a second time. The
     doubled channels cost MACs in two convs per split and save the PReLU's float Mul/Max and one
-    Q/DQ pair; alternate chains keep each conv doubled at most once (docs/benchmarks.md,
+    Q/DQ pair; alternate chains keep each conv doubled at most once (docs/experiments/measurement-log.md,
     "Split PReLUs")."""
     from restorekit.quantize.layers import conv_act_conv_chains
 

@@ -1,7 +1,7 @@
 """Float-model preparation before int8 post-training quantization (PyTorch, before export).
 
 Two steps that leave the fp32 function unchanged (equalization) or change it only within the
-int8 weight grid (rounding), measured on Real-ESRGAN Compact in ``docs/int8_study.md``:
+int8 weight grid (rounding), measured on Real-ESRGAN Compact in ``docs/experiments/int8_study.md``:
 
 * :func:`equalize_ranges` - cross-layer range equalization over ``Conv -> (P)ReLU -> Conv``
   pairs: output channel ``c`` of the first conv is divided by ``s_c`` and input channel ``c`` of

@@ -123,7 +123,7 @@ def test_ddp_two_processes_match_one_process_on_the_same_global_batch(teacher, t
 
 
 def test_bad_input_fails_before_training(teacher, tmp_path, monkeypatch):
-    from restorekit.cli.distill_cmd import distill_command
+    from restorekit.cli.train import distill as distill_command
 
     def no_training(*args, **kwargs):
         raise AssertionError("training started")

@@ -97,3 +97,16 @@ def test_bench_runs_on_the_runtime_extra_alone(builtin_bundles):
     res = _run_isolated(code)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "onnx-int8" in res.stdout and "p99 ms" in res.stdout and "NO-TORCH-OK" in res.stdout
+
+
+def test_restore_package_imports_without_torch():
+    """The old-photo pipeline on bundles (stages, faces, defects, model resolution, folder driver) is torch-free."""
+    res = _run_isolated("""
+        import sys
+        import restorekit.restore.assess, restorekit.restore.defects, restorekit.restore.faces
+        import restorekit.restore.folder, restorekit.restore.models, restorekit.restore.pipeline
+        assert "torch" not in sys.modules
+        print("NO-TORCH-OK")
+    """)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "NO-TORCH-OK" in res.stdout

@@ -113,6 +113,17 @@ def expand_bundles(paths: list[Path]) -> list[Path]:
     return out
 
 
+def bench_reference(bundle_dir: Path, reference: str | None = None) -> tuple[str, float | None]:
+    """The reference to measure beside a bundle and its MACs per megapixel: ``reference`` (MACs
+    unknown here), else the checkpoint the bundle was made from (MACs from its manifest)."""
+    first = read_manifest(bundle_dir)
+    if reference:
+        return reference, None
+    from restorekit.models.loader import default_reference
+
+    return default_reference(first), first.source.get("macs_per_megapixel")
+
+
 def _run_worker(spec: dict) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]))
     proc = subprocess.run([sys.executable, "-m", "restorekit.eval.bench_worker", json.dumps(spec)],

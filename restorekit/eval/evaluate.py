@@ -131,3 +131,28 @@ def evaluate(session: Session, reference: Session, images: Path, *, bundle_info:
                                           "reference_ssim", "bundle_ssim")},
         }
     return EvalRun(data=data, panels=panels)
+
+
+def evaluate_bundle(bundle, images: Path, *, reference: str | None = None, gates=None, baseline: Path | None = None,
+                    count: int = 8, size: int | None = None, runs: int = 10, clean: bool = False) -> tuple[EvalRun, list]:
+    """Evaluate a loaded bundle (``runtime.load_bundle``) against its reference checkpoint (default:
+    the one it was made from) on crops of ``images`` (default side: the bundle's tile), check
+    ``gates`` (an :class:`~restorekit.eval.gates.Gates`) and the ``baseline`` result file; the
+    run's data records the gates. Returns the run and the gate failures."""
+    from restorekit.eval.gates import Gates, check, load_result
+    from restorekit.models.loader import default_reference, load_model
+    from restorekit.models.reference import TorchSession
+
+    gates = gates or Gates()
+    old = load_result(baseline) if baseline else None
+    m = bundle.manifest
+    ref = TorchSession(load_model(reference or default_reference(m)).module)
+    crop = size or (bundle.session.fixed_size[0] if bundle.session.fixed_size else m.tiling.get("tile") or 256)
+    info = {"path": str(bundle.path), "name": m.name, "target": m.target, "precision": m.precision,
+            "scale": m.scale, "task": m.task, "model_sha256": m.files[0]["sha256"] if m.files else None}
+    result = evaluate(bundle.session, ref, images, bundle_info=info, size=crop, count=count, scale=m.scale,
+                      quality=clean, runs=runs)
+    failures = check(result.data, gates, old)
+    result.data["gates"] = {"thresholds": gates.active(), "baseline": str(baseline) if baseline else None,
+                            "passed": not failures, "failures": [str(f) for f in failures]}
+    return result, failures

@@ -214,3 +214,18 @@ def load_model(ref: str | os.PathLike | None = None) -> LoadedModel:
     except Exception:  # a model that cannot run at that size still loads; MACs stay unknown
         spec.macs_per_megapixel = 0.0
     return LoadedModel(module=module, spec=spec)
+
+
+def default_reference(manifest) -> str:
+    """The checkpoint a bundle (its :class:`~restorekit.bundle.manifest.Manifest`) was made from:
+    ``default`` for the built-in model, else the recorded path when that file still has the recorded sha256."""
+    from restorekit.models import builtin
+
+    sha = manifest.source.get("checkpoint_sha256")
+    if sha and sha == sha256_file(builtin.BUILTIN_WEIGHTS):
+        return DEFAULT_MODEL
+    recorded = manifest.source.get("checkpoint")
+    if recorded and Path(recorded).is_file() and sha256_file(recorded) == sha:
+        return recorded
+    where = f" (recorded: {recorded}, {'changed since' if recorded and Path(recorded).is_file() else 'not found here'})" if recorded else ""
+    raise BadInputError(f"cannot find the checkpoint this bundle was made from{where}: give it with --reference")

@@ -283,6 +283,57 @@ def _finetune(value: Any, scheme: str, float_preparation: bool) -> dict[str, Any
     return out
 
 
+def int8_finetune(mode: str, range_margin: float = 1.0, augment: float | None = None) -> dict[str, Any] | None:
+    """The ``int8`` precision's fine-tune settings from ``--int8-finetune``, ``--int8-range-margin``, ``--int8-augment``.
+
+    ``mode`` is ``auto`` (:data:`INT8_FINETUNE`: fine-tune where plain w8a8 simulates below its
+    ``below_psnr``), ``off`` (None) or a step count (the same training, that many steps, always);
+    ``range_margin`` (1: none) and ``augment`` (None: the default's) join the settings, which are
+    then checked like a recipe's ``finetune``.
+    """
+    if not math.isfinite(range_margin):
+        raise BadInputError(f"--int8-range-margin must be a finite number, not {range_margin}")
+    if augment is not None and not 0.0 <= augment <= 1.0:  # also NaN
+        raise BadInputError(f"--int8-augment is a probability from 0 to 1, not {augment}")
+    extra = {**({"range_margin": range_margin} if range_margin != 1.0 else {}),
+             **({"augment": augment} if augment is not None else {})}
+    if mode == "off":
+        changes = [f for f, k in (("--int8-range-margin", "range_margin"), ("--int8-augment", "augment")) if extra.get(k)]
+        if changes:  # a setting that would change a training that does not run
+            verb = "set" if len(changes) > 1 else "sets"
+            raise BadInputError(f"{' and '.join(changes)} {verb} how fine-tuning runs: it needs --int8-finetune "
+                                "auto or a number of steps, not off")
+        return None
+    if mode == "auto":
+        settings = {**INT8_FINETUNE, **extra}
+    elif mode.isdigit() and int(mode) > 0:  # that many steps, whatever plain w8a8 gives
+        settings = {**{k: v for k, v in INT8_FINETUNE.items() if k != "below_psnr"}, "steps": int(mode), **extra}
+    else:
+        raise BadInputError(f"--int8-finetune takes auto, off or a positive number of steps, not {mode!r}")
+    return _finetune(settings, "w8a8", True)
+
+
+def command_recipe(target: str, scheme: str = "w8a8", path: str | Path | None = None, budget_psnr: float | None = None,
+                   calib_count: int | None = None, finetune_steps: int | None = None) -> Recipe:
+    """The recipe of ``restorekit quantize``: a recipe file (else a built-in scheme) with the
+    command's overrides, checked for ``target``."""
+    if path is not None:
+        recipe = load_recipe(path)
+        if budget_psnr is not None:
+            recipe = recipe_from_dict({**recipe.to_dict(), "budget_psnr": budget_psnr})
+    else:
+        if scheme not in SCHEMES:
+            raise BadInputError(f"unknown scheme {scheme!r}: choose from {', '.join(SCHEMES)}")
+        recipe = builtin_recipe(scheme, budget_psnr)
+    if calib_count is not None:
+        recipe.calibration["tiles"] = calib_count
+    if finetune_steps is not None:
+        recipe = recipe_from_dict({**recipe.to_dict(), "finetune": {**(recipe.finetune or {}), "steps": finetune_steps}})
+    if target not in TARGETS:
+        raise BadInputError(f"unknown target {target!r}: choose from {', '.join(TARGETS)}")
+    return recipe.check(target)
+
+
 def builtin_recipe(scheme: str, budget_psnr: float | None = None) -> Recipe:
     """The recipe of a built-in scheme (``mixed`` with its fidelity budget)."""
     return recipe_from_dict({"scheme": scheme, **({"budget_psnr": budget_psnr} if budget_psnr is not None else {})})

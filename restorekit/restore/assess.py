@@ -1,7 +1,7 @@
 """Damage assessment of an old photo: what kind of print it is and what is wrong with it.
 
 numpy + OpenCV only. Every measure is a plain number with a documented scale, so the JSON log
-is readable and the choices of the restore pipeline (``runtime.restore``) can be explained:
+is readable and the choices of the restore pipeline (``restore.pipeline``) can be explained:
 
 * ``tone``: ``bw`` (no chroma), ``sepia`` (weak chroma of one warm hue, a*b* hue angle 20-90°:
   brown to yellow; a greenish autochrome is colour) or ``colour``;
@@ -26,6 +26,8 @@ import numpy as np
 
 @dataclass
 class Assessment:
+    """The measures of one photo (scales in the module docstring)."""
+
     tone: str
     chroma_p95: float
     hue_spread: float
@@ -40,6 +42,7 @@ class Assessment:
     defects: float | None = None
 
     def to_dict(self) -> dict:
+        """The measures as a JSON-ready dict, floats rounded to 4 decimals."""
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
@@ -107,3 +110,12 @@ def assess(rgb: np.ndarray, defect_mask: np.ndarray | None = None) -> Assessment
         blur=float(cv2.Laplacian(gray255, cv2.CV_32F).var()), blockiness=blockiness(gray255),
         defects=None if defect_mask is None else float(np.mean(defect_mask)),
     )
+
+
+def assess_file(path) -> dict:
+    """The JSON row of one image file: its path, size, alpha and bit depth, and its measures."""
+    from restorekit.core.image import read_image
+
+    photo = read_image(path)
+    return {"image": str(path), "size": list(photo.size), "alpha": photo.alpha is not None,
+            "bit_depth": photo.bit_depth, **assess(photo.rgb).to_dict()}

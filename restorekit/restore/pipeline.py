@@ -1,9 +1,11 @@
 """The old-photo restoration pipeline, on edge bundles (or their PyTorch references).
 
-Stages, in order, each optional and logged (what ran, on what, with which settings, how long,
-what it found):
+The pipeline is a list of :class:`Stage` objects (``PIPELINE``), run in order by
+:func:`restore_photo` on a shared :class:`Context`: each says whether it ``applies`` to this photo
+and ``run`` s, or gives the ``reason`` it did not; every stage is logged (what ran, on what, with
+which settings, how long, what it found):
 
-1. ``assess``   damage assessment (``runtime.assess``): drives the ``auto`` choices below;
+1. ``assess``   damage assessment (``restore.assess``): drives the ``auto`` choices below;
 2. ``defects``  scratch/dust/tear mask from a detector session, filled by OpenCV inpainting;
 3. ``restore``  denoise / deblock / deblur + 2x with a restoration session, tiled;
 4. ``faces``    (given a face detector: a detect bundle or RetinaFace weights) detection,
@@ -31,14 +33,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import cv2
 import numpy as np
 
 from restorekit.core.errors import BadInputError
-from restorekit.restore.assess import assess, lab, neutral_cast
-from restorekit.restore.defects import detect_defects, inpaint
 from restorekit.core.image import Photo
+from restorekit.restore.assess import Assessment, assess, lab, neutral_cast
+from restorekit.restore.defects import detect_defects, inpaint
+from restorekit.runtime.detect import Face
 from restorekit.runtime.session import Session
 from restorekit.runtime.tiling import run_tiled
 
@@ -62,6 +66,8 @@ class Model:
 
 @dataclass
 class RestoreOptions:
+    """What to run: the stages asked for, the output scale, colorization, and the stage settings."""
+
     stages: tuple[str, ...] = STAGES
     scale: int = 1
     colorize: bool = False
@@ -80,12 +86,10 @@ class RestoreOptions:
 
 @dataclass
 class RestoreResult:
+    """The restored photo and the JSON-ready log of every stage."""
+
     photo: Photo
     log: dict = field(default_factory=dict)
-
-
-def _stage(log: list, name: str, t0: float, ran: bool, **info) -> None:
-    log.append({"stage": name, "ran": ran, "seconds": round(time.perf_counter() - t0, 3), **info})
 
 
 def stretch_tone(rgb: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -113,17 +117,6 @@ def remove_cast(rgb: np.ndarray, strength: float = 0.7, max_shift: float = 10.0)
     return np.clip(cv2.cvtColor(L, cv2.COLOR_Lab2RGB), 0, 1), {"shift_a": round(da, 2), "shift_b": round(db, 2)}
 
 
-def _compare(edge_out: np.ndarray, edge_s: float, ref: Model, run_ref) -> dict:
-    """Run the reference on the same stage input and score the edge stage against it."""
-    from restorekit.core.metrics import psnr
-
-    t0 = time.perf_counter()
-    ref_out = run_ref()
-    return {"backend": ref.name, "psnr_db": round(psnr(np.clip(edge_out, 0, 1), np.clip(ref_out, 0, 1)), 2),
-            "edge_seconds": round(edge_s, 3), "reference_seconds": round(time.perf_counter() - t0, 3),
-            "_output": ref_out}
-
-
 def check_scale(options: RestoreOptions, restorer: Model | None, upscaler: Model | None) -> None:
     """``options.scale`` must be reachable by a model of the pipeline (or be 1 or 2, which the
     built-in 2x restorer, or at worst bicubic, reaches): no silent 8x bicubic."""
@@ -134,184 +127,379 @@ def check_scale(options: RestoreOptions, restorer: Model | None, upscaler: Model
                             f"the models given reach {top}x")
 
 
+def _tiled(model: Model, rgb: np.ndarray) -> np.ndarray:
+    """``model`` run on ``rgb`` in its tiles, clipped to [0, 1]."""
+    return np.clip(run_tiled(model.session, rgb, model.scale, tile=model.tile, overlap=model.overlap,
+                             multiple_of=model.multiple_of), 0, 1)
+
+
+def _versus(ref: Model, edge_out: np.ndarray, t0: float, run_ref: Callable[[], np.ndarray]) -> tuple[dict, np.ndarray]:
+    """Run the reference on the same stage input; its log entry (PSNR of the edge output against
+    it, both latencies; the edge stage started at ``t0``) and its output."""
+    from restorekit.core.metrics import psnr
+
+    edge_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    ref_out = run_ref()
+    return ({"backend": ref.name, "psnr_db": round(psnr(np.clip(edge_out, 0, 1), np.clip(ref_out, 0, 1)), 2),
+             "edge_seconds": round(edge_s, 3), "reference_seconds": round(time.perf_counter() - t1, 3)}, ref_out)
+
+
+def _with_reference(vs_ref: dict | None) -> dict:
+    """The ``vs_reference`` log field, present only when the stage was compared."""
+    return {"vs_reference": vs_ref} if vs_ref else {}
+
+
+@dataclass
+class Context:
+    """One photo on its way through the stages: the image so far, the models, what was found."""
+
+    photo: Photo
+    options: RestoreOptions
+    rgb: np.ndarray
+    restorer: Model | None = None
+    detector: Model | None = None
+    face_detector: Model | None = None
+    face_restorer: Model | None = None
+    upscaler: Model | None = None
+    references: dict[str, Model] = field(default_factory=dict)
+    found: Assessment | None = None  # the damage assessment of the input
+    faces: list[Face] | None = None  # face detections on the input (shared by the defects guard and the faces stage)
+    scale: int = 1  # the size of ``rgb`` over the input's
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the input photo."""
+        return self.photo.rgb.shape[:2]
+
+    @property
+    def use_sr(self) -> bool:
+        """Whether the sr stage upscales (then the restoration stage works at the input's size)."""
+        return self.upscaler is not None and "sr" in self.options.stages
+
+    def wants(self, stage: str) -> bool:
+        """Whether ``stage`` was asked for."""
+        return stage in self.options.stages
+
+
+class Stage:
+    """A pipeline step: ``applies`` says whether it runs on this photo, ``run`` does it and returns
+    the fields it logs, ``reason`` says why it did not run (None: it is left out of the log)."""
+
+    name = ""
+
+    def applies(self, ctx: Context) -> bool:
+        """Whether the stage runs on this photo."""
+        return False
+
+    def run(self, ctx: Context) -> dict:
+        """Run the stage on ``ctx`` (updating it); the fields of its log entry."""
+        return {}
+
+    def reason(self, ctx: Context) -> str | None:
+        """Why the stage did not run, or None to leave it out of the log."""
+        return "not requested" if not ctx.wants(self.name) else None
+
+
+class Assess(Stage):
+    """Damage assessment of the input: drives the tone and cast choices."""
+
+    name = "assess"
+
+    def applies(self, ctx: Context) -> bool:
+        """Always."""
+        return True
+
+    def run(self, ctx: Context) -> dict:
+        """Measure the input."""
+        ctx.found = assess(ctx.rgb)
+        return {"found": ctx.found.to_dict()}
+
+
+class FaceDetect(Stage):
+    """Face detection on the input, before ``defects``, so facial features are kept from inpainting."""
+
+    name = "face-detect"
+
+    def applies(self, ctx: Context) -> bool:
+        """The faces stage was asked for and a face detector given."""
+        return ctx.wants("faces") and ctx.face_detector is not None
+
+    def run(self, ctx: Context) -> dict:
+        """Detect the faces (and, given a reference detector, compare the two)."""
+        from restorekit.runtime.detect import detect_faces
+
+        t0 = time.perf_counter()
+        session, vs_ref = ctx.face_detector.session, None
+        if "face-detect" in ctx.references:
+            from restorekit.eval.detection import SCORE_MARGIN, SameInput, agreement
+            from restorekit.restore.faces import FaceOptions
+
+            # detected once per side, down to the comparison's margin; the pipeline keeps the
+            # faces at its own threshold (the same faces a detection at that threshold gives)
+            threshold = FaceOptions().threshold
+            low = detect_faces(session, ctx.rgb, threshold - SCORE_MARGIN)
+            edge_s = time.perf_counter() - t0
+            ref = ctx.references["face-detect"]
+            t1 = time.perf_counter()
+            ref_low = detect_faces(SameInput(ref.session, session.fixed_size), ctx.rgb, threshold - SCORE_MARGIN)
+            ref_s = time.perf_counter() - t1
+            ctx.faces = [f for f in low if f.score >= threshold]
+            vs_ref = {"backend": ref.name, **agreement(ref_low, low, threshold).to_dict(),
+                      "edge_seconds": round(edge_s, 3), "reference_seconds": round(ref_s, 3)}
+        else:
+            ctx.faces = detect_faces(session, ctx.rgb)
+        return {"backend": ctx.face_detector.name,
+                "found": {"count": len(ctx.faces), "eye_distances_px": [round(f.eye_distance, 1) for f in ctx.faces]},
+                **_with_reference(vs_ref)}
+
+    def reason(self, ctx: Context) -> str | None:
+        """Not logged when it does not run (the faces stage says why)."""
+        return None
+
+
+class Defects(Stage):
+    """Scratch/dust/tear mask from the detector, facial features kept, filled by OpenCV inpainting."""
+
+    name = "defects"
+
+    def applies(self, ctx: Context) -> bool:
+        """Asked for, with a scratch detector."""
+        return ctx.wants("defects") and ctx.detector is not None
+
+    def run(self, ctx: Context) -> dict:
+        """Detect, guard the faces, inpaint."""
+        t0 = time.perf_counter()
+        threshold, rgb, det = ctx.options.defect_threshold, ctx.rgb, ctx.detector
+        prob = detect_defects(det.session, rgb, tile=det.tile or 512, overlap=det.overlap)
+        mask = prob >= threshold
+        vs_ref = None
+        if "defects" in ctx.references:
+            ref = ctx.references["defects"]
+            vs_ref, ref_prob = _versus(ref, prob, t0, lambda: detect_defects(ref.session, rgb, tile=ref.tile or 512,
+                                                                             overlap=ref.overlap))
+            ref_mask = ref_prob >= threshold
+            vs_ref["mask_iou"] = round(float((mask & ref_mask).sum() / max((mask | ref_mask).sum(), 1)), 4)
+        guarded = None
+        if ctx.faces is not None:
+            from restorekit.restore.faces import feature_guard
+
+            guard = feature_guard(mask.shape, ctx.faces)
+            guarded = {"faces": len(ctx.faces), "pixels_kept": int((mask & guard).sum())}
+            mask &= ~guard
+        hole = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        ctx.rgb = inpaint(rgb, hole)
+        ctx.found.defects = float(mask.mean())
+        return {"backend": det.name, "settings": {"threshold": threshold, "inpaint": "OpenCV Telea, radius 3, mask grown 1 px"},
+                "found": {"coverage": round(ctx.found.defects, 5), "pixels": int(mask.sum()),
+                          "face_features_protected": guarded}, **_with_reference(vs_ref)}
+
+    def reason(self, ctx: Context) -> str | None:
+        """Not requested, or no detector."""
+        return super().reason(ctx) or "no scratch detector"
+
+
+class Restore(Stage):
+    """Denoise / deblock / deblur (+ upscale) with the restoration model, tiled."""
+
+    name = "restore"
+
+    def applies(self, ctx: Context) -> bool:
+        """Asked for, with a restoration model."""
+        return ctx.wants("restore") and ctx.restorer is not None
+
+    def run(self, ctx: Context) -> dict:
+        """Restore; with an upscaler, back at the input's size (the sr stage upscales)."""
+        t0 = time.perf_counter()
+        stage_in, model = ctx.rgb, ctx.restorer
+        ctx.rgb = _tiled(model, stage_in)
+        ctx.scale = model.scale
+        vs_ref = None
+        if "restore" in ctx.references:
+            vs_ref = _versus(ctx.references["restore"], ctx.rgb, t0, lambda: _tiled(ctx.references["restore"], stage_in))[0]
+        if ctx.use_sr and ctx.scale > 1:
+            h, w = ctx.input_size
+            ctx.rgb = cv2.resize(ctx.rgb, (w, h), interpolation=cv2.INTER_AREA)
+            ctx.scale = 1
+        return {"backend": model.name, "settings": {"tile": model.tile, "overlap": model.overlap, "scale": model.scale,
+                                                    "output": f"{ctx.scale}x"}, **_with_reference(vs_ref)}
+
+    def reason(self, ctx: Context) -> str | None:
+        """Not requested, or no model."""
+        return super().reason(ctx) or "no restoration model"
+
+
+class Faces(Stage):
+    """Align each detected face to the FFHQ template, restore it, blend, paste back (``restore.faces``)."""
+
+    name = "faces"
+
+    def fixer(self, ctx: Context) -> Model | None:
+        """The face model: ``face_restorer``, else the restoration model."""
+        return ctx.face_restorer or ctx.restorer
+
+    def applies(self, ctx: Context) -> bool:
+        """Asked for, with a face detector and a model to restore faces."""
+        return ctx.wants("faces") and ctx.face_detector is not None and self.fixer(ctx) is not None
+
+    def run(self, ctx: Context) -> dict:
+        """Restore the faces found on the input, at the current scale."""
+        from restorekit.restore.faces import FaceOptions, enhance_faces, scaled
+
+        fixer, strength = self.fixer(ctx), ctx.options.face_strength
+        known = scaled(ctx.faces, ctx.rgb.shape[0] / ctx.input_size[0])
+        ctx.rgb, faces = enhance_faces(ctx.rgb, ctx.face_detector.session, fixer.session,
+                                       FaceOptions(strength=strength), fixer.scale, fixer.tile, faces=known)
+        return {"backend": f"{ctx.face_detector.name}; faces restored by {fixer.name}"
+                + ("" if ctx.face_restorer else " (the restoration model: no --face-model given)"),
+                "settings": {"strength": strength, "aligned_size": 512, "min_eye_distance_px": 32},
+                "found": {"count": len(faces), "enhanced": sum(f["enhanced"] for f in faces), "faces": faces}}
+
+    def reason(self, ctx: Context) -> str | None:
+        """Not requested, no face detector, or no model."""
+        return super().reason(ctx) or ("no face detector (pass --face-detector)" if ctx.face_detector is None
+                                       else "no restoration model")
+
+
+class Tone(Stage):
+    """Contrast restoration on L* for a faded print."""
+
+    name = "tone"
+
+    def faded(self, ctx: Context) -> bool:
+        """Tonal range under FADED_RANGE or contrast under FLAT_CONTRAST."""
+        return ctx.found.tonal_range < FADED_RANGE or ctx.found.contrast < FLAT_CONTRAST
+
+    def applies(self, ctx: Context) -> bool:
+        """Asked for, on a faded print."""
+        return ctx.wants("tone") and self.faded(ctx)
+
+    def run(self, ctx: Context) -> dict:
+        """Stretch L*."""
+        ctx.rgb, info = stretch_tone(ctx.rgb)
+        return {"settings": info, "found": {"tonal_range": round(ctx.found.tonal_range, 2),
+                                            "contrast": round(ctx.found.contrast, 2)}}
+
+    def reason(self, ctx: Context) -> str | None:
+        """Not requested, or not faded."""
+        return super().reason(ctx) or (f"not faded (tonal range {ctx.found.tonal_range:.1f} >= {FADED_RANGE:g}, "
+                                       f"contrast {ctx.found.contrast:.1f})")
+
+
+class Cast(Stage):
+    """Colour-cast removal for colour prints (sepia and B&W prints keep their tone)."""
+
+    name = "cast"
+
+    def applies(self, ctx: Context) -> bool:
+        """Asked for, on a colour print with a cast over CAST_LIMIT."""
+        return ctx.wants("cast") and ctx.found.tone == "colour" and ctx.found.cast > CAST_LIMIT
+
+    def run(self, ctx: Context) -> dict:
+        """Shift a*b* towards neutral."""
+        ctx.rgb, info = remove_cast(ctx.rgb)
+        return {"settings": info, "found": {"cast": round(ctx.found.cast, 2)}}
+
+    def reason(self, ctx: Context) -> str | None:
+        """Not requested, not a colour print, or a small cast."""
+        found = ctx.found
+        return super().reason(ctx) or (f"{found.tone} print keeps its tone" if found.tone != "colour"
+                                       else f"cast {found.cast:.1f} <= {CAST_LIMIT:g}")
+
+
+class SuperResolution(Stage):
+    """Upscaling by the upscaler (any SR model), tiled."""
+
+    name = "sr"
+
+    def applies(self, ctx: Context) -> bool:
+        """Asked for, with an upscaler."""
+        return ctx.use_sr
+
+    def run(self, ctx: Context) -> dict:
+        """Upscale."""
+        t0 = time.perf_counter()
+        sr_in, model = ctx.rgb, ctx.upscaler
+        ctx.rgb = _tiled(model, sr_in)
+        ctx.scale *= model.scale
+        vs_ref = None
+        if "sr" in ctx.references:
+            vs_ref = _versus(ctx.references["sr"], ctx.rgb, t0, lambda: _tiled(ctx.references["sr"], sr_in))[0]
+        return {"backend": model.name, "settings": {"tile": model.tile, "overlap": model.overlap, "scale": model.scale},
+                **_with_reference(vs_ref)}
+
+    def reason(self, ctx: Context) -> str | None:
+        """Not requested, or no upscaler."""
+        return super().reason(ctx) or ("no upscaler (pass --sr MODEL)"
+                                       + (f"; {ctx.scale}x from the restoration model" if ctx.scale > 1 else ""))
+
+
+class Colorize(Stage):
+    """Colorization: no model ships with this version, so it never runs; logged as skipped when asked
+    for or when the photo is black-and-white."""
+
+    name = "colorize"
+
+    def reason(self, ctx: Context) -> str | None:
+        """No model (logged only when asked for or the photo is black-and-white)."""
+        if not (ctx.options.colorize or ctx.found.tone == "bw"):
+            return None
+        return ("no colorization model available in this version"
+                + ("" if ctx.options.colorize else " (the photo is black-and-white)"))
+
+
+#: The stages in the order they run.
+PIPELINE: tuple[Stage, ...] = (Assess(), FaceDetect(), Defects(), Restore(), Faces(), Tone(), Cast(),
+                               SuperResolution(), Colorize())
+
+
+def _finish(ctx: Context) -> Photo:
+    """The result at ``options.scale`` x the input's size, with the input's alpha resized to it."""
+    h, w = ctx.input_size
+    target = (h * ctx.options.scale, w * ctx.options.scale)
+    rgb = ctx.rgb
+    if rgb.shape[:2] != target:
+        rgb = cv2.resize(rgb, (target[1], target[0]), interpolation=cv2.INTER_AREA if ctx.scale > ctx.options.scale
+                         else cv2.INTER_CUBIC)
+    alpha = ctx.photo.alpha
+    if alpha is not None and alpha.shape != target:
+        alpha = cv2.resize(alpha, (target[1], target[0]), interpolation=cv2.INTER_LINEAR)
+    return Photo(rgb=np.clip(rgb, 0, 1).astype(np.float32), alpha=alpha, bit_depth=ctx.photo.bit_depth,
+                 was_gray=ctx.photo.was_gray)
+
+
 def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
                   options: RestoreOptions | None = None, on_stage=None,
                   face_detector: Model | None = None, references: dict | None = None,
                   upscaler: Model | None = None, face_restorer: Model | None = None) -> RestoreResult:
     """Run the pipeline on one photo; returns the restored photo and the JSON-ready log.
 
-    ``references`` ({"defects": Model, "restore": Model, "face-detect": Model}) runs those stages
-    a second time with the full-precision reference on the same stage input and logs the edge
-    stage's fidelity (PSNR against the reference; mask IoU; matched faces, box IoU and landmark
-    error for the face detector) and both latencies."""
-    references = references or {}
+    ``on_stage(name)`` is called as each stage starts. ``references`` ({"defects": Model,
+    "restore": Model, "face-detect": Model, "sr": Model}) runs those stages a second time with the
+    full-precision reference on the same stage input and logs the edge stage's fidelity (PSNR
+    against the reference; mask IoU; matched faces, box IoU and landmark error for the face
+    detector) and both latencies."""
     opts = options or RestoreOptions()
     check_scale(opts, restorer, upscaler)
-    use_sr = upscaler is not None and "sr" in opts.stages
+    ctx = Context(photo, opts, photo.rgb.astype(np.float32), restorer=restorer, detector=detector,
+                  face_detector=face_detector, face_restorer=face_restorer, upscaler=upscaler,
+                  references=references or {})
     say = on_stage or (lambda name: None)
     stages: list[dict] = []
-    rgb = photo.rgb.astype(np.float32)
-    h, w = rgb.shape[:2]
-
-    t0 = time.perf_counter()
-    say("assess")
-    found = assess(rgb)
-    _stage(stages, "assess", t0, True, found=found.to_dict())
-
-    faces_found = None  # face detections on the input, shared by the defects guard and the faces stage
-    t0 = time.perf_counter()
-    if "faces" in opts.stages and face_detector is not None:
-        from restorekit.restore.faces import FaceOptions
-        from restorekit.runtime.detect import detect_faces
-
-        say("face-detect")
-        vs_ref = None
-        if "face-detect" in references:
-            from restorekit.eval.detection import SCORE_MARGIN, SameInput, agreement
-
-            # detected once per side, down to the comparison's margin; the pipeline keeps the
-            # faces at its own threshold (the same faces a detection at that threshold gives)
-            threshold = FaceOptions().threshold
-            low = detect_faces(face_detector.session, rgb, threshold - SCORE_MARGIN)
-            edge_s = time.perf_counter() - t0
-            ref = references["face-detect"]
-            t1 = time.perf_counter()
-            ref_low = detect_faces(SameInput(ref.session, face_detector.session.fixed_size), rgb, threshold - SCORE_MARGIN)
-            ref_s = time.perf_counter() - t1
-            faces_found = [f for f in low if f.score >= threshold]
-            vs_ref = {"backend": ref.name, **agreement(ref_low, low, threshold).to_dict(),
-                      "edge_seconds": round(edge_s, 3), "reference_seconds": round(ref_s, 3)}
+    for stage in PIPELINE:
+        t0 = time.perf_counter()
+        if stage.applies(ctx):
+            say(stage.name)
+            info = stage.run(ctx)
+            stages.append({"stage": stage.name, "ran": True, "seconds": round(time.perf_counter() - t0, 3), **info})
         else:
-            faces_found = detect_faces(face_detector.session, rgb)
-        _stage(stages, "face-detect", t0, True, backend=face_detector.name,
-               found={"count": len(faces_found), "eye_distances_px": [round(f.eye_distance, 1) for f in faces_found]},
-               **({"vs_reference": vs_ref} if vs_ref else {}))
-    t0 = time.perf_counter()
-    if "defects" in opts.stages and detector is not None:
-        say("defects")
-        prob = detect_defects(detector.session, rgb, tile=detector.tile or 512, overlap=detector.overlap)
-        mask = prob >= opts.defect_threshold
-        vs_ref = None
-        if "defects" in references:
-            ref = references["defects"]
-            vs_ref = _compare(prob, time.perf_counter() - t0, ref, lambda: detect_defects(
-                ref.session, rgb, tile=ref.tile or 512, overlap=ref.overlap))
-            ref_mask = vs_ref.pop("_output") >= opts.defect_threshold
-            vs_ref["mask_iou"] = round(float((mask & ref_mask).sum() / max((mask | ref_mask).sum(), 1)), 4)
-        guarded = None
-        if faces_found is not None:
-            from restorekit.restore.faces import feature_guard
-
-            guard = feature_guard(mask.shape, faces_found)
-            guarded = {"faces": len(faces_found), "pixels_kept": int((mask & guard).sum())}
-            mask &= ~guard
-        hole = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-        rgb = inpaint(rgb, hole)
-        found.defects = float(mask.mean())
-        _stage(stages, "defects", t0, True, backend=detector.name, settings={"threshold": opts.defect_threshold,
-               "inpaint": "OpenCV Telea, radius 3, mask grown 1 px"},
-               found={"coverage": round(found.defects, 5), "pixels": int(mask.sum()),
-                      "face_features_protected": guarded}, **({"vs_reference": vs_ref} if vs_ref else {}))
-    else:
-        _stage(stages, "defects", t0, False, reason="not requested" if "defects" not in opts.stages
-               else "no scratch detector")
-
-    t0 = time.perf_counter()
-    scale_now = 1
-    if "restore" in opts.stages and restorer is not None:
-        say("restore")
-        run = lambda m: np.clip(run_tiled(m.session, stage_in, m.scale, tile=m.tile, overlap=m.overlap,  # noqa: E731
-                                          multiple_of=m.multiple_of), 0, 1)
-        stage_in = rgb
-        rgb = run(restorer)
-        scale_now = restorer.scale
-        vs_ref = None
-        if "restore" in references:
-            vs_ref = _compare(rgb, time.perf_counter() - t0, references["restore"], lambda: run(references["restore"]))
-            vs_ref.pop("_output")
-        if use_sr and scale_now > 1:  # the sr stage does the upscaling: restore at the input's size
-            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
-            scale_now = 1
-        _stage(stages, "restore", t0, True, backend=restorer.name,
-               settings={"tile": restorer.tile, "overlap": restorer.overlap, "scale": restorer.scale,
-                         "output": f"{scale_now}x"}, **({"vs_reference": vs_ref} if vs_ref else {}))
-    else:
-        _stage(stages, "restore", t0, False, reason="not requested" if "restore" not in opts.stages
-               else "no restoration model")
-
-    t0 = time.perf_counter()
-    fixer = face_restorer or restorer
-    if "faces" in opts.stages and face_detector is not None and fixer is not None:
-        from restorekit.restore.faces import FaceOptions, enhance_faces, scaled
-
-        say("faces")
-        known = scaled(faces_found, rgb.shape[0] / h)
-        rgb, faces = enhance_faces(rgb, face_detector.session, fixer.session,
-                                   FaceOptions(strength=opts.face_strength), fixer.scale, fixer.tile, faces=known)
-        _stage(stages, "faces", t0, True, backend=f"{face_detector.name}; faces restored by {fixer.name}"
-               + ("" if face_restorer else " (the restoration model: no --face-model given)"),
-               settings={"strength": opts.face_strength, "aligned_size": 512, "min_eye_distance_px": 32},
-               found={"count": len(faces), "enhanced": sum(f["enhanced"] for f in faces), "faces": faces})
-    else:
-        _stage(stages, "faces", t0, False, reason="not requested" if "faces" not in opts.stages else
-               "no face detector (pass --face-detector)" if face_detector is None else "no restoration model")
-
-    t0 = time.perf_counter()
-    faded = found.tonal_range < FADED_RANGE or found.contrast < FLAT_CONTRAST
-    if "tone" in opts.stages and faded:
-        say("tone")
-        rgb, info = stretch_tone(rgb)
-        _stage(stages, "tone", t0, True, settings=info,
-               found={"tonal_range": round(found.tonal_range, 2), "contrast": round(found.contrast, 2)})
-    else:
-        _stage(stages, "tone", t0, False, reason="not requested" if "tone" not in opts.stages else
-               f"not faded (tonal range {found.tonal_range:.1f} >= {FADED_RANGE:g}, contrast {found.contrast:.1f})")
-
-    t0 = time.perf_counter()
-    if "cast" in opts.stages and found.tone == "colour" and found.cast > CAST_LIMIT:
-        say("cast")
-        rgb, info = remove_cast(rgb)
-        _stage(stages, "cast", t0, True, settings=info, found={"cast": round(found.cast, 2)})
-    else:
-        why = ("not requested" if "cast" not in opts.stages else
-               f"{found.tone} print keeps its tone" if found.tone != "colour" else
-               f"cast {found.cast:.1f} <= {CAST_LIMIT:g}")
-        _stage(stages, "cast", t0, False, reason=why)
-
-    t0 = time.perf_counter()
-    if use_sr:
-        say("sr")
-        sr_in = rgb
-        run_sr = lambda m: np.clip(run_tiled(m.session, sr_in, m.scale, tile=m.tile, overlap=m.overlap,  # noqa: E731
-                                             multiple_of=m.multiple_of), 0, 1)
-        rgb = run_sr(upscaler)
-        scale_now *= upscaler.scale
-        vs_ref = None
-        if "sr" in references:
-            vs_ref = _compare(rgb, time.perf_counter() - t0, references["sr"], lambda: run_sr(references["sr"]))
-            vs_ref.pop("_output")
-        _stage(stages, "sr", t0, True, backend=upscaler.name,
-               settings={"tile": upscaler.tile, "overlap": upscaler.overlap, "scale": upscaler.scale},
-               **({"vs_reference": vs_ref} if vs_ref else {}))
-    else:
-        _stage(stages, "sr", t0, False, reason="not requested" if "sr" not in opts.stages else
-               "no upscaler (pass --sr MODEL)" + (f"; {scale_now}x from the restoration model" if scale_now > 1 else ""))
-
-    t0 = time.perf_counter()
-    if opts.colorize or found.tone == "bw":
-        _stage(stages, "colorize", t0, False, reason="no colorization model available in this version"
-               + ("" if opts.colorize else " (the photo is black-and-white)"))
-
-    target = (h * opts.scale, w * opts.scale)
-    if rgb.shape[:2] != target:
-        rgb = cv2.resize(rgb, (target[1], target[0]), interpolation=cv2.INTER_AREA if scale_now > opts.scale
-                         else cv2.INTER_CUBIC)
-    alpha = photo.alpha
-    if alpha is not None and alpha.shape != target:
-        alpha = cv2.resize(alpha, (target[1], target[0]), interpolation=cv2.INTER_LINEAR)
-    out = Photo(rgb=np.clip(rgb, 0, 1).astype(np.float32), alpha=alpha, bit_depth=photo.bit_depth,
-                was_gray=photo.was_gray)
-    return RestoreResult(photo=out, log={"input_size": [h, w], "output_size": list(target), "stages": stages})
+            why = stage.reason(ctx)
+            if why is not None:
+                stages.append({"stage": stage.name, "ran": False, "seconds": round(time.perf_counter() - t0, 3),
+                               "reason": why})
+    h, w = ctx.input_size
+    return RestoreResult(photo=_finish(ctx), log={"input_size": [h, w], "output_size": [h * opts.scale, w * opts.scale],
+                                                  "stages": stages})
 
 
 def side_by_side(before: np.ndarray, after: np.ndarray, gap: int = 8) -> np.ndarray:

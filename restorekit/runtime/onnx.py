@@ -80,3 +80,15 @@ def open_session(model_path: Path, manifest: Manifest, provider: str = "cpu",
         trt_options = tensorrt_options(manifest, trt_cache_dir(manifest))
     return OnnxSession(model_path, manifest.input, manifest.output, provider=provider, threads=threads,
                        trt_options=trt_options)
+
+
+def warm_tensorrt_cache(bundle_dir: Path, manifest: Manifest, cache_dir: Path) -> str:
+    """Build ONNX Runtime's TensorRT engine of an ONNX bundle into ``cache_dir`` (one run at the
+    profile's optimal shape); returns the session's device."""
+    from restorekit.runtime.tensorrt import engine_plan, tensorrt_options
+
+    plan = engine_plan(manifest)
+    session = OnnxSession(Path(bundle_dir) / manifest.model_file, manifest.input, manifest.output,
+                          provider="tensorrt", trt_options=tensorrt_options(manifest, cache_dir))
+    session.run(np.zeros(plan.shape(plan.opt_hw), np.float32))
+    return session.device

@@ -162,3 +162,32 @@ def build_engine(bundle_dir: Path, manifest: Manifest, out_dir: Path) -> Path:
             **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(plan).items()}}
     atomic_write_text(out_dir / "engine.json", json.dumps(info, indent=2) + "\n")
     return engine
+
+
+def check_tile(manifest: Manifest, tile: int | None) -> None:
+    """A ``--tile`` for ONNX Runtime's TensorRT provider must lie in the engine's optimisation profile."""
+    if manifest.target != "onnx" or tile is None:
+        return
+    plan = engine_plan(manifest)
+    if not plan.min_hw[0] <= tile <= plan.max_hw[0]:
+        raise BadInputError(f"with --provider tensorrt the tile must be {plan.min_hw[0]}..{plan.max_hw[0]} "
+                            f"(the engine's optimisation profile), not {tile or 'whole image'}")
+
+
+def tensorrt_backends() -> tuple[bool, bool]:
+    """Whether ONNX Runtime has its TensorRT execution provider here, and whether the ``tensorrt``
+    package imports; raises when neither does."""
+    import importlib.util
+
+    try:
+        import onnxruntime as ort
+
+        ort_trt = "TensorrtExecutionProvider" in ort.get_available_providers()
+    except ImportError:
+        ort_trt = False
+    has_trt = importlib.util.find_spec("tensorrt") is not None
+    if not ort_trt and not has_trt:
+        raise BackendUnavailableError("TensorRT is not available here: onnxruntime has no TensorrtExecutionProvider "
+                                      f"(install JetPack's onnxruntime-gpu) and {TENSORRT_INSTALL_HINT}")
+    return ort_trt, has_trt
+

@@ -1,8 +1,6 @@
-"""``restorekit distill``: teacher checkpoint -> small named EdgeRestoreNet student (+ model card).
+"""``restorekit train | distill``: train a student on synthetic damage; distil a teacher into one.
 
-Registered in :mod:`restorekit.cli.main` as ``app.command("distill")(user_errors(distill_command))``.
-Usage: ``restorekit distill --teacher MODEL --student ARCH --data DIR [--steps N] --out S.safetensors``.
-Multi-GPU / multi-process: ``torchrun --nproc_per_node N -m restorekit.cli.main distill ...``.
+Multi-GPU / multi-process distillation: ``torchrun --nproc_per_node N -m restorekit.cli.main distill ...``.
 """
 
 from __future__ import annotations
@@ -12,19 +10,59 @@ from typing import Annotated, Optional
 
 import typer
 
+from restorekit.cli.common import out_console
 from restorekit.core.errors import RestorekitError
 
+DataOpt = Annotated[list[Path], typer.Option("--data", help="Folder(s) of clean photos (repeatable).")]
+SeedOpt = Annotated[int, typer.Option("--seed")]
 DEGRADATION_HELP = ("second-order: Real-ESRGAN two-round blur/resize/noise/JPEG (+ sinc); "
                     "classic: one round (restorekit's degrade_pair).")
 
 
-def distill_command(
+def _check_out(out: Path) -> None:
+    """Student weights go to a ``.safetensors`` file in an existing directory."""
+    if out.suffix != ".safetensors":
+        raise RestorekitError(f"--out must end in .safetensors: {out}")
+    if not out.parent.exists():
+        raise RestorekitError(f"output directory does not exist: {out.parent}")
+
+
+def train(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", help="Output weights (.safetensors).")],
+    student: Annotated[str, typer.Option("--student", help="edgenet: 2x restoration (the built-in model's architecture); scratch-unet: scratch/dust/tear detector supervised by synthetic damage masks.")] = "edgenet",
+    steps: Annotated[int, typer.Option("--steps", min=1)] = 2000,
+    seed: SeedOpt = 0,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Default 16 (edgenet), 8 (scratch-unet).")] = None,
+    patch_size: Annotated[Optional[int], typer.Option("--patch-size", min=16, help="Training patch side (HR for edgenet). Default 96 (edgenet), 128 (scratch-unet).")] = None,
+    channels: Annotated[int, typer.Option("--channels", min=4, help="edgenet width.")] = 48,
+    num_convs: Annotated[int, typer.Option("--num-convs", min=1, help="edgenet depth.")] = 6,
+    width: Annotated[int, typer.Option("--width", min=4, help="scratch-unet width at full resolution.")] = 16,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="File names to hold out (repeatable).")] = None,
+):
+    """Train a student on synthetic degradations of clean photos (resumable, deterministic)."""
+    if student not in ("edgenet", "scratch-unet"):
+        raise RestorekitError(f"unknown student {student!r}: available: edgenet, scratch-unet")
+    _check_out(out)
+    from restorekit.training.train import train_scratch_detector, train_supervised
+
+    if student == "edgenet":
+        path = train_supervised(data, out, steps=steps, seed=seed, batch_size=batch_size or 16,
+                                patch_size=patch_size or 96, model_kwargs={"channels": channels, "num_convs": num_convs},
+                                exclude=set(exclude or ()))
+    else:
+        path = train_scratch_detector(data, out, steps=steps, seed=seed, batch_size=batch_size or 8,
+                                      patch_size=patch_size or 128, width=width, exclude=set(exclude or ()))
+    out_console.print(f"wrote {path}")
+
+
+def distill(
     teacher: Annotated[str, typer.Option("--teacher", help="Teacher checkpoint (.pth/.pt/.ckpt/.safetensors) or a zoo name, e.g. realesr-animevideov3.pth (x4).")],
     data: Annotated[list[Path], typer.Option("--data", help="Folder(s) of clean photos (repeatable; sub-folders with images are included).")],
     out: Annotated[Path, typer.Option("--out", help="Output student weights (.safetensors); the model card goes next to it (.md).")],
     student: Annotated[str, typer.Option("--student", help="Student preset edge-{s,m,l}-x{1,2,4}; its scale must match the teacher's.")] = "edge-s-x4",
     steps: Annotated[int, typer.Option("--steps", min=1, help="Float training steps.")] = 20000,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: SeedOpt = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Global batch (split over torchrun processes).")] = 8,
     patch_size: Annotated[int, typer.Option("--patch-size", min=4, help="LR (input) patch side; the HR crop is patch x scale.")] = 64,
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate (warm-up + cosine decay).")] = 2e-3,
@@ -41,21 +79,17 @@ def distill_command(
     pool_refresh: Annotated[int, typer.Option("--pool-refresh", min=1, help="New samples replacing the oldest in the pool each step.")] = 1,
 ):
     """Distil a teacher into a small edge student on degraded photos (resumable, deterministic, torchrun-ready)."""
-    from restorekit.training.distill import DEGRADATIONS, distill
     from restorekit.models.students import student_spec
+    from restorekit.training.distill import DEGRADATIONS, distill as run_distill
 
-    if out.suffix != ".safetensors":
-        raise RestorekitError(f"--out must end in .safetensors: {out}")
-    if not out.parent.exists():
-        raise RestorekitError(f"output directory does not exist: {out.parent}")
+    _check_out(out)
     if degradation not in DEGRADATIONS:
         raise RestorekitError(f"unknown --degradation {degradation!r}: choose {', '.join(DEGRADATIONS)}")
     student_spec(student)  # unknown names fail here, before the teacher loads
     if device != "auto" and not (device == "cpu" or device.startswith("cuda")):
         raise RestorekitError(f"unknown --device {device!r}: auto, cpu, cuda or cuda:N")
-    result = distill(teacher, student, data, out, steps=steps, seed=seed, batch_size=batch_size,
-                     patch_size=patch_size, lr=lr, degradation=degradation, gt_weight=gt_weight,
-                     edge_weight=edge_weight, val_every=val_every, holdout=holdout, qat=qat, qat_steps=qat_steps,
-                     resume=resume, device=None if device == "auto" else device, pool_size=pool_size,
-                     pool_refresh=pool_refresh)
-    return result
+    return run_distill(teacher, student, data, out, steps=steps, seed=seed, batch_size=batch_size,
+                       patch_size=patch_size, lr=lr, degradation=degradation, gt_weight=gt_weight,
+                       edge_weight=edge_weight, val_every=val_every, holdout=holdout, qat=qat, qat_steps=qat_steps,
+                       resume=resume, device=None if device == "auto" else device, pool_size=pool_size,
+                       pool_refresh=pool_refresh)

@@ -1,0 +1,109 @@
+"""Restore one photo or a folder of photos: a bad photo in a folder is named and skipped, and a
+re-run skips the outputs already written (they are written atomically: present means finished)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from restorekit.core.errors import BadInputError, RestorekitError
+from restorekit.core.files import check_writable_path
+from restorekit.core.image import IMAGE_SUFFIXES, check_output_path, read_image, write_image, write_photo
+from restorekit.restore.models import PipelineModels
+from restorekit.restore.pipeline import RestoreOptions, restore_photo, side_by_side
+
+LOG_KIND, LOG_SCHEMA_VERSION = "restorekit.restore", 1
+
+
+@dataclass
+class Jobs:
+    """The (input, output) pairs of one run; ``folder`` when the input is a folder (then ``output`` is one too)."""
+
+    pairs: list[tuple[Path, Path]]
+    folder: bool
+    output: Path
+
+
+def plan_jobs(input: Path, output: Path, compare: Path | None = None) -> Jobs:
+    """The photos to restore and where each goes, checked before any model loads; ``compare`` (an
+    original | result image) is for a single photo."""
+    input, output = Path(input), Path(output)
+    if not input.exists():
+        raise BadInputError(f"input not found: {input}")
+    folder = input.is_dir()
+    if folder:
+        if compare is not None:
+            raise BadInputError("--compare is for a single photo")
+        if not output.parent.is_dir():
+            raise BadInputError(f"output directory does not exist: {output.parent}")
+        # like list_images, but a dangling link is kept so it is reported as a failure, not skipped
+        pairs = [(p, output / p.name) for p in sorted(input.iterdir())
+                 if (p.is_file() or p.is_symlink()) and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES]
+    else:
+        check_output_path(output)
+        pairs = [(input, output)]
+    if compare is not None:
+        check_writable_path(compare)
+    return Jobs(pairs, folder, output)
+
+
+@dataclass
+class BatchResult:
+    """What a run did: one log per restored photo, the outputs found finished, the photos that failed."""
+
+    logs: list[dict] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_json(self, models: PipelineModels) -> dict:
+        """The run's JSON log (``restore --json``)."""
+        return {"schema_version": LOG_SCHEMA_VERSION, "kind": LOG_KIND,
+                "restorer": models.restorer.name if models.restorer else None,
+                "detector": models.detector.name if models.detector else None,
+                "photos": self.logs, "skipped_finished": self.skipped,
+                "failed": [{"input": n, "error": e} for n, e in self.failures]}
+
+
+def _restore_one(src: Path, dst: Path, models: PipelineModels, options: RestoreOptions, compare: Path | None,
+                 on_stage: Callable[[str], None]) -> dict:
+    """Restore ``src`` into ``dst`` (and the side-by-side ``compare``); the photo's log entry."""
+    photo = read_image(src)
+    result = restore_photo(photo, models.restorer, models.detector, options, on_stage=on_stage,
+                           face_detector=models.face_detector, references=models.references,
+                           upscaler=models.upscaler, face_restorer=models.face_restorer)
+    write_photo(dst, result.photo)
+    if compare is not None:
+        write_image(compare, side_by_side(photo.rgb, result.photo.rgb))
+    return {"input": str(src), "output": str(dst), **result.log}
+
+
+def restore_batch(jobs: Jobs, models: PipelineModels, options: RestoreOptions, compare: Path | None = None,
+                  on_photo: Callable[[Path], None] | None = None,
+                  on_stage: Callable[[Path, str], None] | None = None,
+                  on_done: Callable[[Path, dict | None], None] | None = None) -> BatchResult:
+    """Restore every job. In a folder, a finished output is skipped and a photo that fails is
+    recorded and the run goes on; a single photo's failure raises. ``on_photo(src)`` is called as
+    a photo starts, ``on_stage(src, stage)`` as each stage starts, ``on_done(src, log or None)``
+    when it is done, skipped or failed."""
+    on_photo = on_photo or (lambda src: None)
+    on_stage = on_stage or (lambda src, stage: None)
+    on_done = on_done or (lambda src, entry: None)
+    if jobs.folder:
+        jobs.output.mkdir(exist_ok=True)  # only now that every model loaded: a failed start leaves nothing behind
+    result = BatchResult()
+    for src, dst in jobs.pairs:
+        on_photo(src)
+        entry = None
+        if jobs.folder and dst.exists():
+            result.skipped.append(src.name)
+        else:
+            try:
+                entry = _restore_one(src, dst, models, options, compare, lambda stage, src=src: on_stage(src, stage))
+                result.logs.append(entry)
+            except RestorekitError as exc:
+                if not jobs.folder:
+                    raise
+                result.failures.append((src.name, str(exc)))
+        on_done(src, entry)
+    return result

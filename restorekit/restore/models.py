@@ -1,0 +1,102 @@
+"""The models of the restore pipeline, resolved from what the user gives: a bundle directory (run
+by the runtime, torch-free), a checkpoint (run in PyTorch), or nothing (restorekit's own weights)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from restorekit.core.errors import BadInputError
+from restorekit.restore.pipeline import Model, RestoreOptions, check_scale
+
+#: Tile side of a checkpoint run in PyTorch, per stage task (others: DEFAULT_TILE).
+SCRATCH_TILE, DEFAULT_TILE = 512, 256
+
+
+def fits_stage(task: str, scale: int, need: str) -> bool:
+    """Whether a model of ``task`` at ``scale`` can serve a stage that needs ``need``: an SR model
+    restores too, a restoration model that upscales serves the sr stage, and any restoration
+    model can restore aligned faces."""
+    return (task == need or (need == "restore" and task == "sr") or (need == "sr" and task == "restore" and scale > 1)
+            or (need == "face" and task in ("restore", "sr")))
+
+
+def pipeline_model(ref: str | None, task: str, provider: str = "cpu", threads: int | None = None) -> Model:
+    """A pipeline Model for a stage that needs ``task``: from a bundle directory, a checkpoint, or
+    (None) restorekit's own weights."""
+    if ref is not None and Path(ref).is_dir():
+        from restorekit.runtime import load_bundle
+
+        b = load_bundle(ref, provider=provider, threads=threads)
+        if not fits_stage(b.manifest.task, b.manifest.scale, task):
+            raise BadInputError(f"{ref} is a {b.manifest.task} bundle; this stage needs a {task} model")
+        t = b.manifest.tiling
+        return Model(b.session, f"{b.manifest.name} {b.manifest.target}-{b.manifest.precision} ({b.session.device})",
+                     b.manifest.scale, t.get("tile"), t.get("overlap", 32), t.get("multiple_of", 1))
+    try:
+        from restorekit.models.loader import load_model
+        from restorekit.models.reference import TorchSession
+    except ImportError:
+        raise BadInputError(f"no {task} model: pass a bundle directory (restorekit's own PyTorch weights need "
+                            "restorekit[all])") from None
+    if ref is None and task == "scratch":
+        from restorekit.models.builtin import SCRATCH_WEIGHTS
+
+        ref = str(SCRATCH_WEIGHTS)
+    loaded = load_model(ref)
+    if not fits_stage(loaded.spec.task, loaded.spec.scale, task):
+        raise BadInputError(f"{loaded.spec.name} is a {loaded.spec.task} model; this stage needs a {task} model")
+    session = TorchSession(loaded.module)
+    return Model(session, f"{loaded.spec.name} ({session.device})", loaded.spec.scale,
+                 SCRATCH_TILE if task == "scratch" else DEFAULT_TILE, 32, loaded.spec.multiple_of)
+
+
+@dataclass
+class PipelineModels:
+    """The models of one restore run (None: that stage has no model) and the references to compare with."""
+
+    restorer: Model | None = None
+    detector: Model | None = None
+    face_detector: Model | None = None
+    upscaler: Model | None = None
+    face_restorer: Model | None = None
+    references: dict[str, Model] = field(default_factory=dict)
+
+
+def load_pipeline_models(options: RestoreOptions, restorer: str | None = None, detector: str | None = None,
+                         face_detector: str | None = None, face_restorer: str | None = None, upscaler: str | None = None,
+                         reference: bool = False, provider: str = "cpu", threads: int | None = None) -> PipelineModels:
+    """Load the models the stages in ``options`` need (bundle directories, checkpoints, or None for
+    the built-in ones; a face detector enables the faces stage, an upscaler the sr stage).
+
+    ``reference``: also the full-precision reference of each bundle's stage (restore, defects,
+    face-detect, sr), in PyTorch from the checkpoint the bundle was made from; a stage already
+    run by a PyTorch model is its own reference."""
+    wants = options.stages
+    m = PipelineModels()
+    m.restorer = pipeline_model(restorer, "restore", provider, threads) if "restore" in wants else None
+    m.detector = pipeline_model(detector, "scratch", provider, threads) if "defects" in wants else None
+    if face_detector is not None and "faces" in wants:
+        if not Path(face_detector).exists():
+            raise BadInputError(f"face detector not found: {face_detector} (a detect bundle directory or "
+                                "RetinaFace-MobileNet0.25 weights)")
+        m.face_detector = pipeline_model(face_detector, "detect", provider, threads)
+    m.upscaler = pipeline_model(upscaler, "sr", provider, threads) if upscaler is not None and "sr" in wants else None
+    if face_restorer is not None and m.face_detector is not None:
+        m.face_restorer = pipeline_model(face_restorer, "face", provider, threads)
+    check_scale(options, m.restorer, m.upscaler)
+    if reference:
+        for stage, model, ref_of, task in (("restore", m.restorer, restorer, "restore"),
+                                           ("defects", m.detector, detector, "scratch"),
+                                           ("face-detect", m.face_detector, face_detector, "detect"),
+                                           ("sr", m.upscaler, upscaler, "sr")):
+            if model is None:
+                continue
+            if ref_of is not None and Path(ref_of).is_dir():  # a bundle: its source checkpoint in PyTorch
+                from restorekit.bundle.manifest import read_manifest
+                from restorekit.models.loader import default_reference
+
+                m.references[stage] = pipeline_model(default_reference(read_manifest(ref_of)), task, "cpu", threads)
+            else:
+                m.references[stage] = model  # already the full-precision model: the comparison is exact
+    return m

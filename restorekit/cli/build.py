@@ -15,9 +15,9 @@ CalibOpt = Annotated[Optional[Path], typer.Option("--calib", help="Folder of rea
 EvalOpt = Annotated[Optional[Path], typer.Option("--eval-images", help="Folder of photos for validation (default: sample_images/).")]
 TileOpt = Annotated[int, typer.Option("--tile", min=16, help="Fixed tile size (TFLite/Core ML input, ONNX validation).")]
 TargetOpt = Annotated[str, typer.Option("--target", help="onnx, tflite or coreml.")]
-Int8FinetuneOpt = Annotated[str, typer.Option("--int8-finetune", help="int8: quantization-aware fine-tuning against the fp32 model. auto: 1200 steps, only where plain w8a8 simulates below 45 dB on the calibration tiles (Real-ESRGAN Compact: about 20 min per target on 2 CPU cores; the built-in model: none); off; or a number of steps.")]
-Int8RangeMarginOpt = Annotated[float, typer.Option("--int8-range-margin", min=1.0, help="int8 with fine-tuning: widen the learned activation ranges by this factor (1.2: less clipping on photos with stronger edges than the calibration photos, coarser steps on all; docs/benchmarks.md).")]
-Int8AugmentOpt = Annotated[Optional[float], typer.Option("--int8-augment", min=0.0, max=1.0, show_default=False, help="int8 with fine-tuning: probability that a training crop is made grayscale, and that its contrast is raised (default 0.75: less clipping on hard black-and-white scans; 0 trains on the crops as they are; docs/benchmarks.md).")]
+Int8FinetuneOpt = Annotated[str, typer.Option("--int8-finetune", help="int8: quantization-aware fine-tuning against the fp32 model. auto: 1200 steps, only where plain w8a8 simulates below 45 dB on the calibration tiles (Real-ESRGAN Compact: about an hour per target on 2 CPU cores; the built-in model: none); off; or a number of steps.")]
+Int8RangeMarginOpt = Annotated[float, typer.Option("--int8-range-margin", min=1.0, help="int8 with fine-tuning: widen the learned activation ranges by this factor (1.2: less clipping on photos with stronger edges than the calibration photos, coarser steps on all; docs/cli.md)")]
+Int8AugmentOpt = Annotated[Optional[float], typer.Option("--int8-augment", min=0.0, max=1.0, show_default=False, help="int8 with fine-tuning: probability that a training crop is made grayscale, and that its contrast is raised (default 0.75: less clipping on hard black-and-white scans; 0 trains on the crops as they are; docs/cli.md)")]
 
 
 def _results_table(results) -> Table:

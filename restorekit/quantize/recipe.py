@@ -58,10 +58,10 @@ SCHEMES: dict[str, LayerSetting] = {
 DEFAULT_BUDGET_PSNR = 45.0
 #: Range-equalization strength of the float preparation (recipe key ``equalization_alpha``): 0.8
 #: gives Real-ESRGAN Compact's plain w8a8 +1.5 dB mean / +2.7 dB worst over 0.5 on 33 held-out
-#: photos (``benchmarks/int8_simulation.py alphas``, docs/benchmarks.md).
+#: photos (``benchmarks/int8_simulation.py alphas``, docs/experiments/measurement-log.md).
 DEFAULT_EQUALIZATION_ALPHA = 0.8
 #: ... except for w8a16: with 16-bit activations the weights' rounding dominates, and moving range
-#: onto them costs (Compact ONNX w8a16: 58.34 dB at 0.5, 56.61 dB at 0.8, docs/quantization_bench.md).
+#: onto them costs (Compact ONNX w8a16: 58.34 dB at 0.5, 56.61 dB at 0.8, docs/experiments/quantization_bench.md).
 A16_EQUALIZATION_ALPHA = 0.5
 
 
@@ -238,11 +238,11 @@ FINETUNE_KEYS = {"steps": int, "lr": float, "range_lr": float, "crop": int, "bat
 #: in contrast with probability 0.75 each, with each PReLU's output on its conv output's grid where
 #: the target keeps the PReLU in float (ONNX): Compact's int8 ONNX bundle from ``bundle``, checked on
 #: 33 held-out photos, went from 46.85 / 37.84 dB (mean / worst, a hard black-and-white scan) to
-#: 46.00 / 41.51 dB with augmentation (docs/benchmarks.md, "Augmentation becomes bundle's default"),
+#: 46.00 / 41.51 dB with augmentation (docs/experiments/measurement-log.md, "Augmentation becomes bundle's default"),
 #: and to 46.19 / 41.98 dB with the tied grids ("One grid per PReLU").
 INT8_FINETUNE = {"steps": 1200, "below_psnr": 45.0, "augment": 0.75, "tie_prelu_grids": True}
 #: ... and with every other PReLU split into a ReLU on doubled channels where the target runs that as
-#: fused int8 conv + ReLU (ONNX; ``Recipe.split_prelus``; docs/benchmarks.md, "Split PReLUs").
+#: fused int8 conv + ReLU (ONNX; ``Recipe.split_prelus``; docs/experiments/measurement-log.md, "Split PReLUs").
 INT8_SPLIT_PRELUS = True
 
 

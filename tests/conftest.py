@@ -21,17 +21,32 @@ def need_shared(path: Path = SHARED) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def builtin_bundles(tmp_path_factory) -> Path:
-    """The main job, run once: `restorekit bundle --out DIR` on the built-in model (all 8 bundles)."""
+def _main_job(out: Path, *args: str) -> Path:
+    """`restorekit bundle --out OUT ARGS` on the built-in model, through the CLI as a user runs it."""
     from typer.testing import CliRunner
 
     from restorekit.cli.main import app
 
-    out = tmp_path_factory.mktemp("bundles")
-    res = CliRunner().invoke(app, ["bundle", "--out", str(out)])
+    res = CliRunner().invoke(app, ["bundle", "--out", str(out), *args])
     assert res.exit_code == 0, res.output
     return out / "restorekit-x2"
+
+
+@pytest.fixture(scope="session")
+def builtin_bundles(tmp_path_factory) -> Path:
+    """The main job, run once: `restorekit bundle --out DIR` on the built-in model (all 8 bundles)."""
+    return _main_job(tmp_path_factory.mktemp("bundles"))
+
+
+@pytest.fixture(scope="session")
+def edge_bundles(request, tmp_path_factory) -> Path:
+    """The built-in model's onnx and tflite bundles at fp32 and int8 (``<dir>/onnx-int8`` ...).
+
+    A session that runs the slow tests shares the main job's output (built once for all); the quick
+    loop (``-m "not slow"``) builds only these four bundles, with the same command restricted to them."""
+    if "not slow" in (request.config.getoption("markexpr") or ""):
+        return _main_job(tmp_path_factory.mktemp("edge-bundles"), "--targets", "onnx,tflite", "--precisions", "fp32,int8")
+    return request.getfixturevalue("builtin_bundles")
 
 
 @pytest.fixture

@@ -41,20 +41,20 @@ def test_theoretical_peak_from_the_vector_isa(monkeypatch, flags, vendor, fpc):
     assert f"{fpc} fp32 FLOP/cycle" in peak.how
 
 
-def test_bundle_arguments_expand_and_bad_ones_are_refused(builtin_bundles, tmp_path):
-    found = expand_bundles([builtin_bundles])
+def test_bundle_arguments_expand_and_bad_ones_are_refused(edge_bundles, tmp_path):
+    found = expand_bundles([edge_bundles])
     assert {p.name for p in found} >= {"onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"}
-    assert expand_bundles([builtin_bundles / "onnx-int8"]) == [builtin_bundles / "onnx-int8"]
+    assert expand_bundles([edge_bundles / "onnx-int8"]) == [edge_bundles / "onnx-int8"]
     with pytest.raises(BadInputError, match="bundle not found"):
         expand_bundles([tmp_path / "nope"])
     with pytest.raises(BadInputError, match="not a bundle"):
         expand_bundles([tmp_path])
 
 
-def test_bench_fp32_and_int8_onnx_tflite_and_reference_in_one_run(builtin_bundles, tmp_path):
+def test_bench_fp32_and_int8_onnx_tflite_and_reference_in_one_run(edge_bundles, tmp_path):
     names = ["onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"]
     out = tmp_path / "bench.json"
-    res = CliRunner().invoke(app, ["bench", *[str(builtin_bundles / n) for n in names], "--runs", "5",
+    res = CliRunner().invoke(app, ["bench", *[str(edge_bundles / n) for n in names], "--runs", "5",
                                    "--warmup", "1", "--threads", "2", "--json", str(out)])
     assert res.exit_code == 0, res.output
     for col in ("p50 ms", "p95 ms", "p99 ms", "peak RSS MB", "% CPU peak"):
@@ -72,6 +72,6 @@ def test_bench_fp32_and_int8_onnx_tflite_and_reference_in_one_run(builtin_bundle
         assert rows[n]["speedup_vs_reference"] == pytest.approx(ref["p50_ms"] / rows[n]["p50_ms"], rel=1e-2)
 
 
-def test_bad_sizes_are_refused(builtin_bundles):
-    res = CliRunner().invoke(app, ["bench", str(builtin_bundles / "onnx-fp32"), "--sizes", "big"])
+def test_bad_sizes_are_refused(edge_bundles):
+    res = CliRunner().invoke(app, ["bench", str(edge_bundles / "onnx-fp32"), "--sizes", "big"])
     assert res.exit_code == 2 and "bad size" in res.output

@@ -1,4 +1,7 @@
-"""The main job: `restorekit bundle` on the built-in model, its manifests, fidelity and outputs."""
+"""The main job: `restorekit bundle` on the built-in model, its manifests, fidelity and outputs.
+
+The tests of all eight bundles are the main job's full-size acceptance (``slow``); the others use
+the onnx / tflite fp32 and int8 bundles (``edge_bundles``), which the quick loop builds alone."""
 
 from __future__ import annotations
 
@@ -9,13 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from restorekit.bundle.manifest import read_manifest
-
-from restorekit.core.files import sha256_file
-
-from restorekit.core.targets import MODEL_FILES
 from restorekit.cli.main import app
-from restorekit.core.metrics import psnr
+from restorekit.core.files import sha256_file
 from restorekit.core.image import read_image, write_image
+from restorekit.core.metrics import psnr
+from restorekit.core.targets import MODEL_FILES
 
 EXPECTED = {"onnx-fp32", "onnx-fp16", "onnx-int8", "tflite-fp32", "tflite-fp16", "tflite-int8",
             "coreml-fp32", "coreml-fp16"}
@@ -23,6 +24,7 @@ CONTRACT_KEYS = {"schema_version", "name", "task", "scale", "target", "precision
                  "files", "source", "metrics", "toolkit_version", "created_at"}
 
 
+@pytest.mark.slow
 def test_eight_bundles_with_valid_manifests(builtin_bundles):
     names = {p.name for p in builtin_bundles.iterdir() if p.is_dir()}
     assert names == EXPECTED  # and no temporary directory left behind
@@ -41,6 +43,7 @@ def test_eight_bundles_with_valid_manifests(builtin_bundles):
             assert key in m.metrics, (name, key)
 
 
+@pytest.mark.slow
 def test_fidelity_bars(builtin_bundles):
     metrics = {n: read_manifest(builtin_bundles / n).metrics for n in EXPECTED}
     for n in ("onnx-fp32", "tflite-fp32"):
@@ -50,8 +53,8 @@ def test_fidelity_bars(builtin_bundles):
         assert metrics[n]["nonfinite"] == 0 and metrics[n]["latency_ms_p50"] > 0
 
 
-def test_tflite_int8_is_full_integer(builtin_bundles):
-    m = read_manifest(builtin_bundles / "tflite-int8")
+def test_tflite_int8_is_full_integer(edge_bundles):
+    m = read_manifest(edge_bundles / "tflite-int8")
     assert m.input.dtype == "int8" and m.input.quant and m.input.layout == "NHWC"
     # Pure white must be representable: calibration covers the full [0, 1] range.
     q = m.input.quant
@@ -61,16 +64,17 @@ def test_tflite_int8_is_full_integer(builtin_bundles):
     assert (127 - q["zero_point"]) * q["scale"] == pytest.approx(1.0, abs=1e-6) and q["scale"] == pytest.approx(1 / 255)
 
 
-def test_int8_fine_tuning_is_skipped_where_plain_int8_meets_the_bar(builtin_bundles):
+def test_int8_fine_tuning_is_skipped_where_plain_int8_meets_the_bar(edge_bundles):
     """The default ``--int8-finetune auto``: the built-in model simulates above 45 dB plain, so no
     training runs, and the manifest says so with the simulated figure."""
     for name in ("onnx-int8", "tflite-int8"):
-        prep = read_manifest(builtin_bundles / name).recipe["float_preparation"]
+        prep = read_manifest(edge_bundles / name).recipe["float_preparation"]
         assert prep["simulated_ptq_psnr_db"] >= 45.0
         assert prep["finetune"].startswith("not needed")
         assert "fine-tuning" not in prep["how"]
 
 
+@pytest.mark.slow
 def test_coreml_checked_structurally_off_macos(builtin_bundles):
     import platform
 
@@ -83,6 +87,7 @@ def test_coreml_checked_structurally_off_macos(builtin_bundles):
     assert read_manifest(builtin_bundles / "coreml-fp16").metrics["simulated_fp16_psnr_db"] > 45
 
 
+@pytest.mark.slow
 def test_reports_written(builtin_bundles):
     rep = json.loads((builtin_bundles / "report.json").read_text())
     assert {b["bundle"] for b in rep["bundles"]} == EXPECTED
@@ -91,7 +96,7 @@ def test_reports_written(builtin_bundles):
     assert "<table>" in html
 
 
-def test_run_rgba_1000x800_tiled_without_seams(builtin_bundles, tmp_path):
+def test_run_rgba_1000x800_tiled_without_seams(edge_bundles, tmp_path):
     import cv2
 
     from tests.conftest import SAMPLES
@@ -101,7 +106,7 @@ def test_run_rgba_1000x800_tiled_without_seams(builtin_bundles, tmp_path):
     inp = tmp_path / "rgba.png"
     write_image(inp, np.clip(rgb, 0, 1), alpha)
     runner = CliRunner()
-    b = str(builtin_bundles / "onnx-fp32")
+    b = str(edge_bundles / "onnx-fp32")
     res = runner.invoke(app, ["run", b, str(inp), "-o", str(tmp_path / "tiled.png"), "--tile", "256", "--overlap", "32"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["run", b, str(inp), "-o", str(tmp_path / "whole.png"), "--tile", "0"])
@@ -112,11 +117,11 @@ def test_run_rgba_1000x800_tiled_without_seams(builtin_bundles, tmp_path):
     assert psnr(tiled.rgb, whole.rgb) >= 60.0
 
 
-def test_eval_gate(builtin_bundles, tmp_path):
+def test_eval_gate(edge_bundles, tmp_path):
     from tests.conftest import SAMPLES
 
     runner = CliRunner()
-    b = str(builtin_bundles / "onnx-int8")
+    b = str(edge_bundles / "onnx-int8")
     ok = runner.invoke(app, ["eval", b, "--images", str(SAMPLES), "--count", "2", "--min-psnr", "38",
                              "--json", str(tmp_path / "e.json")])
     assert ok.exit_code == 0, ok.output
@@ -126,15 +131,16 @@ def test_eval_gate(builtin_bundles, tmp_path):
     assert bad.exit_code == 1 and "3 gate failure(s)" in bad.output  # both images and the mean
 
 
-def test_int8_onnx_fidelity_on_photos_it_was_not_calibrated_on(builtin_bundles):
+def test_int8_onnx_fidelity_on_photos_it_was_not_calibrated_on(edge_bundles):
     from tests.conftest import SHARED, need_shared
 
     bw = need_shared(SHARED / "photos" / "bw")
-    res = CliRunner().invoke(app, ["eval", str(builtin_bundles / "onnx-int8"), "--images", str(bw), "--count", "3",
+    res = CliRunner().invoke(app, ["eval", str(edge_bundles / "onnx-int8"), "--images", str(bw), "--count", "3",
                                    "--min-psnr", "38"])
     assert res.exit_code == 0, res.output
 
 
+@pytest.mark.slow
 def test_bundles_are_readable_by_others(builtin_bundles):
     """Bundles are copied to devices and served from shared folders: not owner-only (the temp
     directory and files they are built in are 0700/0600)."""

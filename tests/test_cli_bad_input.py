@@ -92,8 +92,8 @@ def test_calibration_folder_without_images(tmp_path):
                     str(tmp_path / "o")], match="no readable images")
 
 
-def test_run_bad_inputs(builtin_bundles, tmp_path, rgb_photo):
-    b = str(builtin_bundles / "onnx-fp32")
+def test_run_bad_inputs(edge_bundles, tmp_path, rgb_photo):
+    b = str(edge_bundles / "onnx-fp32")
     good = tmp_path / "in.png"
     write_image(good, rgb_photo[:32, :32])
     corrupt = tmp_path / "corrupt.jpg"
@@ -107,12 +107,12 @@ def test_run_bad_inputs(builtin_bundles, tmp_path, rgb_photo):
     _fails_cleanly(["run", str(tmp_path), str(good), "-o", str(outdir / "a.png")], match="not a bundle", out_dir=outdir)
 
 
-def test_tampered_bundle_is_rejected(builtin_bundles, tmp_path, rgb_photo):
+def test_tampered_bundle_is_rejected(edge_bundles, tmp_path, rgb_photo):
     import shutil
 
     for name in ("onnx-fp32", "tflite-int8"):
         bad = tmp_path / name
-        shutil.copytree(builtin_bundles / name, bad)
+        shutil.copytree(edge_bundles / name, bad)
         model = next(p for p in bad.iterdir() if p.name.startswith("model."))
         data = bytearray(model.read_bytes())
         data[len(data) // 2] ^= 0xFF

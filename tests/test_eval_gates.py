@@ -46,11 +46,8 @@ def _tampered(src: Path, dst: Path, edit) -> Path:
 
 
 @pytest.fixture(scope="module")
-def good_bundle(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("b")
-    res = runner.invoke(app, ["convert", "--target", "onnx", "--out", str(out)])
-    assert res.exit_code == 0, res.output
-    return out / "restorekit-x2" / "onnx-fp32"
+def good_bundle(edge_bundles) -> Path:
+    return edge_bundles / "onnx-fp32"
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +120,9 @@ def test_baseline_that_is_not_an_eval_result_is_bad_input(good_bundle, tmp_path)
     assert res.exit_code == 2 and "not a `restorekit eval --json` result" in res.output
 
 
-def test_int8_html_report_is_self_contained(builtin_bundles, tmp_path):
+def test_int8_html_report_is_self_contained(edge_bundles, tmp_path):
     page, js = tmp_path / "report.html", tmp_path / "int8.json"
-    res = _eval(builtin_bundles / "onnx-int8", "--html", str(page), "--json", str(js), "--clean", "--min-psnr", "38")
+    res = _eval(edge_bundles / "onnx-int8", "--html", str(page), "--json", str(js), "--clean", "--min-psnr", "38")
     assert res.exit_code == 0, res.output
     text = page.read_text()
     # offline: no external resource of any kind, every image inline

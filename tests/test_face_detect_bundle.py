@@ -16,6 +16,8 @@ from typer.testing import CliRunner  # noqa: E402
 from restorekit.cli.main import app  # noqa: E402
 from tests.conftest import SAMPLES, SHARED, need_shared  # noqa: E402
 
+pytestmark = pytest.mark.slow  # full-size acceptance: RetinaFace detector bundles validated on whole photos
+
 WEIGHTS = SHARED / "weights" / "retinaface_mobilenet0.25.pth"
 WHOLE = SHARED / "photos" / "whole"
 runner = CliRunner()
@@ -92,12 +94,12 @@ def test_detector_only_goes_to_targets_that_take_it(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-def test_faces_restored_by_the_face_model_given(tmp_path, detect_bundles, builtin_bundles):
+def test_faces_restored_by_the_face_model_given(tmp_path, detect_bundles, edge_bundles):
     """--face-model: aligned faces go to that bundle (here a TFLite one: fixed 256x256 input at x2)."""
     log = tmp_path / "f.json"
     res = runner.invoke(app, ["restore", str(WHOLE / "cf_00.jpg"), "-o", str(tmp_path / "f.png"), "--stages", "faces",
                               "--face-detector", str(detect_bundles["onnx-fp32"].path),
-                              "--face-model", str(builtin_bundles / "tflite-fp32"), "--json", str(log)])
+                              "--face-model", str(edge_bundles / "tflite-fp32"), "--json", str(log)])
     assert res.exit_code == 0, res.output
     st = {s["stage"]: s for s in json.loads(log.read_text())["photos"][0]["stages"]}
     assert st["faces"]["ran"] and "faces restored by restorekit-x2 tflite-fp32" in st["faces"]["backend"]

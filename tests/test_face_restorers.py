@@ -40,6 +40,7 @@ def gfpgan_file(tmp_path_factory):
                  tmp_path_factory.mktemp("gfpgan") / "GFPGANv1.4-random.safetensors")
 
 
+@pytest.mark.slow  # a full-size GFPGAN v1.4 (80 M params) at 512x512
 def test_gfpgan_checkpoint_loads_as_a_512_face_model_with_unit_range_io(gfpgan_file):
     loaded = load_model(gfpgan_file)
     spec = loaded.spec
@@ -79,6 +80,7 @@ def test_face_wrapper_exports_to_onnx_with_constant_noise(tmp_path):
     assert np.abs(y - ref).max() < 1e-4
 
 
+@pytest.mark.slow  # CodeFormer at its fixed 512x512 input
 def test_codeformer_fidelity_weight_is_baked_in(tmp_path):
     from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
 

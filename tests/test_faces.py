@@ -35,6 +35,7 @@ class Identity:
         return x
 
 
+@pytest.mark.slow  # RetinaFace on every whole photo of ../shared
 def test_every_whole_photo_has_its_faces_detected(detector):
     counts = {p.name: len(detect_faces(detector, read_image(p).rgb)) for p in list_images(SHARED / "photos" / "whole")}
     assert all(n >= 1 for n in counts.values()), counts

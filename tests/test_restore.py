@@ -99,11 +99,11 @@ def test_tone_stretch_and_cast_removal(rgb_photo):
     assert assess(fixed).cast < 0.6 * assess(cast).cast and np.hypot(info["shift_a"], info["shift_b"]) <= 10.01  # rounded in the log
 
 
-def test_reference_reports_each_edge_stage_against_pytorch(tmp_path, builtin_bundles):
+def test_reference_reports_each_edge_stage_against_pytorch(tmp_path, edge_bundles):
     """int8 restoration bundle vs the built-in PyTorch model, on the same stage input."""
     src = SAMPLES / "coffee.png"
     out, log = tmp_path / "r.png", tmp_path / "r.json"
-    res = runner.invoke(app, ["restore", str(src), "-o", str(out), "--bundle", str(builtin_bundles / "onnx-int8"),
+    res = runner.invoke(app, ["restore", str(src), "-o", str(out), "--bundle", str(edge_bundles / "onnx-int8"),
                               "--stages", "defects,restore", "--reference", "--json", str(log)])
     assert res.exit_code == 0, res.output
     assert "edge stages vs their full-precision references" in res.output
@@ -121,12 +121,12 @@ def test_failed_start_leaves_no_output_folder(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_sr_stage_upscales_and_is_compared_with_its_reference(tmp_path, builtin_bundles):
+def test_sr_stage_upscales_and_is_compared_with_its_reference(tmp_path, edge_bundles):
     """--sr: restoration at the input's size, then the SR bundle upscales; --reference scores it."""
     src = SAMPLES / "coffee.png"
     out, log = tmp_path / "s.png", tmp_path / "s.json"
     res = runner.invoke(app, ["restore", str(src), "-o", str(out), "--stages", "restore,sr", "--scale", "2",
-                              "--sr", str(builtin_bundles / "onnx-int8"), "--reference", "--json", str(log)])
+                              "--sr", str(edge_bundles / "onnx-int8"), "--reference", "--json", str(log)])
     assert res.exit_code == 0, res.output
     entry = json.loads(log.read_text())["photos"][0]
     st = _stages(entry)

@@ -31,7 +31,7 @@ def _run_isolated(code: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def test_runtime_runs_onnx_and_tflite_without_torch(builtin_bundles, tmp_path, rgb_photo):
+def test_runtime_runs_onnx_and_tflite_without_torch(edge_bundles, tmp_path, rgb_photo):
     src = tmp_path / "in.png"
     write_image(src, rgb_photo[:80, :96])
     code = f"""
@@ -40,17 +40,17 @@ def test_runtime_runs_onnx_and_tflite_without_torch(builtin_bundles, tmp_path, r
         from restorekit.core.image import read_image, write_image
         photo = read_image({str(src)!r})
         for name in ("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"):
-            b = load_bundle({str(builtin_bundles)!r} + "/" + name)
+            b = load_bundle({str(edge_bundles)!r} + "/" + name)
             out = b.restore_photo(photo)
             write_image({str(tmp_path)!r} + f"/{{name}}.png", out.rgb)
         sys.argv = ["restorekit", "restore", {str(src)!r}, "-o", {str(tmp_path / "restored.png")!r},
-                    "--bundle", {str(builtin_bundles / "tflite-int8")!r}, "--stages", "restore,tone,cast"]
+                    "--bundle", {str(edge_bundles / "tflite-int8")!r}, "--stages", "restore,tone,cast"]
         from restorekit.cli.main import main
         try:
             main()
         except SystemExit as e:
             assert not e.code, e.code
-        sys.argv = ["restorekit", "run", {str(builtin_bundles / "onnx-fp32")!r}, {str(src)!r},
+        sys.argv = ["restorekit", "run", {str(edge_bundles / "onnx-fp32")!r}, {str(src)!r},
                     "-o", {str(tmp_path / "cli.png")!r}]
         try:
             main()
@@ -74,17 +74,17 @@ def test_blocker_really_blocks():
     assert res.returncode != 0 and "not part of restorekit[runtime]" in res.stderr
 
 
-def test_bench_runs_on_the_runtime_extra_alone(builtin_bundles):
+def test_bench_runs_on_the_runtime_extra_alone(edge_bundles):
     """An edge box can benchmark its bundles: `bench --no-reference` and the worker, without torch."""
     code = f"""
         import sys
         from restorekit.eval.bench_worker import measure, measure_peak
         for name in ("onnx-int8", "tflite-int8"):
-            r = measure({{"kind": "bundle", "path": {str(builtin_bundles)!r} + "/" + name, "provider": "cpu",
+            r = measure({{"kind": "bundle", "path": {str(edge_bundles)!r} + "/" + name, "provider": "cpu",
                          "size": [128, 128], "runs": 2, "warmup": 1, "threads": 1}})
             assert len(r["latencies_ms"]) == 2 and r["peak_rss_kb"] > 0, r
         assert measure_peak(1, n=256, repeats=2)["gflops"] > 0
-        sys.argv = ["restorekit", "bench", {str(builtin_bundles / "onnx-int8")!r}, "--no-reference",
+        sys.argv = ["restorekit", "bench", {str(edge_bundles / "onnx-int8")!r}, "--no-reference",
                     "--runs", "2", "--warmup", "0"]
         from restorekit.cli.main import main
         try:

@@ -129,8 +129,8 @@ def test_trt_build_without_tensorrt_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.skipif(not HAS_TENSORRT, reason="the tensorrt package is not installed (it needs an NVIDIA GPU; none here)")
-def test_trt_build_makes_an_engine(builtin_bundles, tmp_path):
-    res = CliRunner().invoke(app, ["trt-build", str(builtin_bundles / "onnx-int8"), "--cache", str(tmp_path)])
+def test_trt_build_makes_an_engine(edge_bundles, tmp_path):
+    res = CliRunner().invoke(app, ["trt-build", str(edge_bundles / "onnx-int8"), "--cache", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "model.engine").stat().st_size > 0 and (tmp_path / "engine.json").is_file()
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from restorekit.bundle.manifest import read_manifest
 from restorekit.cli.main import app
 from tests.conftest import REALESR, need_shared
+
+pytestmark = pytest.mark.slow  # full-size acceptance: Real-ESRGAN Compact from ../shared through bundle, eval and convert
 
 
 def test_inspect_realesr():

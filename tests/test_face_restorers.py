@@ -48,13 +48,12 @@ def test_gfpgan_checkpoint_loads_as_a_512_face_model_with_unit_range_io(gfpgan_f
     assert isinstance(loaded.module, FaceNetIO)
     x = torch.rand(1, 3, 512, 512, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
-        a, b = loaded.module(x), loaded.module(x)
-    assert a.shape == (1, 3, 512, 512)
-    assert torch.equal(a, b), "noise injection must use the stored buffers, not fresh noise per call"
-    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
-    # the wrapper maps [0, 1] to the network's [-1, 1] and back
-    with torch.inference_mode():
+        a = loaded.module(x)
         raw = loaded.module.model(x * 2 - 1, return_rgb=False, randomize_noise=False)[0]
+    assert a.shape == (1, 3, 512, 512)
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+    # the wrapper maps [0, 1] to the network's [-1, 1] and back, with the stored noise buffers: a
+    # second call (this one, with randomize_noise off) gives the same image, not fresh noise per call
     assert torch.allclose(a, ((raw + 1) / 2).clamp(0, 1))
 
 

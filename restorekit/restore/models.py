@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from restorekit.core.errors import BadInputError
-from restorekit.restore.pipeline import Model, RestoreOptions, check_scale
+from restorekit.restore.pipeline import Model, PipelineModels, RestoreOptions, check_scale
 
 #: Tile side of a checkpoint run in PyTorch, per stage task (others: DEFAULT_TILE).
 SCRATCH_TILE, DEFAULT_TILE = 512, 256
@@ -49,18 +49,6 @@ def pipeline_model(ref: str | None, task: str, provider: str = "cpu", threads: i
     session = TorchSession(loaded.module)
     return Model(session, f"{loaded.spec.name} ({session.device})", loaded.spec.scale,
                  SCRATCH_TILE if task == "scratch" else DEFAULT_TILE, 32, loaded.spec.multiple_of)
-
-
-@dataclass
-class PipelineModels:
-    """The models of one restore run (None: that stage has no model) and the references to compare with."""
-
-    restorer: Model | None = None
-    detector: Model | None = None
-    face_detector: Model | None = None
-    upscaler: Model | None = None
-    face_restorer: Model | None = None
-    references: dict[str, Model] = field(default_factory=dict)
 
 
 def load_pipeline_models(options: RestoreOptions, restorer: str | None = None, detector: str | None = None,

@@ -151,18 +151,25 @@ def _with_reference(vs_ref: dict | None) -> dict:
 
 
 @dataclass
+class PipelineModels:
+    """The models of one restore run (None: that stage has no model) and the references to compare with."""
+
+    restorer: Model | None = None
+    detector: Model | None = None
+    face_detector: Model | None = None
+    upscaler: Model | None = None
+    face_restorer: Model | None = None
+    references: dict[str, Model] = field(default_factory=dict)
+
+
+@dataclass
 class Context:
     """One photo on its way through the stages: the image so far, the models, what was found."""
 
     photo: Photo
     options: RestoreOptions
     rgb: np.ndarray
-    restorer: Model | None = None
-    detector: Model | None = None
-    face_detector: Model | None = None
-    face_restorer: Model | None = None
-    upscaler: Model | None = None
-    references: dict[str, Model] = field(default_factory=dict)
+    models: PipelineModels
     found: Assessment | None = None  # the damage assessment of the input
     faces: list[Face] | None = None  # face detections on the input (shared by the defects guard and the faces stage)
     scale: int = 1  # the size of ``rgb`` over the input's
@@ -175,7 +182,7 @@ class Context:
     @property
     def use_sr(self) -> bool:
         """Whether the sr stage upscales (then the restoration stage works at the input's size)."""
-        return self.upscaler is not None and "sr" in self.options.stages
+        return self.models.upscaler is not None and "sr" in self.options.stages
 
     def wants(self, stage: str) -> bool:
         """Whether ``stage`` was asked for."""
@@ -223,15 +230,15 @@ class FaceDetect(Stage):
 
     def applies(self, ctx: Context) -> bool:
         """The faces stage was asked for and a face detector given."""
-        return ctx.wants("faces") and ctx.face_detector is not None
+        return ctx.wants("faces") and ctx.models.face_detector is not None
 
     def run(self, ctx: Context) -> dict:
         """Detect the faces (and, given a reference detector, compare the two)."""
         from restorekit.runtime.detect import detect_faces
 
         t0 = time.perf_counter()
-        session, vs_ref = ctx.face_detector.session, None
-        if "face-detect" in ctx.references:
+        session, vs_ref = ctx.models.face_detector.session, None
+        if "face-detect" in ctx.models.references:
             from restorekit.eval.detection import SCORE_MARGIN, SameInput, agreement
             from restorekit.restore.faces import FaceOptions
 
@@ -240,7 +247,7 @@ class FaceDetect(Stage):
             threshold = FaceOptions().threshold
             low = detect_faces(session, ctx.rgb, threshold - SCORE_MARGIN)
             edge_s = time.perf_counter() - t0
-            ref = ctx.references["face-detect"]
+            ref = ctx.models.references["face-detect"]
             t1 = time.perf_counter()
             ref_low = detect_faces(SameInput(ref.session, session.fixed_size), ctx.rgb, threshold - SCORE_MARGIN)
             ref_s = time.perf_counter() - t1
@@ -249,7 +256,7 @@ class FaceDetect(Stage):
                       "edge_seconds": round(edge_s, 3), "reference_seconds": round(ref_s, 3)}
         else:
             ctx.faces = detect_faces(session, ctx.rgb)
-        return {"backend": ctx.face_detector.name,
+        return {"backend": ctx.models.face_detector.name,
                 "found": {"count": len(ctx.faces), "eye_distances_px": [round(f.eye_distance, 1) for f in ctx.faces]},
                 **_with_reference(vs_ref)}
 
@@ -265,17 +272,17 @@ class Defects(Stage):
 
     def applies(self, ctx: Context) -> bool:
         """Asked for, with a scratch detector."""
-        return ctx.wants("defects") and ctx.detector is not None
+        return ctx.wants("defects") and ctx.models.detector is not None
 
     def run(self, ctx: Context) -> dict:
         """Detect, guard the faces, inpaint."""
         t0 = time.perf_counter()
-        threshold, rgb, det = ctx.options.defect_threshold, ctx.rgb, ctx.detector
+        threshold, rgb, det = ctx.options.defect_threshold, ctx.rgb, ctx.models.detector
         prob = detect_defects(det.session, rgb, tile=det.tile or 512, overlap=det.overlap)
         mask = prob >= threshold
         vs_ref = None
-        if "defects" in ctx.references:
-            ref = ctx.references["defects"]
+        if "defects" in ctx.models.references:
+            ref = ctx.models.references["defects"]
             vs_ref, ref_prob = _versus(ref, prob, t0, lambda: detect_defects(ref.session, rgb, tile=ref.tile or 512,
                                                                              overlap=ref.overlap))
             ref_mask = ref_prob >= threshold
@@ -306,17 +313,17 @@ class Restore(Stage):
 
     def applies(self, ctx: Context) -> bool:
         """Asked for, with a restoration model."""
-        return ctx.wants("restore") and ctx.restorer is not None
+        return ctx.wants("restore") and ctx.models.restorer is not None
 
     def run(self, ctx: Context) -> dict:
         """Restore; with an upscaler, back at the input's size (the sr stage upscales)."""
         t0 = time.perf_counter()
-        stage_in, model = ctx.rgb, ctx.restorer
+        stage_in, model = ctx.rgb, ctx.models.restorer
         ctx.rgb = _tiled(model, stage_in)
         ctx.scale = model.scale
         vs_ref = None
-        if "restore" in ctx.references:
-            vs_ref = _versus(ctx.references["restore"], ctx.rgb, t0, lambda: _tiled(ctx.references["restore"], stage_in))[0]
+        if "restore" in ctx.models.references:
+            vs_ref = _versus(ctx.models.references["restore"], ctx.rgb, t0, lambda: _tiled(ctx.models.references["restore"], stage_in))[0]
         if ctx.use_sr and ctx.scale > 1:
             h, w = ctx.input_size
             ctx.rgb = cv2.resize(ctx.rgb, (w, h), interpolation=cv2.INTER_AREA)
@@ -336,11 +343,11 @@ class Faces(Stage):
 
     def fixer(self, ctx: Context) -> Model | None:
         """The face model: ``face_restorer``, else the restoration model."""
-        return ctx.face_restorer or ctx.restorer
+        return ctx.models.face_restorer or ctx.models.restorer
 
     def applies(self, ctx: Context) -> bool:
         """Asked for, with a face detector and a model to restore faces."""
-        return ctx.wants("faces") and ctx.face_detector is not None and self.fixer(ctx) is not None
+        return ctx.wants("faces") and ctx.models.face_detector is not None and self.fixer(ctx) is not None
 
     def run(self, ctx: Context) -> dict:
         """Restore the faces found on the input, at the current scale."""
@@ -348,16 +355,16 @@ class Faces(Stage):
 
         fixer, strength = self.fixer(ctx), ctx.options.face_strength
         known = scaled(ctx.faces, ctx.rgb.shape[0] / ctx.input_size[0])
-        ctx.rgb, faces = enhance_faces(ctx.rgb, ctx.face_detector.session, fixer.session,
+        ctx.rgb, faces = enhance_faces(ctx.rgb, ctx.models.face_detector.session, fixer.session,
                                        FaceOptions(strength=strength), fixer.scale, fixer.tile, faces=known)
-        return {"backend": f"{ctx.face_detector.name}; faces restored by {fixer.name}"
-                + ("" if ctx.face_restorer else " (the restoration model: no --face-model given)"),
+        return {"backend": f"{ctx.models.face_detector.name}; faces restored by {fixer.name}"
+                + ("" if ctx.models.face_restorer else " (the restoration model: no --face-model given)"),
                 "settings": {"strength": strength, "aligned_size": 512, "min_eye_distance_px": 32},
                 "found": {"count": len(faces), "enhanced": sum(f["enhanced"] for f in faces), "faces": faces}}
 
     def reason(self, ctx: Context) -> str | None:
         """Not requested, no face detector, or no model."""
-        return super().reason(ctx) or ("no face detector (pass --face-detector)" if ctx.face_detector is None
+        return super().reason(ctx) or ("no face detector (pass --face-detector)" if ctx.models.face_detector is None
                                        else "no restoration model")
 
 
@@ -419,12 +426,12 @@ class SuperResolution(Stage):
     def run(self, ctx: Context) -> dict:
         """Upscale."""
         t0 = time.perf_counter()
-        sr_in, model = ctx.rgb, ctx.upscaler
+        sr_in, model = ctx.rgb, ctx.models.upscaler
         ctx.rgb = _tiled(model, sr_in)
         ctx.scale *= model.scale
         vs_ref = None
-        if "sr" in ctx.references:
-            vs_ref = _versus(ctx.references["sr"], ctx.rgb, t0, lambda: _tiled(ctx.references["sr"], sr_in))[0]
+        if "sr" in ctx.models.references:
+            vs_ref = _versus(ctx.models.references["sr"], ctx.rgb, t0, lambda: _tiled(ctx.models.references["sr"], sr_in))[0]
         return {"backend": model.name, "settings": {"tile": model.tile, "overlap": model.overlap, "scale": model.scale},
                 **_with_reference(vs_ref)}
 
@@ -481,9 +488,9 @@ def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
     detector) and both latencies."""
     opts = options or RestoreOptions()
     check_scale(opts, restorer, upscaler)
-    ctx = Context(photo, opts, photo.rgb.astype(np.float32), restorer=restorer, detector=detector,
-                  face_detector=face_detector, face_restorer=face_restorer, upscaler=upscaler,
-                  references=references or {})
+    models = PipelineModels(restorer=restorer, detector=detector, face_detector=face_detector,
+                            upscaler=upscaler, face_restorer=face_restorer, references=references or {})
+    ctx = Context(photo, opts, photo.rgb.astype(np.float32), models)
     say = on_stage or (lambda name: None)
     stages: list[dict] = []
     for stage in PIPELINE:

@@ -31,38 +31,39 @@ TEACHER = SHARED / "weights" / "realesr-animevideov3.pth"
 
 
 def build(out: str, samples: int) -> None:
-    from restorekit.training.distill import (_holdout_count, _load_teacher, _nchw, distill_batch, image_folders,
-                                            validation_set)
-    from restorekit.training.train import load_training_images
+    """Write the pool of (LR, teacher output) pairs and the validation crops to ``out`` (.npz)."""
+    from restorekit.training.data import holdout_count, image_folders, load_training_images
+    from restorekit.training.distill import distill_batch, load_teacher, validation_set
+    from restorekit.training.loop import to_nchw
 
     data = load_training_images(image_folders([SHARED / "photos"]), min_size=256)
-    n_val = _holdout_count(len(data.images), None)
+    n_val = holdout_count(len(data.images), None)
     train, held = data.images[:-n_val], data.images[-n_val:]
-    teacher = _load_teacher(TEACHER, 4, 64).module.eval()
+    teacher = load_teacher(TEACHER, 4, 64).module.eval()
     cpu = torch.device("cpu")
     lrs, targets, t0 = [], [], time.time()
     for step in range(samples // 8):
         x_np, _ = distill_batch(train, 7, step, 8, 64, 4, "second-order")
         q = np.clip(np.round(x_np * 255), 0, 255)  # second-order LR ends in JPEG: already 8-bit
         with torch.no_grad():
-            y = teacher(_nchw((q / 255).astype(np.float32), cpu)).clamp(0, 1)
+            y = teacher(to_nchw((q / 255).astype(np.float32), cpu)).clamp(0, 1)
         lrs.append(q.astype(np.uint8))
         targets.append(np.round(y.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8))
     val_lr, _ = validation_set(held, 0, 16, 64, 4, "second-order")
     with torch.no_grad():
-        val_t = teacher(_nchw(val_lr, cpu)).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+        val_t = teacher(to_nchw(val_lr, cpu)).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     np.savez(out, lr=np.concatenate(lrs), tg=np.concatenate(targets), vl=val_lr, vt=val_t)
     print(f"wrote {out}: {samples // 8 * 8} pairs in {time.time() - t0:.0f} s")
 
 
 def train(pool: str, channels: int, convs: int, tail: int, loss_name: str, batch: int, lr: float, steps: int,
           threads: int, dilation: int = 1) -> None:
-    from restorekit.training.distill import psnr
-    from restorekit.models.students import init_weights
-    from restorekit.training.train import learning_rate
+    """Train one student variant on the pool and print its held-out PSNR against the teacher."""
     from restorekit.models.edgenet import EdgeRestoreNet
     from restorekit.models.loader import count_macs
-    from restorekit.models.students import COMPACT_MACS_PER_MEGAPIXEL
+    from restorekit.models.students import COMPACT_MACS_PER_MEGAPIXEL, init_weights
+    from restorekit.training.distill import batch_psnr
+    from restorekit.training.loop import learning_rate
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -70,7 +71,7 @@ def train(pool: str, channels: int, convs: int, tail: int, loss_name: str, batch
     lrs, targets = d["lr"], d["tg"]
     val_lr = torch.from_numpy(d["vl"]).permute(0, 3, 1, 2).contiguous()
     val_t = torch.from_numpy(d["vt"]).permute(0, 3, 1, 2).contiguous()
-    bicubic = psnr(F.interpolate(val_lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1), val_t)
+    bicubic = batch_psnr(F.interpolate(val_lr, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1), val_t)
     net = EdgeRestoreNet(3, channels, convs, 4)
     init_weights(net)
     if tail == 1:
@@ -97,12 +98,13 @@ def train(pool: str, channels: int, convs: int, tail: int, loss_name: str, batch
         opt.step()
         if (step + 1) % 1000 == 0 or step + 1 == steps:
             with torch.no_grad():
-                v = psnr(net(val_lr), val_t)
+                v = batch_psnr(net(val_lr), val_t)
             print(f"step {step + 1} ({time.time() - t0:.0f} s): student vs teacher {v:.2f} dB, "
                   f"gain over bicubic {v - bicubic:+.2f} dB", flush=True)
 
 
 def main() -> None:
+    """Parse the command line and run ``build`` or ``train``."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build")

@@ -18,16 +18,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from restorekit.training.distill import _nchw, distill_batch, image_folders, sample_pair
-from restorekit.training.pool import PairPool
-from restorekit.training.train import load_training_images
 from restorekit.models.loader import load_model
 from restorekit.models.students import build_student
+from restorekit.training.data import image_folders, load_training_images
+from restorekit.training.distill import distill_batch, sample_pair
+from restorekit.training.loop import to_nchw
+from restorekit.training.pool import PairPool
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 def main() -> None:
+    """Time fresh-sample and pooled distillation steps and print the table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -42,6 +44,7 @@ def main() -> None:
     cpu = torch.device("cpu")
 
     def update(x, target):
+        """One student step towards ``target``."""
         loss = (student(x) - target).abs().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -52,7 +55,7 @@ def main() -> None:
         t0 = time.perf_counter()
         x_np, _ = distill_batch(images, 0, step, b, p, scale, "second-order")
         t1 = time.perf_counter()
-        x = _nchw(x_np, cpu)
+        x = to_nchw(x_np, cpu)
         with torch.no_grad():
             target = teacher(x).clamp(0, 1)
         t2 = time.perf_counter()
@@ -64,6 +67,7 @@ def main() -> None:
     fresh = sum(split.values())
 
     def draw(words):
+        """One (LR, HR) pool sample."""
         return sample_pair(images, np.random.default_rng(words), p, scale, "second-order")
 
     pool = PairPool(draw, teacher, 0, max(64, b), args.pool_refresh, cpu)

@@ -22,16 +22,17 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from restorekit.training.distill import _holdout_count, image_folders, psnr, sample_pair  # noqa: E402
-from restorekit.training.train import load_training_images  # noqa: E402
 from restorekit.core.errors import RestorekitError  # noqa: E402
 from restorekit.models.builtin import read_safetensors_metadata  # noqa: E402
 from restorekit.models.loader import load_model  # noqa: E402
+from restorekit.training.data import holdout_count, image_folders, load_training_images  # noqa: E402
+from restorekit.training.distill import batch_psnr, sample_pair  # noqa: E402
 
 FIGURE_SEED = 2026
 
 
 def main() -> None:
+    """Draw the figure of the student given on the command line."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("student")
     ap.add_argument("teacher")
@@ -45,7 +46,7 @@ def main() -> None:
     data = load_training_images(image_folders([args.data]), min_size=int(meta["patch_size"]) * scale)
     if data.fingerprint != meta["data_fingerprint"]:
         raise SystemExit(f"{args.data} is not the data {args.student} was distilled on (fingerprint differs)")
-    n_val = _holdout_count(len(data.images), None)
+    n_val = holdout_count(len(data.images), None)
     held = list(zip(data.paths[-n_val:], data.images[-n_val:]))
     student = load_model(args.student).module.eval()
     teacher = load_model(args.teacher).module.eval()
@@ -62,7 +63,8 @@ def main() -> None:
         b = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
         near = F.interpolate(x, scale_factor=scale, mode="nearest")
         panels = [(near, f"{path.name}, degraded ({size} px)"),
-                  (b, f"bicubic: {psnr(b, t):.2f} dB"), (s, f"student {meta['student']}: {psnr(s, t):.2f} dB"),
+                  (b, f"bicubic: {batch_psnr(b, t):.2f} dB"),
+                  (s, f"student {meta['student']}: {batch_psnr(s, t):.2f} dB"),
                   (t, f"teacher {meta['teacher']}")]
         for ax, (im, title) in zip(row, panels):
             ax.imshow(im[0].permute(1, 2, 0).numpy())

@@ -25,9 +25,10 @@ sys.path.insert(0, str(ROOT))
 
 import skimage  # noqa: E402
 
-from restorekit.training.train import checkpoint_path, train_supervised  # noqa: E402
-from restorekit.models.builtin import BUILTIN_WEIGHTS  # noqa: E402
 from restorekit.core.image import list_images  # noqa: E402
+from restorekit.models.builtin import BUILTIN_WEIGHTS  # noqa: E402
+from restorekit.training.loop import checkpoint_path  # noqa: E402
+from restorekit.training.train import train_supervised  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
@@ -59,6 +60,7 @@ LR = 2e-3
 
 
 def data_dirs() -> list[Path]:
+    """The training photo folders: the samples, scikit-image's photos, the shared black-and-white scans."""
     return [ROOT / "sample_images", SKIMAGE_DATA, SHARED / "photos" / "bw"]
 
 
@@ -70,6 +72,7 @@ def exclusions() -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train the built-in model with the command line's settings (resuming when a checkpoint exists)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=STEPS)
     ap.add_argument("--seed", type=int, default=SEED)

@@ -26,6 +26,7 @@ SEED = 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train the scratch detector with the command line's settings."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=STEPS)
     ap.add_argument("--seed", type=int, default=SEED)

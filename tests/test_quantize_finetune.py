@@ -135,13 +135,13 @@ def test_range_margin_widens_each_learned_range_and_keeps_the_model_inputs(tiles
 
 
 def test_augmented_crops_are_the_same_crops_made_gray_and_more_contrasty(tiles):
-    from restorekit.quantize.finetune import _crops
+    from restorekit.quantize.finetune import random_crops
 
-    plain = _crops(tiles, 8, 24, torch.Generator().manual_seed(3))
-    same = _crops(tiles, 8, 24, torch.Generator().manual_seed(3), augment=0.0)
+    plain = random_crops(tiles, 8, 24, torch.Generator().manual_seed(3))
+    same = random_crops(tiles, 8, 24, torch.Generator().manual_seed(3), augment=0.0)
     assert torch.equal(plain, same)
     assert not torch.equal(plain[:, 0], plain[:, 1])  # colour photos among the crops
-    every = _crops(tiles, 8, 24, torch.Generator().manual_seed(3), augment=1.0)
+    every = random_crops(tiles, 8, 24, torch.Generator().manual_seed(3), augment=1.0)
     # augment=1: each crop (same place, turn and flip) is grayscale ...
     assert torch.equal(every[:, 0], every[:, 1]) and torch.equal(every[:, 1], every[:, 2])
     luma = 0.299 * plain[:, 0] + 0.587 * plain[:, 1] + 0.114 * plain[:, 2]
@@ -153,8 +153,8 @@ def test_augmented_crops_are_the_same_crops_made_gray_and_more_contrasty(tiles):
     def is_gray(c):
         return bool(torch.equal(c[0], c[1]) and torch.equal(c[1], c[2]))
 
-    before = _crops(tiles, 128, 24, torch.Generator().manual_seed(3))
-    half = _crops(tiles, 128, 24, torch.Generator().manual_seed(3), augment=0.5)
+    before = random_crops(tiles, 128, 24, torch.Generator().manual_seed(3))
+    half = random_crops(tiles, 128, 24, torch.Generator().manual_seed(3), augment=0.5)
     made_gray = [is_gray(h) for b, h in zip(before, half) if not is_gray(b)]
     assert 0.3 < np.mean(made_gray) < 0.7, np.mean(made_gray)  # about half of the colour crops
 

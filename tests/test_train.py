@@ -12,7 +12,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
 from restorekit.training import train as train_mod  # noqa: E402
-from restorekit.training.train import checkpoint_path, train_supervised  # noqa: E402
+from restorekit.training.loop import checkpoint_path  # noqa: E402
+from restorekit.training.train import train_supervised  # noqa: E402
 from restorekit.core.errors import BadInputError  # noqa: E402
 from restorekit.models.builtin import load_edgenet_safetensors, read_safetensors_metadata  # noqa: E402
 from restorekit.core.image import write_image  # noqa: E402

@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from restorekit.degrade.synthetic import _f32, _uniform, luminance
+from restorekit.degrade.synthetic import luminance, to_float32, uniform
 
 Range = tuple[float, float]
 
@@ -76,10 +76,10 @@ class HalftoneConfig:
 def cyan_dye_loss(img: np.ndarray, rng: np.random.Generator, cfg: CyanDyeLossConfig) -> np.ndarray:
     """Cyan fade: ``R' = max(R, floor) ** (1 - a)``, i.e. the red optical density ``-log R``
     (set by the cyan dye) times ``1 - a``; lifts reds most in mid-tones and shadows. G, B kept."""
-    a = _uniform(rng, cfg.amount)
+    a = uniform(rng, cfg.amount)
     if img.ndim == 2:
-        return _f32(img)
-    out = _f32(img).copy()
+        return to_float32(img)
+    out = to_float32(img).copy()
     out[:, :, 0] = np.maximum(out[:, :, 0], np.float32(cfg.floor)) ** np.float32(1.0 - a)
     return np.clip(out, 0.0, 1.0)
 
@@ -105,16 +105,16 @@ def silver_mirroring(img: np.ndarray, rng: np.random.Generator, cfg: SilverMirro
     """Bluish silver-grey metallic sheen: blend weight = strength x smooth patch field x darkness
     x edge weight, so dark areas near the print's edges are hit hardest."""
     h, w = img.shape[:2]
-    s = _uniform(rng, cfg.strength)
-    edge = _edge_weight(h, w, _uniform(rng, cfg.edge_width), _uniform(rng, cfg.edge_floor))
+    s = uniform(rng, cfg.strength)
+    edge = _edge_weight(h, w, uniform(rng, cfg.edge_width), uniform(rng, cfg.edge_floor))
     patches = _smooth_field(h, w, rng, int(rng.integers(cfg.cells[0], cfg.cells[1] + 1)))
-    colour = np.asarray(cfg.colour, np.float32) * np.float32(_uniform(rng, cfg.brightness))
+    colour = np.asarray(cfg.colour, np.float32) * np.float32(uniform(rng, cfg.brightness))
     dark = (1.0 - luminance(img)) ** np.float32(cfg.dark_gamma)
     alpha = np.float32(s) * patches * dark * edge
     if img.ndim == 2:
-        return np.clip(_f32(img) * (1 - alpha) + colour.mean() * alpha, 0.0, 1.0)
+        return np.clip(to_float32(img) * (1 - alpha) + colour.mean() * alpha, 0.0, 1.0)
     a = alpha[:, :, None]
-    return np.clip(_f32(img) * (1 - a) + colour * a, 0.0, 1.0)
+    return np.clip(to_float32(img) * (1 - a) + colour * a, 0.0, 1.0)
 
 
 # CDF of the spot function cos(a) + cos(b) over one screen cell: maps it to a uniform threshold,
@@ -129,8 +129,8 @@ def halftone(img: np.ndarray, rng: np.random.Generator, cfg: HalftoneConfig) -> 
     (dark dots grow with darkness), the dots are softened, and the screened luminance replaces
     the original with partial ``strength`` (colour offsets kept)."""
     h, w = img.shape[:2]
-    period, theta = _uniform(rng, cfg.period), np.deg2rad(_uniform(rng, cfg.angle))
-    s, sigma = _uniform(rng, cfg.strength), _uniform(rng, cfg.blur)
+    period, theta = uniform(rng, cfg.period), np.deg2rad(uniform(rng, cfg.angle))
+    s, sigma = uniform(rng, cfg.strength), uniform(rng, cfg.blur)
     pu, pv = rng.uniform(0, period, 2)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     u = xx * np.cos(theta) + yy * np.sin(theta) + pu
@@ -142,7 +142,7 @@ def halftone(img: np.ndarray, rng: np.random.Generator, cfg: HalftoneConfig) -> 
     if sigma > 0.0:
         ht = cv2.GaussianBlur(ht, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)
     delta = np.float32(s) * (ht - lum)
-    return np.clip(_f32(img) + (delta[:, :, None] if img.ndim == 3 else delta), 0.0, 1.0)
+    return np.clip(to_float32(img) + (delta[:, :, None] if img.ndim == 3 else delta), 0.0, 1.0)
 
 
 EFFECTS = {"cyan_dye_loss": cyan_dye_loss, "silver_mirroring": silver_mirroring, "halftone": halftone}
@@ -158,6 +158,7 @@ class AgingConfig:
     order: tuple[str, ...] = ("cyan_dye_loss", "silver_mirroring", "halftone")
 
     def effects(self) -> list[tuple[str, Any]]:
+        """(name, config) of each effect, in the order they are applied."""
         return [(name, getattr(self, name)) for name in self.order]
 
 
@@ -166,7 +167,7 @@ def apply_aging(img: np.ndarray, rng: np.random.Generator, config: AgingConfig |
     one child generator per effect is drawn up front. Deterministic given ``rng``."""
     config = config or AgingConfig()
     seeds = rng.integers(0, 2**63 - 1, size=len(config.order))
-    out = _f32(img)
+    out = to_float32(img)
     for (name, cfg), seed in zip(config.effects(), seeds):
         child = np.random.default_rng(int(seed))
         if child.random() < cfg.prob and cfg.enabled:  # always drawn

@@ -49,7 +49,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from restorekit.degrade.synthetic import INTERPOLATIONS, JpegConfig, _f32, check_pair, _uniform, gaussian_noise, jpeg_compress
+from restorekit.degrade.synthetic import (INTERPOLATIONS, JpegConfig, check_pair, gaussian_noise, jpeg_compress,
+                                          to_float32, uniform)
 from restorekit.degrade.synthetic import luminance, quantize_8bit
 
 Range = tuple[float, float]
@@ -119,7 +120,7 @@ def _odd_size(rng: np.random.Generator, bounds: tuple[int, int]) -> int:
 
 def _sinc_omega(rng: np.random.Generator, size: int, omega: Range | None) -> float:
     # Real-ESRGAN: small kernels get only the stronger cutoffs (a wide sinc needs room)
-    return _uniform(rng, omega or ((np.pi / 3, np.pi) if size < 13 else (np.pi / 5, np.pi)))
+    return uniform(rng, omega or ((np.pi / 3, np.pi) if size < 13 else (np.pi / 5, np.pi)))
 
 
 def random_kernel(rng: np.random.Generator, cfg: "KernelConfig") -> np.ndarray:
@@ -129,19 +130,19 @@ def random_kernel(rng: np.random.Generator, cfg: "KernelConfig") -> np.ndarray:
         return sinc_kernel(size, _sinc_omega(rng, size, None))
     p = np.asarray(cfg.kind_probs, np.float64)
     kind = cfg.kinds[int(rng.choice(len(cfg.kinds), p=p / p.sum()))]
-    sx = _uniform(rng, cfg.sigma)
-    sy, theta = (_uniform(rng, cfg.sigma), _uniform(rng, cfg.rotation)) if kind.endswith("aniso") else (sx, 0.0)
+    sx = uniform(rng, cfg.sigma)
+    sy, theta = (uniform(rng, cfg.sigma), uniform(rng, cfg.rotation)) if kind.endswith("aniso") else (sx, 0.0)
     beta = 1.0
     if not kind.startswith(("iso", "aniso")):  # half the time below 1 (peaky), half above (flat)
         lo, hi = cfg.beta_generalized if kind.startswith("generalized") else cfg.beta_plateau
-        beta = _uniform(rng, (lo, 1.0)) if rng.random() < 0.5 else _uniform(rng, (1.0, hi))
+        beta = uniform(rng, (lo, 1.0)) if rng.random() < 0.5 else uniform(rng, (1.0, hi))
     return kernel(kind, size, sx, sy, theta, beta)
 
 
 def apply_kernel(img: np.ndarray, k: np.ndarray) -> np.ndarray:
     """2-D convolution of each channel with ``k`` (reflect-101 borders); not clipped."""
     k = np.ascontiguousarray(np.asarray(k, np.float32)[::-1, ::-1])
-    return _f32(cv2.filter2D(_f32(img), -1, k, borderType=cv2.BORDER_REFLECT_101))
+    return to_float32(cv2.filter2D(to_float32(img), -1, k, borderType=cv2.BORDER_REFLECT_101))
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,11 +156,11 @@ def random_resize(img: np.ndarray, rng: np.random.Generator, cfg: "ResizeConfig"
     with ``cfg.updown_probs``, a uniform factor in [1, max] / [min, 1], a random method."""
     p = np.asarray(cfg.updown_probs, np.float64)
     updown = int(rng.choice(3, p=p / p.sum()))
-    f = (_uniform(rng, (1.0, cfg.factor[1])), _uniform(rng, (cfg.factor[0], 1.0)), 1.0)[updown]
+    f = (uniform(rng, (1.0, cfg.factor[1])), uniform(rng, (cfg.factor[0], 1.0)), 1.0)[updown]
     method = cfg.methods[int(rng.integers(len(cfg.methods)))]
     h, w = ref or img.shape[:2]
     size = (max(1, int(w * f)), max(1, int(h * f)))
-    return np.clip(cv2.resize(_f32(img), size, interpolation=INTERPOLATIONS[method]), 0.0, 1.0)
+    return np.clip(cv2.resize(to_float32(img), size, interpolation=INTERPOLATIONS[method]), 0.0, 1.0)
 
 
 def poisson_noise(img: np.ndarray, rng: np.random.Generator, scale: float, gray: bool = False,
@@ -169,12 +170,12 @@ def poisson_noise(img: np.ndarray, rng: np.random.Generator, scale: float, gray:
     The added noise has variance ``scale**2 * x / peak`` (``peak`` = photon count at white). With
     ``gray`` one noise field is drawn from the luma and added to every channel.
     """
-    base = luminance(img) if gray else _f32(img)
+    base = luminance(img) if gray else to_float32(img)
     lam = np.maximum(base.astype(np.float64), 0.0) * peak
     noise = ((rng.poisson(lam) / peak - base) * scale).astype(np.float32)
     if gray and img.ndim == 3:
         noise = noise[:, :, None]
-    return np.clip(_f32(img) + noise, 0.0, 1.0)
+    return np.clip(to_float32(img) + noise, 0.0, 1.0)
 
 
 def mixed_noise(img: np.ndarray, rng: np.random.Generator, cfg: "MixedNoiseConfig") -> np.ndarray:
@@ -182,7 +183,7 @@ def mixed_noise(img: np.ndarray, rng: np.random.Generator, cfg: "MixedNoiseConfi
     (the same in every channel) with p ``gray_prob``."""
     if rng.random() < cfg.gaussian_prob:
         return gaussian_noise(img, rng, (cfg.sigma[0] / 255.0, cfg.sigma[1] / 255.0), cfg.gray_prob)
-    s = _uniform(rng, cfg.poisson_scale)
+    s = uniform(rng, cfg.poisson_scale)
     return poisson_noise(img, rng, s, gray=img.ndim == 2 or rng.random() < cfg.gray_prob)
 
 
@@ -333,8 +334,9 @@ def second_order_pair(hr: np.ndarray, rng: np.random.Generator, scale: int,
     out = _round(out, cfg.second, fire, rngs, "second", ref=lr_hw, jpeg=False)
 
     def resize_sinc(img):
+        """The final resize to the LR size, then (when it fires) the sinc filter."""
         m = cfg.final.methods[int(rngs["final.resize"].integers(len(cfg.final.methods)))]
-        img = np.clip(cv2.resize(_f32(img), lr_hw[::-1], interpolation=INTERPOLATIONS[m]), 0.0, 1.0)
+        img = np.clip(cv2.resize(to_float32(img), lr_hw[::-1], interpolation=INTERPOLATIONS[m]), 0.0, 1.0)
         if fire["final.sinc"]:
             r, sc = rngs["final.sinc"], cfg.final.sinc
             size = _odd_size(r, sc.size)
@@ -342,6 +344,7 @@ def second_order_pair(hr: np.ndarray, rng: np.random.Generator, scale: int,
         return img
 
     def jpeg(img):
+        """The second round's JPEG compression, when it fires."""
         return jpeg_compress(img, rngs["second.jpeg"], cfg.second.jpeg.quality) if fire["second.jpeg"] else img
 
     if rngs["final.order"].random() < cfg.final.jpeg_first_prob:

@@ -49,28 +49,30 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 # --------------------------------------------------------------------------------------------
 
 
-def _uniform(rng: np.random.Generator, bounds: Range) -> float:
+def uniform(rng: np.random.Generator, bounds: Range) -> float:
+    """A float drawn uniformly from ``bounds`` (lo, hi); ``lo`` itself when the range is empty."""
     lo, hi = float(bounds[0]), float(bounds[1])
     return lo if hi <= lo else float(rng.uniform(lo, hi))
 
 
-def _f32(img: np.ndarray) -> np.ndarray:
+def to_float32(img: np.ndarray) -> np.ndarray:
+    """``img`` as a C-contiguous float32 array (no copy when it already is one)."""
     return np.ascontiguousarray(img, dtype=np.float32)
 
 
 def luminance(img: np.ndarray) -> np.ndarray:
     """HxW luma of an HxWx3 RGB image (a gray HxW image is returned as is)."""
     if img.ndim == 2:
-        return _f32(img)
-    return _f32(img @ _LUMA)
+        return to_float32(img)
+    return to_float32(img @ _LUMA)
 
 
 def gaussian_blur(img: np.ndarray, rng: np.random.Generator, sigma: Range = (0.2, 1.5)) -> np.ndarray:
     """Isotropic Gaussian blur with a random sigma (pixels) drawn from ``sigma``."""
-    s = _uniform(rng, sigma)
+    s = uniform(rng, sigma)
     if s <= 0.0:
-        return _f32(img)
-    return _f32(cv2.GaussianBlur(_f32(img), (0, 0), sigmaX=s, sigmaY=s, borderType=cv2.BORDER_REFLECT_101))
+        return to_float32(img)
+    return to_float32(cv2.GaussianBlur(to_float32(img), (0, 0), sigmaX=s, sigmaY=s, borderType=cv2.BORDER_REFLECT_101))
 
 
 def downscale(
@@ -81,10 +83,10 @@ def downscale(
 ) -> np.ndarray:
     """Resize to ``1/scale`` of the size (floor) with a resampling method picked from ``methods``."""
     if scale == 1:
-        return _f32(img)
+        return to_float32(img)
     method = methods[int(rng.integers(len(methods)))] if len(methods) > 1 else methods[0]
     h, w = img.shape[:2]
-    out = cv2.resize(_f32(img), (w // scale, h // scale), interpolation=INTERPOLATIONS[method])
+    out = cv2.resize(to_float32(img), (w // scale, h // scale), interpolation=INTERPOLATIONS[method])
     return np.clip(out, 0.0, 1.0)
 
 
@@ -99,14 +101,14 @@ def gaussian_noise(
     With probability ``gray_prob`` the same noise is added to every channel ("gray" noise, like
     sensor luminance noise); otherwise each channel gets its own ("colour" noise).
     """
-    s = _uniform(rng, sigma)
+    s = uniform(rng, sigma)
     gray = img.ndim == 2 or rng.random() < gray_prob
     if gray:
         shape = img.shape[:2] + ((1,) if img.ndim == 3 else ())
     else:
         shape = img.shape
     noise = rng.standard_normal(shape, dtype=np.float32) * np.float32(s)
-    return np.clip(_f32(img) + noise, 0.0, 1.0)
+    return np.clip(to_float32(img) + noise, 0.0, 1.0)
 
 
 def film_grain(
@@ -121,8 +123,8 @@ def film_grain(
     the sigma (pixels) of the blur that gives the grain its clump size. Shadows and highlights
     get about a third of the mid-tone grain, as on real film.
     """
-    s = _uniform(rng, strength)
-    k = _uniform(rng, size)
+    s = uniform(rng, strength)
+    k = uniform(rng, size)
     h, w = img.shape[:2]
     grain = rng.standard_normal((h, w), dtype=np.float32)
     if k > 0.25:
@@ -133,7 +135,7 @@ def film_grain(
     delta = amp * grain
     if img.ndim == 3:
         delta = delta[:, :, None]
-    return np.clip(_f32(img) + delta, 0.0, 1.0)
+    return np.clip(to_float32(img) + delta, 0.0, 1.0)
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
@@ -168,37 +170,37 @@ def jpeg_compress(img: np.ndarray, rng: np.random.Generator, quality: Range = (3
 def sepia(img: np.ndarray, rng: np.random.Generator, amount: Range = (0.35, 0.75),
           tone: tuple[float, float, float] = (1.10, 0.93, 0.70)) -> np.ndarray:
     """Blend towards a brown/yellow monochrome print: ``(1 - a) * img + a * luma * tone``."""
-    a = np.float32(_uniform(rng, amount))
+    a = np.float32(uniform(rng, amount))
     lum = luminance(img)
     if img.ndim == 2:
-        return _f32(img)
+        return to_float32(img)
     toned = lum[:, :, None] * np.asarray(tone, dtype=np.float32)
-    return np.clip((1.0 - a) * _f32(img) + a * toned, 0.0, 1.0)
+    return np.clip((1.0 - a) * to_float32(img) + a * toned, 0.0, 1.0)
 
 
 def fade(img: np.ndarray, rng: np.random.Generator, black_lift: Range = (0.06, 0.16),
          white_drop: Range = (0.03, 0.10),
          paper: tuple[float, float, float] = (1.0, 0.93, 0.78)) -> np.ndarray:
     """Fading: lifted, paper-tinted blacks and dimmer whites (contrast loss)."""
-    lo = np.float32(_uniform(rng, black_lift))
-    hi = np.float32(1.0 - _uniform(rng, white_drop))
+    lo = np.float32(uniform(rng, black_lift))
+    hi = np.float32(1.0 - uniform(rng, white_drop))
     if img.ndim == 2:
-        return _f32(lo + (hi - lo) * img)
+        return to_float32(lo + (hi - lo) * img)
     black = lo * np.asarray(paper, dtype=np.float32)
     white = hi * np.asarray((1.0, 0.98, 0.92), dtype=np.float32)
-    return np.clip(black + (white - black) * _f32(img), 0.0, 1.0)
+    return np.clip(black + (white - black) * to_float32(img), 0.0, 1.0)
 
 
 def vignette(img: np.ndarray, rng: np.random.Generator, strength: Range = (0.10, 0.30)) -> np.ndarray:
     """Darken towards the corners: gain ``1 - strength * r**2`` with r = 1 at the corners."""
-    s = np.float32(_uniform(rng, strength))
+    s = np.float32(uniform(rng, strength))
     h, w = img.shape[:2]
     yy = (np.arange(h, dtype=np.float32) - (h - 1) / 2) / max((h - 1) / 2, 1.0)
     xx = (np.arange(w, dtype=np.float32) - (w - 1) / 2) / max((w - 1) / 2, 1.0)
     gain = 1.0 - s * (yy[:, None] ** 2 + xx[None, :] ** 2) / 2.0
     if img.ndim == 3:
         gain = gain[:, :, None]
-    return np.clip(_f32(img) * gain, 0.0, 1.0)
+    return np.clip(to_float32(img) * gain, 0.0, 1.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,7 +366,7 @@ def run_pipeline(img: np.ndarray, rng: np.random.Generator, config: _PipelineCon
     """Apply ``config``'s effects in order. One child generator per effect is drawn from ``rng``
     first, so the effects' random choices do not depend on which other effects are on."""
     seeds = rng.integers(0, 2**63 - 1, size=len(config.order))
-    out = _f32(img)
+    out = to_float32(img)
     for (name, cfg), seed in zip(config.effects(), seeds):
         child = np.random.default_rng(int(seed))
         fires = child.random() < cfg.prob  # always drawn: the stream is the same on or off
@@ -383,7 +385,7 @@ def _check_image(img: np.ndarray, what: str) -> np.ndarray:
         img = img.astype(np.float32) / np.float32(255.0)
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
-    return _f32(img)
+    return to_float32(img)
 
 
 def check_pair(hr: np.ndarray, scale: int, what: str) -> tuple[np.ndarray, int]:

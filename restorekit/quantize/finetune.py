@@ -33,11 +33,12 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from restorekit.core.metrics import psnr
+from restorekit.core.metrics import psnr, psnr_from_mse
 from restorekit.quantize.layers import conv_act_conv_chains, int8_weight_scale, plain_conv, run_with_hooks
 
 
 def _round_ste(x: torch.Tensor) -> torch.Tensor:
+    """Round to the nearest integer with a straight-through (identity) gradient."""
     return x + (torch.round(x) - x).detach()
 
 
@@ -55,6 +56,7 @@ class _WeightInt8(nn.Module):
     """Parametrization: per-output-channel symmetric int8 fake quantization (scale max|w| / 127)."""
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
+        """``w`` rounded onto its per-channel int8 grid."""
         scale = int8_weight_scale(w, keepdim=True)
         return torch.clamp(_round_ste(w / scale), -127.0, 127.0) * scale
 
@@ -64,6 +66,7 @@ class _SlopesInt8(nn.Module):
     how ai-edge-quantizer stores the slopes of a PReLU lowered to ``MUL`` (step ~0.009 on Compact)."""
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
+        """``w`` rounded onto its per-tensor int8 grid."""
         return fake_quant_uint8(w, w.detach().min(), w.detach().max())
 
 
@@ -77,14 +80,17 @@ class _Range(nn.Module):
         self.log_scale = nn.Parameter(torch.zeros(2), requires_grad=learn)
 
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The range's (lo, hi) as tensors (differentiable in the learned offsets)."""
         return self.lo0 * torch.exp(self.log_scale[0]), self.hi0 * torch.exp(self.log_scale[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` quantize-dequantized on the range's uint8 grid."""
         lo, hi = self.bounds()
         return fake_quant_uint8(x, lo, hi)
 
     @torch.no_grad()
     def value(self) -> tuple[float, float]:
+        """The range's (lo, hi) as floats."""
         lo, hi = self.bounds()
         return float(lo), float(hi)
 
@@ -102,10 +108,13 @@ class FinetuneResult:
 
 @torch.no_grad()
 def _observe(model: nn.Module, convs: dict[str, nn.Module], tiles: list[np.ndarray]):
+    """Min and max (0 included) of each conv's input and output over ``tiles``."""
     lo_in, hi_in, lo_out, hi_out = {}, {}, {}, {}
 
     def hook(name):
+        """The forward hook recording conv ``name``'s ranges."""
         def fn(_m, inp, out):
+            """Widen the recorded ranges to this call's input and output."""
             for (lo, hi), t in (((lo_in, hi_in), inp[0]), ((lo_out, hi_out), out)):
                 lo[name] = min(lo.get(name, 0.0), float(t.min()))
                 hi[name] = max(hi.get(name, 0.0), float(t.max()))
@@ -137,7 +146,8 @@ def _photometric(t: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tenso
     return t
 
 
-def _crops(tiles: list[np.ndarray], batch: int, crop: int, gen: torch.Generator, augment: float = 0.0) -> torch.Tensor:
+def random_crops(tiles: list[np.ndarray], batch: int, crop: int, gen: torch.Generator,
+                 augment: float = 0.0) -> torch.Tensor:
     """``batch`` random ``crop`` x ``crop`` crops of ``tiles``, each turned/flipped at random, then
     (``augment`` > 0) photometrically varied by :func:`_photometric`."""
     out = []
@@ -195,15 +205,46 @@ class FakeQuantized:
         for m in [*self.convs.values(), *self.slopes] if self.weights else ():
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
 
+    def input_ranges(self) -> dict[str, tuple[float, float]]:
+        """Conv module name -> (rmin, rmax) of its input."""
+        return {n: self.in_fq[n.replace(".", "/")].value() for n in self.convs}
+
+    def output_ranges(self) -> dict[str, tuple[float, float]]:
+        """Conv module name -> (rmin, rmax) of its output (absent where the output is ReLU-fused)."""
+        return {n: self.out_fq[n.replace(".", "/")].value() for n in self.convs if n.replace(".", "/") in self.out_fq}
+
+    def activation_ranges(self) -> dict[str, dict[str, list[float]]]:
+        """The ranges as a recipe hands them to the quantizer (``Recipe.activation_ranges``):
+        ``{conv: {"input": [lo, hi], "output": [lo, hi]}}``."""
+        outs = self.output_ranges()
+        return {n: {"input": list(r), **({"output": list(outs[n])} if n in outs else {})}
+                for n, r in self.input_ranges().items()}
+
+    @torch.no_grad()
+    def use_activation_ranges(self, ranges: dict[str, dict[str, list[float]]]) -> None:
+        """Simulate with the given ranges (:meth:`activation_ranges`' format) instead of the
+        current ones; their learned offsets are reset."""
+        for n, r in ranges.items():
+            key = n.replace(".", "/")
+            for table, side in ((self.in_fq, "input"), (self.out_fq, "output")):
+                if side in r and key in table:
+                    table[key].lo0.fill_(float(r[side][0]))
+                    table[key].hi0.fill_(float(r[side][1]))
+                    table[key].log_scale.zero_()
+
 
 def w8a8_simulation(model: nn.Module, tiles: list[np.ndarray], keep_float: frozenset[str] = frozenset(),
-                    weights: bool = True, activations: bool = True, tie_grids: bool = False) -> FakeQuantized:
+                    weights: bool = True, activations: bool = True, tie_grids: bool = False,
+                    learn_ranges: bool = True, output_range: tuple[float, float] | None = None) -> FakeQuantized:
     """``with w8a8_simulation(model, tiles) as fq: fq(x)`` runs ``model`` w8a8 fake-quantized the way
     the int8 targets compute it, with activation ranges observed on ``tiles`` (learnable ``_Range``
-    modules, except where noted), the layers ``keep_float`` in float; ``weights=False`` or
-    ``activations=False`` leaves that half in float (an error budget). With ``tie_grids``, an
-    activation marked ``output_on_input_grid`` (a PReLU the target keeps in float) quantizes its
-    output with the very ``_Range`` of the conv output before it, as the converter will be told to."""
+    modules unless ``learn_ranges`` is false, except where noted), the layers ``keep_float`` in
+    float; ``weights=False`` or ``activations=False`` leaves that half in float (an error budget).
+    With ``tie_grids``, an activation marked ``output_on_input_grid`` (a PReLU the target keeps in
+    float) quantizes its output with the very ``_Range`` of the conv output before it, as the
+    converter will be told to. The model output is quantized over ``output_range`` where the
+    target knows it (a final clamp: ONNX Runtime quantizes a ``Clip`` output over its bounds),
+    else over the range observed on ``tiles``."""
     convs = {n: m for n, m in model.named_modules() if plain_conv(m) and n not in keep_float}
     mods = dict(model.named_modules())
     # a conv followed by a ReLU (module or function) has its output fused into the conv's int8 kernel;
@@ -218,11 +259,16 @@ def w8a8_simulation(model: nn.Module, tiles: list[np.ndarray], keep_float: froze
     # A conv reading the model input shares that tensor's quantizer with every other reader (a
     # residual or upsampling path): its range stays the observed one, or learning it would clip them.
     reads_input = _reads_model_input(model, convs, tiles[0])
-    with torch.no_grad():
-        outs = [model(torch.from_numpy(t)) for t in tiles]
-    model_out = (min(0.0, min(float(o.min()) for o in outs)), max(0.0, max(float(o.max()) for o in outs)))
-    in_fq = nn.ModuleDict({n.replace(".", "/"): _Range(lo_in[n], hi_in[n], learn=n not in reads_input) for n in convs})
-    out_fq = nn.ModuleDict({n.replace(".", "/"): _Range(lo_out[n], hi_out[n]) for n in convs if n not in relu_fused})
+    device = next(model.parameters()).device
+    if output_range is None:
+        with torch.no_grad():
+            outs = [model(torch.from_numpy(t).to(device)) for t in tiles]
+        output_range = (min(float(o.min()) for o in outs), max(float(o.max()) for o in outs))
+    model_out = (min(0.0, float(output_range[0])), max(0.0, float(output_range[1])))
+    in_fq = nn.ModuleDict({n.replace(".", "/"): _Range(lo_in[n], hi_in[n], learn=learn_ranges and n not in reads_input)
+                           for n in convs}).to(device)
+    out_fq = nn.ModuleDict({n.replace(".", "/"): _Range(lo_out[n], hi_out[n], learn=learn_ranges)
+                            for n in convs if n not in relu_fused}).to(device)
     if tie_grids:
         for first, act, second in chains:
             a, b = first.replace(".", "/"), second.replace(".", "/")
@@ -263,7 +309,7 @@ def quantization_finetune(model: nn.Module, reference: nn.Module, tiles: list[np
     model = copy.deepcopy(model).float().eval()
     reference = reference.float().eval()
     simulation = w8a8_simulation(model, tiles, frozenset(keep_float), tie_grids=tie_prelu_grids)
-    convs, in_fq, out_fq = simulation.convs, simulation.in_fq, simulation.out_fq
+    in_fq, out_fq = simulation.in_fq, simulation.out_fq
     ranges = list({id(r): r for r in [*in_fq.values(), *out_fq.values()]}.values())  # a tied range once
     tied = len(in_fq) + len(out_fq) - len(ranges)
     weights = list(model.parameters())
@@ -276,7 +322,7 @@ def quantization_finetune(model: nn.Module, reference: nn.Module, tiles: list[np
     losses = []
     with simulation as fq:
         for step in range(steps):
-            x = _crops(tiles, batch, crop, gen, augment)
+            x = random_crops(tiles, batch, crop, gen, augment)
             with torch.no_grad():
                 target = reference(x)
             loss = F.mse_loss(fq(x), target)
@@ -297,13 +343,11 @@ def quantization_finetune(model: nn.Module, reference: nn.Module, tiles: list[np
                 r.log_scale.add_(math.log(range_margin))
     first, last = np.mean(losses[: max(1, steps // 10)]), np.mean(losses[-max(1, steps // 10):])
     return FinetuneResult(
-        model,
-        {n: in_fq[n.replace(".", "/")].value() for n in convs},
-        {n: out_fq[n.replace(".", "/")].value() for n in convs if n.replace(".", "/") in out_fq},
+        model, simulation.input_ranges(), simulation.output_ranges(),
         {"steps": steps, "batch": batch, "crop": crop, "lr": lr, "range_lr": range_lr, "seed": seed,
          **({"range_margin": range_margin} if range_margin != 1.0 else {}),
          **({"augment": augment} if augment else {}),
          **({"tied_prelu_grids": tied} if tied else {}),
-         "fake_quant_psnr_db_first": round(-10 * math.log10(max(first, 1e-20)), 2),
-         "fake_quant_psnr_db_last": round(-10 * math.log10(max(last, 1e-20)), 2)},
+         "fake_quant_psnr_db_first": round(psnr_from_mse(float(first)), 2),
+         "fake_quant_psnr_db_last": round(psnr_from_mse(float(last)), 2)},
         simulation)

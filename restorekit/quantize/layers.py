@@ -32,6 +32,7 @@ def conv_act_conv_chains(model: nn.Module) -> list[tuple[str, str, str]]:
 
     class _Tracer(fx.Tracer):  # edge rewrites of PReLU stay one node, like nn.PReLU
         def is_leaf_module(self, m, qualname):
+            """Activations are leaves too."""
             return is_activation(m) or super().is_leaf_module(m, qualname)
 
     try:
@@ -56,13 +57,15 @@ def conv_act_conv_chains(model: nn.Module) -> list[tuple[str, str, str]]:
 
 @torch.no_grad()
 def run_with_hooks(model: nn.Module, tiles: list[np.ndarray], hooks=(), pre_hooks=()) -> None:
-    """Run ``model`` on each tile with forward hooks and pre-hooks ``(module, fn)`` attached; they
-    are removed afterwards, whatever happens."""
+    """Run ``model`` on each tile (on the model's device) with forward hooks and pre-hooks
+    ``(module, fn)`` attached; they are removed afterwards, whatever happens."""
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
     handles = ([m.register_forward_hook(fn) for m, fn in hooks]
                + [m.register_forward_pre_hook(fn) for m, fn in pre_hooks])
     try:
         for t in tiles:
-            model(torch.from_numpy(t))
+            model(torch.from_numpy(t).to(device))
     finally:
         for h in handles:
             h.remove()

@@ -1,4 +1,5 @@
-"""Knowledge distillation: a big restoration teacher -> a small named :class:`EdgeRestoreNet`.
+"""Knowledge distillation: a big restoration teacher -> a small named :class:`EdgeRestoreNet`, as a
+task of the one training loop (:func:`restorekit.training.loop.run_training`).
 
 :func:`distill` loads the teacher with :func:`restorekit.models.loader.load_model` (any checkpoint
 restorekit reads, e.g. Real-ESRGAN Compact), builds a student from
@@ -28,40 +29,44 @@ single photo) are never trained on; ``val_crops`` fixed crops of them (LR side `
 degraded like the training inputs, ``default_rng([seed, VAL_TAG, i])``) are scored every
 ``val_every`` steps: PSNR of student and of bicubic upscaling against the teacher's output.
 
-Checkpoints ``<out>.ckpt.pt`` (same layout as :mod:`restorekit.training.train`'s: a ``torch.save``
-dict of tensors and plain values read back with ``weights_only=True``) hold the student, Adam,
-the AMP scaler, the fake-quant observers, the loss / validation history and the step; a run
-resumes from one. Outputs: ``out`` (.safetensors, EdgeRestoreNet metadata + distillation
-metadata, byte-reproducible) and a model card ``out.with_suffix('.md')``.
+Checkpoints ``<out>.ckpt.pt`` (the loop's) also hold the validation history and the int8
+activation ranges of the QAT phase. Outputs: ``out`` (.safetensors, EdgeRestoreNet
+metadata + distillation metadata, byte-reproducible) and a model card ``out.with_suffix('.md')``.
 
 ``qat``: after the float steps, ``qat_steps`` (default 10 % of ``steps``) more steps train through
-simulated int8 (per-channel symmetric int8 weights, per-tensor uint8 activations after every
-ReLU, :mod:`torch.ao.quantization` FakeQuantize with straight-through gradients), at
-``QAT_LR_FRACTION`` of the learning rate. The saved weights are the float ones.
+the int8 model ONNX Runtime will run (:func:`int8_simulation`: the w8a8 simulation of
+:mod:`restorekit.quantize.finetune`, per-channel symmetric int8 weights, uint8 activations where
+the QDQ model quantizes them, straight-through gradients), at ``QAT_LR_FRACTION`` of the learning
+rate. The activation ranges are observed once, on entering the phase, on ``QAT_CALIBRATION_CROPS``
+fixed training crops, and kept; the metadata records them (``int8_activation_ranges``, the
+format of ``Recipe.activation_ranges``). The saved weights are the float ones.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from restorekit.training.train import (_atomic_save, _augment, checkpoint_path, learning_rate, load_training_images,
-                                      safetensors_bytes)
 from restorekit.core.errors import BadInputError
+from restorekit.core.files import atomic_write_text
+from restorekit.core.metrics import psnr_from_mse
+from restorekit.training.data import augment as augment_patch
+from restorekit.training.data import holdout_count, image_folders, load_training_images, random_patch
+from restorekit.training.loop import Phase, TrainingTask, resolve_device, run_training, to_nchw
 
 CHECKPOINT_FORMAT = "restorekit-distill-checkpoint/1"
 DEGRADATIONS = ("second-order", "classic")
 VAL_TAG = 2**32 - 1  # seed-sequence word of the validation crops (a training step never reaches it)
+QAT_CALIBRATION_TAG = 2**32 - 4  # ... of the crops the QAT phase observes its ranges on (pool.py: -2, -3)
+QAT_CALIBRATION_CROPS = 16
 QAT_LR_FRACTION = 0.05  # QAT fine-tune: cosine from 5 % of the base learning rate
-MAX_HOLDOUT = 8
-LEGACY_SETTINGS = {"pool_size": 0, "pool_refresh": 0}  # checkpoints from before the pool: fresh samples
+INT8_SIMULATION = "onnxruntime-qdq-w8a8"  # what the QAT phase simulates (a checkpoint setting)
+POOL_DEFAULTS = {"pool_size": 0, "pool_refresh": 0}  # a checkpoint without these keys trained on fresh samples
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,12 +88,8 @@ def degrade(hr: np.ndarray, scale: int, rng: np.random.Generator, degradation: s
 def sample_pair(images: Sequence[np.ndarray], rng: np.random.Generator, patch_size: int, scale: int,
                 degradation: str, augment: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(LR, HR) of one random crop: HR side ``patch_size * scale``."""
-    hp = patch_size * scale
-    img = images[int(rng.integers(len(images)))]
-    h, w = img.shape[:2]
-    y, x = int(rng.integers(h - hp + 1)), int(rng.integers(w - hp + 1))
-    hr = img[y : y + hp, x : x + hp]
-    hr = _augment(hr, rng) if augment else np.ascontiguousarray(hr)
+    hr = random_patch(images, rng, patch_size * scale)
+    hr = augment_patch(hr, rng) if augment else np.ascontiguousarray(hr)
     return degrade(hr, scale, rng, degradation), hr
 
 
@@ -109,8 +110,16 @@ def validation_set(images: Sequence[np.ndarray], seed: int, count: int, patch_si
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
+def qat_calibration_set(images: Sequence[np.ndarray], seed: int, patch_size: int, scale: int,
+                        degradation: str) -> list[np.ndarray]:
+    """The LR training crops (1x3xPxP float32 each) the QAT phase observes its activation ranges on."""
+    return [np.ascontiguousarray(sample_pair(images, np.random.default_rng([int(seed), QAT_CALIBRATION_TAG, i]),
+                                             patch_size, scale, degradation)[0].transpose(2, 0, 1)[None])
+            for i in range(QAT_CALIBRATION_CROPS)]
+
+
 # --------------------------------------------------------------------------------------------
-# Losses, metrics, fake quantization
+# Losses, metrics, int8 simulation
 # --------------------------------------------------------------------------------------------
 
 
@@ -135,68 +144,41 @@ def distill_loss(pred, target, edge_weight: float = 0.0):
     return loss
 
 
-def psnr(a, b) -> float:
-    """Mean over the batch of per-image PSNR (dB, peak 1)."""
-    import torch
-
-    mse = ((a.float() - b.float()) ** 2).flatten(1).mean(1).clamp_min(1e-10)
-    return float((10 * torch.log10(1.0 / mse)).mean())
+def batch_psnr(a, b) -> float:
+    """Mean over the batch of per-image PSNR (dB, peak 1) of two NCHW tensors."""
+    mse = ((a.float() - b.float()) ** 2).flatten(1).mean(1)
+    return float(np.mean([psnr_from_mse(m) for m in mse.tolist()]))
 
 
-def _fake_quant_modules(n_convs: int):
-    import torch
-    from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver
-    from torch import nn
+def int8_simulation(student, tiles: list[np.ndarray]):
+    """``with int8_simulation(student, tiles) as fq: fq(x)`` runs an EdgeRestoreNet ``student`` the
+    way its w8a8 ONNX model computes it, with activation ranges observed on ``tiles`` (1x3xHxW
+    float32 arrays) and kept fixed; the clamped image output is quantized over [0, 1]."""
+    from restorekit.quantize.finetune import w8a8_simulation
 
-    # weights: the current range every step (averaging 1); activations: moving average of the range
-    weights = nn.ModuleList(FakeQuantize(observer=MovingAveragePerChannelMinMaxObserver, averaging_constant=1.0,
-                                         quant_min=-127, quant_max=127, dtype=torch.qint8,
-                                         qscheme=torch.per_channel_symmetric, ch_axis=0) for _ in range(n_convs))
-    acts = nn.ModuleList(FakeQuantize(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
-                                      dtype=torch.quint8, qscheme=torch.per_tensor_affine) for _ in range(n_convs - 1))
-    return weights, acts
+    return w8a8_simulation(student, tiles, learn_ranges=False, output_range=(0.0, 1.0))
 
 
-def _qat_class():
-    import torch
-    from torch import nn
-    from torch.nn import functional as F
+class _Int8Phase:
+    """The QAT phase's simulation of ``student``, built on first use from the calibration crops."""
 
-    class FakeQuantEdgeNet(nn.Module):
-        """An :class:`EdgeRestoreNet` run through simulated int8 (``active``) or plainly: conv
-        weights fake-quantized per output channel (symmetric int8), every post-ReLU activation
-        per tensor (uint8). The student's own float weights are the only parameters."""
+    def __init__(self, student, calibration):
+        self.student, self.calibration, self.sim = student, calibration, None
 
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-            self.active = False
-            self.weight_fq, self.act_fq = _fake_quant_modules(net.num_convs + 2)
+    def simulation(self):
+        """The simulation (observing the ranges on the current weights the first time)."""
+        if self.sim is None:
+            self.sim = int8_simulation(self.student, self.calibration())
+        return self.sim
 
-        def fq_state(self) -> dict:
-            return {k: v for k, v in self.state_dict().items() if not k.startswith("net.")}
+    def state(self) -> dict:
+        """The activation ranges, once observed (``{}`` before)."""
+        return {} if self.sim is None else self.sim.activation_ranges()
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            n = self.net
-            if not self.active:
-                return n(x)
-            convs = [n.head, *n.body, n.tail]
-            y = x
-            for i, conv in enumerate(convs):
-                y = F.conv2d(y, self.weight_fq[i](conv.weight), conv.bias, padding=1)
-                if i < len(convs) - 1:
-                    y = self.act_fq[i](F.relu(y))
-            y = y + F.conv2d(x, n.anchor)
-            if n.scale > 1:
-                y = F.pixel_shuffle(y, n.scale)
-            return torch.clamp(y, 0.0, 1.0)
-
-    return FakeQuantEdgeNet
-
-
-def fake_quant_edgenet(net):
-    """Wrap an EdgeRestoreNet for quantization-aware training (set ``.active = True`` to quantize)."""
-    return _qat_class()(net)
+    def load(self, ranges: dict) -> None:
+        """Take the ranges back from a checkpoint."""
+        if ranges:
+            self.simulation().use_activation_ranges(ranges)
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,47 +197,78 @@ class DistillResult:
     world_size: int = 1
 
 
+@dataclass
+class DistillConfig:
+    """A run's training settings (:func:`distill`'s arguments of the same names)."""
+
+    steps: int
+    seed: int = 0
+    batch_size: int = 8
+    patch_size: int = 64
+    lr: float = 2e-3
+    degradation: str = "second-order"
+    gt_weight: float = 0.0
+    edge_weight: float = 0.0
+    val_every: int = 250
+    val_crops: int = 16
+    qat: bool = False
+    qat_steps: int | None = None
+    pool_size: int = 0
+    pool_refresh: int = 1
+
+    @property
+    def n_qat(self) -> int:
+        """QAT steps after the float ones (default 10 % of them when ``qat``)."""
+        if not self.qat:
+            return 0
+        return max(1, self.steps // 10) if self.qat_steps is None else int(self.qat_steps)
+
+    def check(self, out, checkpoint_every: int, world_size: int) -> Path:
+        """The output path, after rejecting every bad setting with :class:`BadInputError`."""
+        from restorekit.core.files import check_writable_path
+
+        out = Path(out)
+        if out.suffix != ".safetensors":
+            raise BadInputError(f"output must be a .safetensors file, got {out}")
+        check_writable_path(out)
+        if self.steps < 1:
+            raise BadInputError(f"steps must be >= 1, got {self.steps}")
+        if min(self.batch_size, self.val_every, self.val_crops, checkpoint_every) < 1 or self.patch_size < 4:
+            raise BadInputError("batch_size, val_every, val_crops and checkpoint_every must be >= 1, patch_size >= 4")
+        if self.degradation not in DEGRADATIONS:
+            raise BadInputError(f"unknown degradation {self.degradation!r}: choose {' or '.join(DEGRADATIONS)}")
+        if not 0.0 <= self.gt_weight <= 1.0 or self.edge_weight < 0:
+            raise BadInputError(f"gt_weight must be in [0, 1] and edge_weight >= 0, got {self.gt_weight}, "
+                                f"{self.edge_weight}")
+        if self.qat_steps is not None and self.qat_steps < 0:
+            raise BadInputError(f"qat_steps must be >= 0, got {self.qat_steps}")
+        if self.batch_size % world_size:
+            raise BadInputError(f"batch_size {self.batch_size} must be a multiple of the number of processes "
+                                f"({world_size})")
+        if self.pool_size < 0 or (self.pool_size and not 1 <= self.pool_refresh <= self.pool_size):
+            raise BadInputError(f"pool_size must be >= 0 and pool_refresh in [1, pool_size], got {self.pool_size}, "
+                                f"{self.pool_refresh}")
+        return out
+
+    def settings(self) -> dict:
+        """The training settings a checkpoint must match."""
+        s = {"seed": int(self.seed), "batch_size": int(self.batch_size), "patch_size": int(self.patch_size),
+             "lr": float(self.lr), "degradation": self.degradation, "gt_weight": float(self.gt_weight),
+             "edge_weight": float(self.edge_weight), "steps": int(self.steps), "qat_steps": int(self.n_qat),
+             "val_crops": int(self.val_crops), "pool_size": int(self.pool_size),
+             "pool_refresh": int(self.pool_refresh) if self.pool_size else 0}
+        return {**s, "int8_simulation": INT8_SIMULATION} if self.n_qat else s
+
+
 def _dist_env() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment."""
     return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
             int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def _holdout_count(n: int, holdout: int | None) -> int:
-    if holdout is None:
-        return 0 if n < 2 else min(MAX_HOLDOUT, max(1, n // 10))
-    if holdout < 0 or holdout >= n:
-        raise BadInputError(f"holdout must be between 0 and {n - 1} (the data has {n} usable images), got {holdout}")
-    return holdout
-
-
-def _check_args(out: Path, steps: int, batch_size: int, patch_size: int, degradation: str, gt_weight: float,
-                edge_weight: float, val_every: int, val_crops: int, checkpoint_every: int, qat_steps: int | None,
-                world_size: int, pool_size: int = 0, pool_refresh: int = 1) -> Path:
-    from restorekit.core.files import check_writable_path
-
-    out = Path(out)
-    if out.suffix != ".safetensors":
-        raise BadInputError(f"output must be a .safetensors file, got {out}")
-    check_writable_path(out)
-    if steps < 1:
-        raise BadInputError(f"steps must be >= 1, got {steps}")
-    if batch_size < 1 or patch_size < 4 or val_every < 1 or val_crops < 1 or checkpoint_every < 1:
-        raise BadInputError("batch_size, val_every, val_crops and checkpoint_every must be >= 1, patch_size >= 4")
-    if degradation not in DEGRADATIONS:
-        raise BadInputError(f"unknown degradation {degradation!r}: choose {' or '.join(DEGRADATIONS)}")
-    if not 0.0 <= gt_weight <= 1.0 or edge_weight < 0:
-        raise BadInputError(f"gt_weight must be in [0, 1] and edge_weight >= 0, got {gt_weight}, {edge_weight}")
-    if qat_steps is not None and qat_steps < 0:
-        raise BadInputError(f"qat_steps must be >= 0, got {qat_steps}")
-    if batch_size % world_size:
-        raise BadInputError(f"batch_size {batch_size} must be a multiple of the number of processes ({world_size})")
-    if pool_size < 0 or (pool_size and not 1 <= pool_refresh <= pool_size):
-        raise BadInputError(f"pool_size must be >= 0 and pool_refresh in [1, pool_size], got {pool_size}, {pool_refresh}")
-    return out
-
-
-def _load_teacher(teacher_ref, scale: int, patch_size: int):
+def load_teacher(teacher_ref, scale: int, patch_size: int):
+    """The teacher :class:`LoadedModel`, checked to be an RGB restoration net of ``scale`` whose
+    size rule ``patch_size`` (an LR side) meets."""
     from restorekit.models.loader import load_model
 
     teacher = load_model(teacher_ref)
@@ -271,17 +284,214 @@ def _load_teacher(teacher_ref, scale: int, patch_size: int):
     return teacher
 
 
-def image_folders(dirs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Each folder and, below it, every sub-folder that holds images (sorted): ``--data
-    ../shared/photos`` takes all its collections. A folder with nothing in it is kept, so the
-    loader reports it."""
-    from restorekit.core.image import list_images
+class DistillTask(TrainingTask):
+    """Distillation as a task of the training loop: batches of degraded crops labelled by the
+    teacher (or drawn from a pool of labelled ones), the L1 loss, validation, the QAT phase."""
 
-    out: list[Path] = []
-    for d in map(Path, dirs):
-        found = [p for p in [d, *sorted(q for q in d.rglob("*") if q.is_dir())] if p.is_dir() and list_images(p)]
-        out.extend(found or [d])
-    return out
+    kind = "distillation"
+    checkpoint_format = CHECKPOINT_FORMAT
+    setting_defaults = POOL_DEFAULTS
+
+    def __init__(self, cfg: DistillConfig, teacher, spec, data, n_val: int, dev, rank: int = 0, world: int = 1):
+        import torch
+
+        from restorekit.models.students import build_student
+
+        torch.manual_seed(int(cfg.seed))
+        student = build_student(spec.name).to(dev)
+        phases = [Phase("distill", cfg.steps, cfg.lr)] + ([Phase("qat", cfg.n_qat, cfg.lr * QAT_LR_FRACTION)]
+                                                          if cfg.n_qat else [])
+        settings = {"student": spec.name, "config": json.dumps(student.config, sort_keys=True),
+                    "teacher_sha256": teacher.spec.checkpoint_sha256, "data_fingerprint": data.fingerprint,
+                    "holdout": n_val, **cfg.settings()}
+        record = {"data_rng": f"sample i of step s: numpy.random.default_rng([{int(cfg.seed)}, s, i])"}
+        super().__init__(student, phases, settings, record)
+        self.cfg, self.spec, self.tspec, self.data, self.dev = cfg, spec, teacher.spec, data, dev
+        self.rank, self.world, self.main, self.log_every = rank, world, rank == 0, cfg.val_every
+        self.scale = spec.scale
+        self.train_images = data.images[: len(data.images) - n_val]
+        self.n_val = n_val
+        self.teacher = teacher.module.to(dev).eval().requires_grad_(False)
+        self.wrapped = student
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.wrapped = DistributedDataParallel(student, device_ids=[dev.index] if dev.type == "cuda" else None)
+        self.use_amp = dev.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        self.grad_scaling = self.use_amp and self.amp_dtype == torch.float16
+        self.int8 = _Int8Phase(student, lambda: qat_calibration_set(self.train_images, cfg.seed, cfg.patch_size,
+                                                                     self.scale, cfg.degradation))
+        self.val_rows: list[dict] = []
+        self.pool = None
+        if self.main:  # degraded crops of the held-out photos and the teacher's output
+            lr_np, hr_np = validation_set(data.images[len(self.train_images):] or data.images, cfg.seed,
+                                          cfg.val_crops, cfg.patch_size, self.scale, cfg.degradation)
+            self.val_lr, self.val_hr = to_nchw(lr_np, dev), to_nchw(hr_np, dev)
+            with torch.no_grad():
+                self.val_t = torch.cat([self.teacher(c).clamp(0, 1) for c in self.val_lr.split(8)])
+
+    def batch(self, step: int):
+        """(LR input, target) of step ``step``: this rank's slice of the global batch."""
+        import torch
+
+        c = self.cfg
+        if self.pool is not None:
+            self.pool.advance(step)
+            x, target, hr = self.pool.batch(step, c.batch_size, self.rank, self.world)
+        else:
+            x_np, hr_np = distill_batch(self.train_images, c.seed, step, c.batch_size, c.patch_size, self.scale,
+                                        c.degradation, self.rank, self.world)
+            x, hr = to_nchw(x_np, self.dev), to_nchw(hr_np, self.dev)
+            with torch.no_grad():
+                target = self.teacher(x).clamp(0, 1)
+        if c.gt_weight > 0:
+            target = torch.lerp(target, hr, c.gt_weight)
+        return x, target
+
+    def loss(self, step: int, batch):
+        """L1 (+ edges) of the student's output to the target: in the QAT phase through the int8
+        simulation (float32), before it under autocast on CUDA."""
+        import torch
+
+        x, target = batch
+        if step >= self.cfg.steps:
+            with self.int8.simulation():
+                pred = self.wrapped(x)
+        else:
+            with torch.autocast(self.dev.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                pred = self.wrapped(x)
+        return distill_loss(pred.float(), target, self.cfg.edge_weight)
+
+    def reduce(self, loss):
+        """The mean loss over the processes."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(loss)
+            loss = loss / self.world
+        return loss
+
+    def validate(self, step: int) -> dict:
+        """Validation row at ``step``: PSNRs against the teacher (and the clean HR) on the held-out crops."""
+        import torch
+        from torch.nn import functional as F
+
+        student, val_lr, val_t = self.model, self.val_lr, self.val_t
+        student.eval()
+        with torch.no_grad():
+            pred = torch.cat([student(c) for c in val_lr.split(8)])
+            bic = F.interpolate(val_lr, scale_factor=self.scale, mode="bicubic", align_corners=False).clamp(0, 1)
+            row = {"step": int(step), "psnr_student": batch_psnr(pred, val_t), "psnr_bicubic": batch_psnr(bic, val_t),
+                   "psnr_student_gt": batch_psnr(pred, self.val_hr), "psnr_teacher_gt": batch_psnr(val_t, self.val_hr)}
+            if self.cfg.qat and step > self.cfg.steps:  # what the int8 model gives
+                with self.int8.simulation() as fq:
+                    row["psnr_fakequant"] = batch_psnr(torch.cat([fq(c) for c in val_lr.split(8)]), val_t)
+        student.train()
+        done = self.losses[self.val_rows[-1]["step"] if self.val_rows else 0 : step]
+        row["loss"] = float(np.mean(done)) if done else None
+        return row
+
+    def before_steps(self, start: int, bar) -> None:
+        """Validate the untrained student; fill the pool (as it is at ``start``)."""
+        if self.main and start == 0 and not self.val_rows:
+            self.val_rows.append(self.validate(0))
+        if not self.cfg.pool_size or start >= self.total_steps:
+            return
+        from restorekit.training.pool import PairPool
+
+        c = self.cfg
+
+        def draw(words):
+            """The pool sample of ``words``: (LR, HR)."""
+            return sample_pair(self.train_images, np.random.default_rng(words), c.patch_size, self.scale,
+                               c.degradation)
+
+        self.pool = PairPool(draw, self.teacher, c.seed, c.pool_size, c.pool_refresh, self.dev, keep_hr=c.gt_weight > 0)
+        fill = bar.add_task("pool", total=c.pool_size, loss=float("nan"), status="", phase="pool")
+        self.pool.fill(start, lambda n: bar.update(fill, completed=n))
+        if not bar.disable:
+            bar.console.print(f"pool filled: {c.pool_size} samples, {self.pool.nbytes / 2**20:.0f} MiB")
+
+    def after_step(self, step: int) -> None:
+        """Validate every ``val_every`` steps and at the end (rank 0)."""
+        if self.main and (step % self.cfg.val_every == 0 or step == self.total_steps):
+            self.val_rows.append(self.validate(step))
+
+    def status(self) -> str:
+        """The last validation: student and bicubic PSNR against the teacher."""
+        if not self.val_rows:
+            return "  val -"
+        last = self.val_rows[-1]
+        return f"  val {last['psnr_student']:.2f} dB (bicubic {last['psnr_bicubic']:.2f})"
+
+    def state(self) -> dict:
+        """Validation rows and the QAT phase's activation ranges."""
+        return {"val": self.val_rows, "qat_state": self.int8.state()}
+
+    def load_state(self, state: dict) -> None:
+        """Take the validation rows and the activation ranges back."""
+        self.val_rows = list(state["val"])
+        self.int8.load(state.get("qat_state") or {})
+
+    def intro(self, start: int, device) -> str:
+        """What is distilled into what, on what, and the steps to run."""
+        c, n_qat = self.cfg, self.cfg.n_qat
+        return (f"distilling {self.tspec.name} ({self.tspec.architecture}) -> {self.spec.name} {self.model.config}: "
+                f"{len(self.train_images)} training / {self.n_val} held-out images, {c.degradation}, batch "
+                f"{c.batch_size} x {c.patch_size}px LR on {self.world} x {device}, steps {start}->{self.total_steps}"
+                + (f" ({n_qat} QAT)" if n_qat else "")
+                + (f", pool of {c.pool_size} teacher outputs ({c.pool_refresh} new per step)" if c.pool_size else ""))
+
+    def metadata(self) -> dict[str, str]:
+        """EdgeRestoreNet metadata, the run's provenance and settings, the final validation."""
+        c, t = self.cfg, self.tspec
+        if not self.val_rows or self.val_rows[-1]["step"] != self.total_steps:  # resumed after the end
+            self.val_rows.append(self.validate(self.total_steps))
+        final = self.val_rows[-1]
+        meta = {
+            "architecture": "EdgeRestoreNet", "task": t.task, "scale": str(self.scale),
+            "config": json.dumps(self.model.config), "student": self.spec.name, "steps": str(c.steps),
+            "seed": str(c.seed), "distill": CHECKPOINT_FORMAT.replace("-checkpoint", ""),
+            "teacher": t.name, "teacher_architecture": t.architecture, "teacher_sha256": t.checkpoint_sha256,
+            "data_fingerprint": self.data.fingerprint, "degradation": c.degradation,
+            "batch_size": str(c.batch_size), "patch_size": str(c.patch_size), "lr": repr(float(c.lr)),
+            "gt_weight": repr(float(c.gt_weight)), "edge_weight": repr(float(c.edge_weight)),
+            "qat": "true" if c.qat else "false", "qat_steps": str(c.n_qat),
+            "pool_size": str(c.pool_size), "pool_refresh": str(self.settings["pool_refresh"]),
+            "val_psnr_student_db": f"{final['psnr_student']:.3f}",
+            "val_psnr_bicubic_db": f"{final['psnr_bicubic']:.3f}",
+        }
+        if c.n_qat:
+            meta["int8_activation_ranges"] = json.dumps(self.int8.simulation().activation_ranges(), sort_keys=True)
+        return meta
+
+    def finish(self, out: Path, seconds: float, loss: float) -> str:
+        """Write the model card next to the weights."""
+        card = out.with_suffix(".md")
+        atomic_write_text(card, _model_card(out, self.spec, self.model, self.tspec, self.data, self.train_images,
+                                            self.settings, self.world, self.dev, self.val_rows, self.cfg.qat))
+        final = self.val_rows[-1]
+        return (f"wrote {out} and {card} ({seconds:.0f} s): held-out PSNR vs teacher {final['psnr_student']:.2f} dB "
+                f"(bicubic {final['psnr_bicubic']:.2f} dB)")
+
+
+def _join_processes(dev, world: int, local_rank: int):
+    """Join torchrun's process group when there are several processes: (whether this call
+    created the group, this rank's device)."""
+    import torch
+    import torch.distributed as dist
+
+    own_group = world > 1 and not dist.is_initialized()
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+    if own_group:
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        if dev.type == "cpu":  # share the cores instead of oversubscribing them
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+    return own_group, dev
 
 
 def distill(
@@ -317,257 +527,29 @@ def distill(
     Every bad input (unknown student, scale mismatch, empty data folder, ...) raises
     :class:`BadInputError` before training starts. See the module docstring.
     """
-    import torch
-
-    from restorekit.models.students import build_student, student_spec
-
-    rank, world, local_rank = _dist_env()
-    out = _check_args(out, steps, batch_size, patch_size, degradation, gt_weight, edge_weight, val_every, val_crops,
-                      checkpoint_every, qat_steps, world, pool_size, pool_refresh)
-    if device in (None, "auto"):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise BadInputError(f"unknown device {device!r}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BadInputError(f"device {device!r} asked for but CUDA is not available here")
-    spec = student_spec(student_name)
-    scale = spec.scale
-    data = load_training_images(image_folders(data_dirs), min_size=patch_size * scale)
-    n_val = _holdout_count(len(data.images), holdout)
-    train_images = data.images[: len(data.images) - n_val]
-    val_images = data.images[len(train_images):] or data.images
-    teacher = _load_teacher(teacher_ref, scale, patch_size)
-    n_qat = 0 if not qat else (max(1, steps // 10) if qat_steps is None else int(qat_steps))
-    total = steps + n_qat
-
-    # --- processes and device ---------------------------------------------------------------
     import torch.distributed as dist
 
-    own_group = world > 1 and not dist.is_initialized()
-    if dev.type == "cuda" and world > 1:
-        dev = torch.device("cuda", local_rank)
-        torch.cuda.set_device(dev)
-    if own_group:
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-        if dev.type == "cpu":  # share the cores instead of oversubscribing them
-            local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
-    main = rank == 0
+    from restorekit.models.students import student_spec
+
+    cfg = DistillConfig(steps, seed, batch_size, patch_size, lr, degradation, gt_weight, edge_weight, val_every,
+                        val_crops, qat, qat_steps, pool_size, pool_refresh)
+    rank, world, local_rank = _dist_env()
+    out = cfg.check(out, checkpoint_every, world)
+    dev = resolve_device(device)
+    spec = student_spec(student_name)
+    data = load_training_images(image_folders(data_dirs), min_size=patch_size * spec.scale)
+    n_val = holdout_count(len(data.images), holdout)
+    teacher = load_teacher(teacher_ref, spec.scale, patch_size)
+    own_group, dev = _join_processes(dev, world, local_rank)
     try:
-        torch.manual_seed(int(seed))
-        student = build_student(spec.name).to(dev)
-        net = fake_quant_edgenet(student).to(dev) if qat else student
-        if world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            wrapped = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
-        else:
-            wrapped = net
-        t_module = teacher.module.to(dev).eval().requires_grad_(False)
-        optimizer = torch.optim.Adam(student.parameters(), lr=lr)
-        use_amp = dev.type == "cuda"
-        amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-
-        settings = {
-            "student": spec.name, "config": json.dumps(student.config, sort_keys=True),
-            "teacher_sha256": teacher.spec.checkpoint_sha256, "data_fingerprint": data.fingerprint,
-            "holdout": n_val, "seed": int(seed), "batch_size": int(batch_size), "patch_size": int(patch_size),
-            "lr": float(lr), "degradation": degradation, "gt_weight": float(gt_weight),
-            "edge_weight": float(edge_weight), "steps": int(steps), "qat_steps": int(n_qat), "val_crops": int(val_crops),
-            "pool_size": int(pool_size), "pool_refresh": int(pool_refresh) if pool_size else 0,
-        }
-        ckpt = checkpoint_path(out)
-        start, losses, val_rows = 0, [], []
-        if resume and ckpt.exists():
-            state = torch.load(ckpt, map_location=dev, weights_only=True)
-            if state.get("format") != CHECKPOINT_FORMAT:
-                raise BadInputError(f"not a restorekit distillation checkpoint: {ckpt}")
-            differs = [k for k, v in settings.items() if state.get(k, LEGACY_SETTINGS.get(k)) != v]
-            if differs:
-                raise BadInputError(f"checkpoint {ckpt} was made with different {', '.join(differs)}: "
-                                    "delete it or pass resume=False")
-            student.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
-            if qat:
-                net.load_state_dict({**state["qat_state"], **{f"net.{k}": v for k, v in state["model"].items()}})
-            torch.set_rng_state(state["torch_rng"].cpu())
-            start = int(state["step"])
-            losses = [float(v) for v in state["losses"]]
-            val_rows = list(state["val"])
-
-        def save_checkpoint(step: int) -> None:
-            if not main:
-                return
-            payload = {
-                "format": CHECKPOINT_FORMAT, **settings,
-                "model": student.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "qat_state": net.fq_state() if qat else {},
-                "step": int(step), "losses": torch.tensor(losses, dtype=torch.float64), "val": val_rows,
-                "torch_rng": torch.get_rng_state(),
-                "data_rng": f"sample i of step s: numpy.random.default_rng([{int(seed)}, s, i])",
-            }
-            _atomic_save(ckpt, lambda tmp: torch.save(payload, tmp))
-
-        # --- validation set: degraded crops of the held-out photos and the teacher's output ----
-        val_lr = val_hr = val_t = None
-        if main:
-            lr_np, hr_np = validation_set(val_images, seed, val_crops, patch_size, scale, degradation)
-            val_lr, val_hr = _nchw(lr_np, dev), _nchw(hr_np, dev)
-            with torch.no_grad():
-                val_t = torch.cat([t_module(c).clamp(0, 1) for c in val_lr.split(8)])
-
-        def validate(step: int) -> dict:
-            from torch.nn import functional as F
-
-            student.eval()
-            with torch.no_grad():
-                pred = torch.cat([student(c) for c in val_lr.split(8)])
-                bic = F.interpolate(val_lr, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
-                row = {"step": int(step), "psnr_student": psnr(pred, val_t), "psnr_bicubic": psnr(bic, val_t),
-                       "psnr_student_gt": psnr(pred, val_hr), "psnr_teacher_gt": psnr(val_t, val_hr)}
-                if qat and step > steps:  # what int8 would give (observers frozen while measuring)
-                    from torch.ao.quantization import disable_observer, enable_observer
-
-                    net.apply(disable_observer)
-                    row["psnr_fakequant"] = psnr(torch.cat([net(c) for c in val_lr.split(8)]), val_t)
-                    net.apply(enable_observer)
-            student.train()
-            done = losses[val_rows[-1]["step"] if val_rows else 0 : step]
-            row["loss"] = float(np.mean(done)) if done else None
-            return row
-
-        pool = None
-        if pool_size:
-            from restorekit.training.pool import PairPool
-
-            def draw(words):
-                return sample_pair(train_images, np.random.default_rng(words), patch_size, scale, degradation)
-
-            pool = PairPool(draw, t_module, seed, pool_size, pool_refresh, dev, keep_hr=gt_weight > 0)
-
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-
-        console = Console(stderr=True)
-        show = progress and main
-        if show:
-            console.print(f"distilling {teacher.spec.name} ({teacher.spec.architecture}) -> {spec.name} "
-                          f"{student.config}: {len(train_images)} training / {n_val} held-out images, "
-                          f"{degradation}, batch {batch_size} x {patch_size}px LR on {world} x {dev}, "
-                          f"steps {start}->{total}" + (f" ({n_qat} QAT)" if n_qat else "")
-                          + (f", pool of {pool_size} teacher outputs ({pool_refresh} new per step)" if pool else ""))
-        bar = Progress(TextColumn("[bold]{task.fields[phase]}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("loss {task.fields[loss]:.4f}  val {task.fields[val]}"), TimeElapsedColumn(),
-                       TimeRemainingColumn(), console=console, disable=not show)
-        student.train()
-        if main and start == 0 and not val_rows:
-            val_rows.append(validate(0))
-        step, ema, t0 = start, float("nan"), time.perf_counter()
-
-        def val_text() -> str:
-            if not val_rows:
-                return "-"
-            return f"{val_rows[-1]['psnr_student']:.2f} dB (bicubic {val_rows[-1]['psnr_bicubic']:.2f})"
-
-        try:
-            with bar:
-                if pool is not None and start < total:
-                    fill = bar.add_task("pool", total=pool_size, loss=float("nan"), val="-", phase="pool")
-                    pool.fill(start, lambda n: bar.update(fill, completed=n))
-                    if show:
-                        console.print(f"pool filled: {pool_size} samples, {pool.nbytes / 2**20:.0f} MiB")
-                task = bar.add_task("distill", total=total, completed=min(start, total), loss=float("nan"),
-                                    val=val_text(), phase="distill")
-                while step < total:
-                    in_qat = step >= steps
-                    if qat:
-                        net.active = in_qat
-                    if pool is not None:
-                        pool.advance(step)
-                        x, target, hr = pool.batch(step, batch_size, rank, world)
-                    else:
-                        x_np, hr_np = distill_batch(train_images, seed, step, batch_size, patch_size, scale,
-                                                    degradation, rank, world)
-                        x, hr = _nchw(x_np, dev), _nchw(hr_np, dev)
-                        with torch.no_grad():
-                            target = t_module(x).clamp(0, 1)
-                    if gt_weight > 0:
-                        target = torch.lerp(target, hr, gt_weight)
-                    base, sched = (lr * QAT_LR_FRACTION, learning_rate(step - steps, n_qat, 1.0)) if in_qat else \
-                        (lr, learning_rate(step, steps, 1.0))
-                    for group in optimizer.param_groups:
-                        group["lr"] = base * sched
-                    with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp and not in_qat):
-                        pred = wrapped(x)
-                    loss = distill_loss(pred.float(), target, edge_weight)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    value = loss.detach()
-                    if world > 1:
-                        dist.all_reduce(value)
-                        value = value / world
-                    step += 1
-                    losses.append(float(value))
-                    ema = losses[-1] if math.isnan(ema) else 0.98 * ema + 0.02 * losses[-1]
-                    if main and (step % val_every == 0 or step == total):
-                        val_rows.append(validate(step))
-                        if show and not console.is_terminal:
-                            console.print(f"step {step}/{total} loss {ema:.4f} val {val_text()}")
-                    bar.update(task, completed=step, loss=ema, val=val_text(), phase="qat" if in_qat else "distill")
-                    if step % checkpoint_every == 0 and step < total:
-                        save_checkpoint(step)
-        except KeyboardInterrupt:
-            save_checkpoint(step)
-            raise
-        save_checkpoint(step)
-
-        card = out.with_suffix(".md")
-        if main:
-            if not val_rows or val_rows[-1]["step"] != total:  # resumed after the end: nothing ran
-                val_rows.append(validate(total))
-            final = val_rows[-1]
-            student.eval()
-            tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in student.state_dict().items()}
-            metadata = {
-                "architecture": "EdgeRestoreNet", "task": teacher.spec.task, "scale": str(scale),
-                "config": json.dumps(student.config), "student": spec.name, "steps": str(steps),
-                "seed": str(seed), "distill": CHECKPOINT_FORMAT.replace("-checkpoint", ""),
-                "teacher": teacher.spec.name, "teacher_architecture": teacher.spec.architecture,
-                "teacher_sha256": teacher.spec.checkpoint_sha256, "data_fingerprint": data.fingerprint,
-                "degradation": degradation, "batch_size": str(batch_size), "patch_size": str(patch_size),
-                "lr": repr(float(lr)), "gt_weight": repr(float(gt_weight)), "edge_weight": repr(float(edge_weight)),
-                "qat": "true" if qat else "false", "qat_steps": str(n_qat),
-                "pool_size": str(pool_size), "pool_refresh": str(settings["pool_refresh"]),
-                "val_psnr_student_db": f"{final['psnr_student']:.3f}",
-                "val_psnr_bicubic_db": f"{final['psnr_bicubic']:.3f}",
-            }
-            payload = safetensors_bytes(tensors, metadata)
-            _atomic_save(out, lambda tmp: Path(tmp).write_bytes(payload))
-            text = _model_card(out, spec, student, teacher.spec, data, train_images, settings, world, dev, val_rows,
-                               qat)
-            _atomic_save(card, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-            if show:
-                console.print(f"wrote {out} and {card} ({time.perf_counter() - t0:.0f} s): held-out PSNR vs teacher "
-                              f"{final['psnr_student']:.2f} dB (bicubic {final['psnr_bicubic']:.2f} dB)")
+        task = DistillTask(cfg, teacher, spec, data, n_val, dev, rank, world)
+        losses = run_training(task, out, resume, checkpoint_every, progress, dev)
         if world > 1:
             dist.barrier()
-        return DistillResult(out=out, card=card, losses=losses, val=val_rows, world_size=world)
+        return DistillResult(out=out, card=out.with_suffix(".md"), losses=losses, val=task.val_rows, world_size=world)
     finally:
         if own_group and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def _nchw(a: np.ndarray, dev):
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).contiguous().to(dev)
 
 
 def _model_card(out, spec, student, tspec, data, train_images, settings, world, dev, val_rows, qat) -> str:
@@ -589,7 +571,8 @@ def _model_card(out, spec, student, tspec, data, train_images, settings, world, 
         f"{', '.join(held) if held else 'none (validated on training images)'} |",
         f"| degradation | {settings['degradation']} |",
         f"| training | {settings['steps']} steps"
-        + (f" + {settings['qat_steps']} QAT steps (int8 weights per channel, uint8 activations)" if qat else "")
+        + (f" + {settings['qat_steps']} QAT steps through the int8 ONNX model's computation (int8 weights per "
+           "channel, uint8 activations)" if qat else "")
         + f", global batch {settings['batch_size']} x {settings['patch_size']} px LR patches, Adam lr "
         f"{settings['lr']:g} (warm-up + cosine), L1 to the teacher"
         + (f", gt_weight {settings['gt_weight']:g}" if settings["gt_weight"] else "")

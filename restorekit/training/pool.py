@@ -4,10 +4,10 @@ teacher and the degradation pipeline once per sample instead of once per use.
 On 2 CPU cores a distillation step of Real-ESRGAN Compact -> ``edge-s-x4`` (batch 8 x 64 px LR)
 spends 33 % of its time degrading patches and 46 % running the teacher; the student's forward,
 backward and Adam update are the other 21 %. With a pool refreshing one sample per step, a step
-takes 0.35x the time (``benchmarks/distill_step_cost.py``, 2026-11-24). A :class:`PairPool` keeps ``size`` (LR, teacher target, HR)
-samples as uint8 tensors on the training device; each step replaces ``refresh`` of them with new
-samples (oldest first) and draws the batch at random from the pool, so a sample is reused about
-``batch_size / refresh`` times during its life in the pool.
+takes 0.35x the time (``benchmarks/distill_step_cost.py``). A :class:`PairPool` keeps ``size``
+(LR, teacher target, HR) samples as uint8 tensors on the training device; each step replaces
+``refresh`` of them with new samples (oldest first) and draws the batch at random from the pool,
+so a sample is reused about ``batch_size / refresh`` times during its life in the pool.
 
 Determinism: the pool is a pure function of ``(seed, step)``, so a resumed run rebuilds exactly
 the pool an uninterrupted run had (nothing of it goes into the checkpoint):
@@ -61,9 +61,11 @@ class PairPool:
         self.lr = self.target = self.hr = None
 
     def _words(self, source: tuple[int, int] | None, slot: int) -> list[int]:
+        """The seed words of the sample ``source`` wrote (the initial one of ``slot`` when None)."""
         return [self.seed, POOL_TAG, slot] if source is None else [self.seed, source[0], source[1]]
 
     def _put(self, slot: int, words: Sequence[int]) -> None:
+        """Draw the sample of ``words``, label it, and store it in ``slot``."""
         import torch
 
         lr, hr = self.draw(words)

@@ -36,6 +36,7 @@ class TensorContract:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TensorContract":
+        """A contract from its JSON form (unknown keys are ignored)."""
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
@@ -65,6 +66,7 @@ class Manifest:
         return MODEL_FILES[self.target]
 
     def to_dict(self) -> dict[str, Any]:
+        """The manifest as JSON-ready data, in the documented key order."""
         d = asdict(self)
         order = ["schema_version", "name", "task", "scale", "target", "precision", "input", "output",
                  "tiling", "files", "source", "metrics", "recipe", "toolkit_version", "created_at"]
@@ -72,6 +74,7 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Manifest":
+        """A manifest from its JSON form; a missing required field or an unknown target is refused."""
         missing = [k for k in ("name", "task", "scale", "target", "precision", "input", "output") if k not in d]
         if missing:
             raise BadInputError(f"manifest is missing {', '.join(missing)}")

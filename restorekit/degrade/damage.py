@@ -160,6 +160,8 @@ def torn_corner(img: np.ndarray, rng: np.random.Generator, c: "TearConfig") -> t
 
 @dataclass
 class ScratchConfig:
+    """Long thin scratches across the emulsion (bright or dark, slightly bowed)."""
+
     enabled: bool = True
     prob: float = 0.8
     count: tuple[int, int] = (1, 6)
@@ -173,6 +175,8 @@ class ScratchConfig:
 
 @dataclass
 class HairConfig:
+    """Short curly hairs and fibres lying on the print."""
+
     enabled: bool = True
     prob: float = 0.5
     count: tuple[int, int] = (0, 3)
@@ -183,6 +187,8 @@ class HairConfig:
 
 @dataclass
 class DustConfig:
+    """Dust specks: small bright or dark dots."""
+
     enabled: bool = True
     prob: float = 0.8
     count: tuple[int, int] = (20, 250)
@@ -193,6 +199,8 @@ class DustConfig:
 
 @dataclass
 class StainConfig:
+    """Water and foxing stains: soft-edged discoloured blotches."""
+
     enabled: bool = True
     prob: float = 0.3
     count: tuple[int, int] = (1, 3)
@@ -202,6 +210,8 @@ class StainConfig:
 
 @dataclass
 class TearConfig:
+    """Torn or missing corners and edges."""
+
     enabled: bool = True
     prob: float = 0.2
     size: Range = (0.05, 0.18)

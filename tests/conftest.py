@@ -32,10 +32,34 @@ def _main_job(out: Path, *args: str) -> Path:
     return out / "restorekit-x2"
 
 
+#: Directories that ``built_once`` built outside this worker's temp base (checked at the end too).
+_BUILT_FOR_ALL_WORKERS: list[Path] = []
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """``build(directory)`` run once per test session, also when pytest-xdist splits the session
+    into workers: the first worker to ask builds under a lock in the session's shared temp
+    directory, the others wait for it and reuse the result."""
+    import os
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build(tmp_path_factory.mktemp(name))
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent  # shared by the workers of this session
+    done = root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            result = build(root / name)
+            _BUILT_FOR_ALL_WORKERS.append(root / name)
+            done.write_text(str(result))
+        return Path(done.read_text())
+
+
 @pytest.fixture(scope="session")
 def builtin_bundles(tmp_path_factory) -> Path:
     """The main job, run once: `restorekit bundle --out DIR` on the built-in model (all 8 bundles)."""
-    return _main_job(tmp_path_factory.mktemp("bundles"))
+    return built_once(tmp_path_factory, "bundles", _main_job)
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +69,8 @@ def edge_bundles(request, tmp_path_factory) -> Path:
     A session that runs the slow tests shares the main job's output (built once for all); the quick
     loop (``-m "not slow"``) builds only these four bundles, with the same command restricted to them."""
     if "not slow" in (request.config.getoption("markexpr") or ""):
-        return _main_job(tmp_path_factory.mktemp("edge-bundles"), "--targets", "onnx,tflite", "--precisions", "fp32,int8")
+        return built_once(tmp_path_factory, "edge-bundles",
+                          lambda out: _main_job(out, "--targets", "onnx,tflite", "--precisions", "fp32,int8"))
     return request.getfixturevalue("builtin_bundles")
 
 
@@ -109,7 +134,7 @@ def _manifests_written_validate(tmp_path_factory):
     """At the end of the session, fail if any manifest.json the suite wrote breaks the schema."""
     base = tmp_path_factory.getbasetemp()
     yield
-    problems = invalid_manifests(base)
+    problems = invalid_manifests(base) + [p for d in _BUILT_FOR_ALL_WORKERS for p in invalid_manifests(d)]
     if problems:
         pytest.fail(f"{len(problems)} problem(s) in manifests written by this session (schema: "
                     "restorekit/bundle/manifest.schema.json; base " + str(base) + "):\n" + "\n".join(problems),

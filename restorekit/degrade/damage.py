@@ -210,7 +210,7 @@ class StainConfig:
 
 @dataclass
 class TearConfig:
-    """Torn or missing corners and edges."""
+    """Torn-off corners behind a jagged tear line."""
 
     enabled: bool = True
     prob: float = 0.2

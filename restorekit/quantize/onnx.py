@@ -144,8 +144,8 @@ def _activations(setting: dict, node: str, recipe: Recipe) -> str | None:
 
 #: ONNX Runtime's int8 conv kernel (MLAS) is slow below this many output channels: in the
 #: built-in model on 2 cores at 256x256, its 48 -> 12 3x3 tail took 6.5 ms as QLinearConv against
-#: 2.3 ms for each 48 -> 48 conv, and its int8 speed-up over fp32 went from 2.15x to 2.62x with its
-#: two 12-channel convs padded to 16 (`docs/experiments/measurement-log.md`).
+#: 2.3 ms for each 48 -> 48 conv; its int8 speed-up over fp32 is 2.62x with its two 12-channel convs
+#: padded to 16, against 2.15x unpadded (`docs/experiments/measurement-log.md`).
 NARROW_CONV_PAD = 16
 
 

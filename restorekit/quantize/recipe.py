@@ -236,10 +236,10 @@ FINETUNE_KEYS = {"steps": int, "lr": float, "range_lr": float, "crop": int, "bat
 #: quantization simulates below 45 dB on the calibration tiles (Real-ESRGAN Compact: 42.8 dB plain;
 #: the built-in model: 55.6 dB plain, no fine-tuning), on training crops made grayscale and raised
 #: in contrast with probability 0.75 each, with each PReLU's output on its conv output's grid where
-#: the target keeps the PReLU in float (ONNX): Compact's int8 ONNX bundle from ``bundle``, checked on
-#: 33 held-out photos, went from 46.85 / 37.84 dB (mean / worst, a hard black-and-white scan) to
-#: 46.00 / 41.51 dB with augmentation (docs/experiments/measurement-log.md, "Augmentation becomes bundle's default"),
-#: and to 46.19 / 41.98 dB with the tied grids ("One grid per PReLU").
+#: the target keeps the PReLU in float (ONNX). Compact's int8 ONNX bundle from ``bundle`` on 33
+#: held-out photos (mean / worst, the worst a hard black-and-white scan): 46.85 / 37.84 dB without
+#: augmentation, 46.00 / 41.51 dB with it (docs/experiments/measurement-log.md, "Augmentation becomes
+#: bundle's default"), 46.19 / 41.98 dB with the tied grids too ("One grid per PReLU").
 INT8_FINETUNE = {"steps": 1200, "below_psnr": 45.0, "augment": 0.75, "tie_prelu_grids": True}
 #: ... and with every other PReLU split into a ReLU on doubled channels where the target runs that as
 #: fused int8 conv + ReLU (ONNX; ``Recipe.split_prelus``; docs/experiments/measurement-log.md, "Split PReLUs").

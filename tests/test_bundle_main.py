@@ -131,6 +131,7 @@ def test_eval_gate(edge_bundles, tmp_path):
     assert bad.exit_code == 1 and "3 gate failure(s)" in bad.output  # both images and the mean
 
 
+@pytest.mark.slow  # acceptance on the black-and-white photos of ../shared
 def test_int8_onnx_fidelity_on_photos_it_was_not_calibrated_on(edge_bundles):
     from tests.conftest import SHARED, need_shared
 

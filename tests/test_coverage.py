@@ -45,10 +45,12 @@ def _input(arch, spec) -> np.ndarray:
 #: The registry entries this suite converts; the HEAVY ones are measured by scripts/coverage.py
 #: (docs/coverage.md) and join here with RESTOREKIT_FULL_COVERAGE=1.
 TESTED = [n for n in ARCHES if FULL or n not in HEAVY]
+#: Entries that take 5 s or more per target even in their small config: the full suite only.
+SLOW = {"SwinIR", "NAFNet", "GFPGAN"}
 
 
 @pytest.mark.parametrize("target", ["onnx", "tflite"])
-@pytest.mark.parametrize("name", TESTED)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in TESTED])
 def test_conversion_matches_registry(name, target, tmp_path):
     if target == "tflite":
         pytest.importorskip("litert_torch")

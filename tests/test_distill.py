@@ -66,6 +66,7 @@ def test_distill_writes_a_student_that_loads_back(teacher, tmp_path):
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
 
 
+@pytest.mark.slow  # three distillations with Real-ESRGAN Compact as the teacher
 def test_interrupted_runs_resume_bit_exactly_and_qat_is_recorded(teacher, tmp_path, monkeypatch):
     kw = dict(steps=3, qat=True, qat_steps=2, **TINY)
     ref = distill(teacher, "edge-s-x4", [SAMPLES], tmp_path / "ref.safetensors", resume=False, **kw)
@@ -99,6 +100,7 @@ def test_interrupted_runs_resume_bit_exactly_and_qat_is_recorded(teacher, tmp_pa
         distill(teacher, "edge-s-x4", [SAMPLES], out, **{**kw, "seed": 1})
 
 
+@pytest.mark.slow  # two torch.distributed processes and one more run
 def test_ddp_two_processes_match_one_process_on_the_same_global_batch(teacher, tmp_path):
     kw = dict(steps=3, batch_size=4, patch_size=12, val_every=100, val_crops=1, progress=False, device="cpu")
     single = distill(teacher, "edge-s-x4", [SAMPLES], tmp_path / "one.safetensors", **kw)

@@ -214,6 +214,7 @@ def test_onnx_qdq_scales_are_the_learned_ranges(tiles, tmp_path):
     assert any(abs(s - (max(hi, 0) - min(lo, 0)) / 255) < 1e-6 * max(1.0, hi) for s in scales)
 
 
+@pytest.mark.slow  # a fine-tune and a Core ML conversion
 def test_coreml_w8a8_carries_the_learned_input_ranges(tiles, tmp_path):
     """Core ML w8a8 of a fine-tuned model: the quantizer in front of each conv (but the first, which
     reads the image: its grid is 1/255) is the learned range, and the simulation beats plain w8a8."""
@@ -270,6 +271,7 @@ def test_bad_finetune_settings_are_rejected(bad, message):
         recipe_from_dict(bad)
 
 
+@pytest.mark.slow  # the built-in model through `quantize` with fine-tuning
 def test_cli_finetune_steps_builds_a_fine_tuned_bundle_or_refuses_a_float_scheme(tmp_path):
     import json
 
@@ -407,6 +409,7 @@ def test_cli_int8_range_margin_and_augment_join_the_finetune_settings_or_are_ref
     assert seen["int8_finetune"] is None
 
 
+@pytest.mark.slow  # the built-in model through `quantize` with fine-tuning
 def test_recipe_equalization_alpha_prepares_and_fine_tunes_once(tmp_path, monkeypatch):
     """A recipe with its own ``equalization_alpha`` and fine-tuning: the shared preparation uses that
     alpha, so conversion does not prepare (and fine-tune) a second time; the manifest records it."""
@@ -645,6 +648,7 @@ def test_split_prelus_make_int8_onnx_closer_to_fp32(tiles, tmp_path):
         "rewrites") == {"prelu": 3}
 
 
+@pytest.mark.slow  # 40 fine-tuning steps on the split model, converted twice; tests/test_build.py covers the path quickly
 def test_split_prelus_fine_tuned_carry_their_learned_ranges_into_onnx(tiles, tmp_path):
     """Fine-tuning the split model (bundle's int8 on ONNX): the middle PReLU keeps its tied grid, the
     split layers' ReLU outputs get the learned [0, hi] range as one uint8 grid with zero point 0,

@@ -74,6 +74,25 @@ def edge_bundles(request, tmp_path_factory) -> Path:
     return request.getfixturevalue("builtin_bundles")
 
 
+#: Session fixtures that build the built-in model's bundles (the one expensive build of a run).
+BUNDLE_FIXTURES = {"edge_bundles", "builtin_bundles"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Start the bundle build first and run its other users last: the first test file that needs the
+    bundles goes to the front, the remaining ones to the end, so that while one worker builds, the
+    others run everything that does not need them (``--dist loadfile`` hands out files in this order)."""
+    def uses_bundles(item) -> bool:
+        return bool(BUNDLE_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+    files = list(dict.fromkeys(item.nodeid.split("::")[0] for item in items))
+    users = [f for f in files if any(uses_bundles(i) for i in items if i.nodeid.startswith(f + "::"))]
+    if not users:
+        return
+    rank = {f: (0 if f == users[0] else 2 if f in users else 1, n) for n, f in enumerate(files)}
+    items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])
+
+
 @pytest.fixture
 def rgb_photo() -> np.ndarray:
     """A real photo (astronaut, public domain) as HxWx3 float32."""

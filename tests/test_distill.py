@@ -210,6 +210,7 @@ def test_pair_pool_is_a_pure_function_of_seed_and_step():
     assert target.shape == hr.shape == (2, 3, 8, 8) and float(x.max()) <= 1.0
 
 
+@pytest.mark.slow  # two pooled distillations with Real-ESRGAN Compact as the teacher
 def test_pooled_distillation_resumes_bit_exactly(teacher, tmp_path, monkeypatch):
     """With a pool of cached teacher outputs, an interrupted run rebuilds the pool and ends on the
     same bytes as an uninterrupted one; the card and metadata say a pool was used."""

@@ -167,7 +167,7 @@ def test_augment_is_recorded_and_changes_the_training(tiles):
         assert recipe_from_dict({"scheme": "w8a8", "finetune": {"augment": p}}).finetune == {"augment": float(p)}
 
 
-@pytest.mark.parametrize("target", ["onnx", "tflite"])
+@pytest.mark.parametrize("target", ["onnx", pytest.param("tflite", marks=pytest.mark.slow)])  # tflite: a full-integer conversion
 def test_learned_ranges_reach_the_quantized_model(target, tiles, tmp_path):
     net = _net()
     plain = recipe_from_dict({"scheme": "w8a8"})

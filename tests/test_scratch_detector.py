@@ -65,6 +65,7 @@ def test_cli_trains_the_scratch_student(data_dir, tmp_path):
     assert res.exit_code == 2 and "unknown student" in res.output
 
 
+@pytest.mark.slow  # acceptance of the shipped weights on held-out photos
 def test_shipped_detector_finds_held_out_synthetic_damage():
     """rocket.jpg was never trained on: the shipped student must find most of the damage drawn
     on it and mark little else (1-px tolerance, as for the figures in docs/)."""

@@ -14,6 +14,20 @@ SAMPLES = ROOT / "sample_images"
 REALESR = SHARED / "weights" / "realesr-animevideov3.pth"
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, one compute thread per worker: the workers already fill the cores, and
+    threads of several workers competing for them cost more than they give."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        try:
+            import torch
+        except ImportError:
+            return
+        torch.set_num_threads(1)
+
+
 def need_shared(path: Path = SHARED) -> Path:
     """Skip the calling test when a ../shared file is not on this machine."""
     if not path.exists():

@@ -31,7 +31,7 @@ COVERED_BY = {
     "eval": "tests/test_bundle_main.py",
     "restore": "tests/test_restore.py",
     "zoo fetch": "tests/test_zoo.py",
-    "convert": "tests/test_eval_gates.py",
+    "convert": "tests/test_user_checkpoint.py",
     "quantize": "tests/test_quantize_recipes.py",
     "bench": "tests/test_bench.py",
     "trt-build": "tests/test_tensorrt.py",

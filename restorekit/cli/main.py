@@ -25,7 +25,6 @@ app = typer.Typer(
 
 #: Every command, in the order ``restorekit --help`` lists them.
 COMMANDS = (
-    ("distill", train.distill),
     ("bundle", build.bundle),
     ("convert", build.convert),
     ("quantize", build.quantize),
@@ -37,6 +36,7 @@ COMMANDS = (
     ("assess", restore.assess),
     ("degrade", restore.degrade),
     ("train", train.train),
+    ("distill", train.distill),
     ("inspect", build.inspect),
 )
 for _name, _command in COMMANDS:

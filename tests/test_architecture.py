@@ -1,4 +1,4 @@
-"""The house rules of DESIGN.md, checked on the source: layers (import-linter), no import cycle,
+"""The house rules of docs/architecture.md, checked on the source: layers (import-linter), no import cycle,
 no private name reached across modules, no function over 100 lines, docstrings on public functions."""
 
 from __future__ import annotations

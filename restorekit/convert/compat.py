@@ -84,7 +84,7 @@ RULES: tuple[Rule, ...] = (
     }),
 )
 
-#: What every model meets on each target, whatever its ops (from DESIGN.md's target facts).
+#: What every model meets on each target, whatever its ops (docs/architecture.md, "Facts about the targets").
 TARGET_NOTES = {
     "onnx": "dynamic height/width; TensorRT profiles need a minimum of at least 64x64 (restorekit uses 64)",
     "tflite": "static shapes: bundled at a fixed tile, one interpreter per shape",

@@ -3,7 +3,6 @@ by the runtime, torch-free), a checkpoint (run in PyTorch), or nothing (restorek
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from restorekit.core.errors import BadInputError

@@ -97,7 +97,7 @@ def test_detector_only_goes_to_targets_that_take_it(tmp_path):
 def test_faces_restored_by_the_face_model_given(tmp_path, detect_bundles, edge_bundles):
     """--face-model: aligned faces go to that bundle (here a TFLite one: fixed 256x256 input at x2)."""
     log = tmp_path / "f.json"
-    res = runner.invoke(app, ["restore", str(WHOLE / "cf_00.jpg"), "-o", str(tmp_path / "f.png"), "--stages", "faces",
+    res = runner.invoke(app, ["restore", str(WHOLE / "cf_03.jpg"), "-o", str(tmp_path / "f.png"), "--stages", "faces",
                               "--face-detector", str(detect_bundles["onnx-fp32"].path),
                               "--face-model", str(edge_bundles / "tflite-fp32"), "--json", str(log)])
     assert res.exit_code == 0, res.output

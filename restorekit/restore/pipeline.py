@@ -359,7 +359,7 @@ class Faces(Stage):
                                        FaceOptions(strength=strength), fixer.scale, fixer.tile, faces=known)
         return {"backend": f"{ctx.models.face_detector.name}; faces restored by {fixer.name}"
                 + ("" if ctx.models.face_restorer else " (the restoration model: no --face-model given)"),
-                "settings": {"strength": strength, "aligned_size": 512, "min_eye_distance_px": 32},
+                "settings": {"strength": strength, "aligned_size": 512, "min_eye_distance_px": FaceOptions().min_eye_distance},
                 "found": {"count": len(faces), "enhanced": sum(f["enhanced"] for f in faces), "faces": faces}}
 
     def reason(self, ctx: Context) -> str | None:

@@ -83,6 +83,31 @@ def prepare_for_targets(model, targets, calib, finetune: dict | None = None, pro
     return prepared
 
 
+def fp16_safety(model, target: str, recipe, calib, layers: dict[str, str]):
+    """The fp16 safety check (:mod:`restorekit.quantize.fp16`) of ``model`` as ``target`` exports
+    it, on the first calibration tiles: ``recipe`` with the modules to keep in fp32 (targets that
+    compute fp16 in float32 keep only the layers whose weights overflow, as recipe overrides), and
+    what to record in the manifest (``fp16_check``, ``fp16_kept_float``: ``{module: why}``)."""
+    from restorekit.quantize.fp16 import FP16_CHECK_TILES, FP16_MAX, FP16_SAFE_LIMIT, fp16_unsafe_layers
+
+    if not calib:
+        return recipe, {"fp16_check": "not run (no calibration tiles)"}
+    tiles = calib[:FP16_CHECK_TILES]
+    fp16_compute = TARGETS[target].fp16_compute
+    kept = fp16_unsafe_layers(model, tiles, activations=fp16_compute)
+    if fp16_compute:
+        how = (f"max |x| of every op's inputs and outputs on {len(tiles)} calibration tiles, limit "
+               f"{FP16_SAFE_LIMIT:.0f} (fp16 max {FP16_MAX:.0f} / 8); weights and buffers against {FP16_MAX:.0f}")
+        return dataclasses.replace(recipe, fp16_keep_float=kept or None), {"fp16_check": how, "fp16_kept_float": kept}
+    how = (f"{target} fp16 stores fp16 weights and computes in float32: activations cannot overflow; "
+           f"weights checked against {FP16_MAX:.0f}")
+    kept = {n: why if n in layers else f"{why} (not a weight layer {target} can keep in float)" for n, why in kept.items()}
+    names = {n: None for n in kept if n in layers}
+    if names:
+        recipe = dataclasses.replace(recipe, op_names={**recipe.op_names, **names})
+    return recipe, {"fp16_check": how, "fp16_kept_float": kept}
+
+
 def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp32", tile: int = 256,
                   calib=None, prepared=None, recipe=None, split_prelus: bool | None = None) -> Converted:
     """Convert ``model`` for ``target`` into ``out_dir/<model file>`` (the bundle's model file).
@@ -90,8 +115,9 @@ def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp3
     ``recipe`` (default: the built-in one of ``precision``) says how to quantize. Integer schemes
     convert the model prepared by :func:`restorekit.quantize.prepare.prepare_for_int8` on ``calib``
     (pass ``prepared``, from :func:`prepare_for_targets`, to share preparations between targets);
-    ``mixed`` first searches the layers to keep in float. ``split_prelus`` (default: the recipe's)
-    applies only to schemes with int8 activations and the float preparation."""
+    ``mixed`` first searches the layers to keep in float; ``fp16`` first finds on ``calib`` the
+    layers whose values do not fit fp16 and keeps them in fp32 (:func:`fp16_safety`). ``split_prelus``
+    (default: the recipe's) applies only to schemes with int8 activations and the float preparation."""
     from restorekit.quantize.recipe import quantizable_layers
 
     check_target(target, precision)
@@ -112,7 +138,10 @@ def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp3
     model, applied = edge_model(model, target, split)
     mixed = None
     prep_info = None
+    fp16_record = None
     try:
+        if recipe is not None and recipe.scheme == "fp16":
+            recipe, fp16_record = fp16_safety(model, target, recipe, calib, layers)
         with captured_native_output():  # converters print progress bars and C++ logs of their own
             if recipe is not None and recipe.scheme == "mixed":
                 if not calib:
@@ -138,6 +167,8 @@ def convert_model(model, spec, target: str, out_dir: Path, precision: str = "fp3
                                   tile=tile, calib=calib, recipe=recipe)
         if applied:
             conv.recipe = {**(conv.recipe or {}), "rewrites": applied}
+        if fp16_record:
+            conv.recipe = {**(conv.recipe or {}), **fp16_record}
         if prep_info:
             conv.recipe = {**(conv.recipe or {}), "float_preparation": {
                 **prep_info, "how": f"cross-layer range equalization (alpha {prep_info['equalization_alpha']:g}) "

@@ -44,6 +44,8 @@ class TargetProfile:
     prelu_output_on_input_grid: bool = False
     # int8 with split PReLUs (``rewrites.prelu_to_split_relu``) runs as fused int8 conv + ReLU here
     int8_prelu_split: bool = False
+    # the fp16 precision computes in fp16; False: fp16 weights only (dequantized), float32 compute
+    fp16_compute: bool = True
 
     @property
     def schemes(self) -> tuple[str, ...]:
@@ -65,9 +67,11 @@ TARGETS: dict[str, TargetProfile] = {
     "onnx": TargetProfile("onnx", "model.onnx", ("fp32", "fp16") + _INTEGER, ("fp32", "fp16", "int8"), "NCHW", True,
                           "any OS (onnxruntime)", TASKS, rewrites=("prelu",), prelu_output_on_input_grid=True,
                           int8_prelu_split=True),
-    # full-integer TFLite runs the MUL + MAXIMUM in int8, the slopes one per-tensor int8 constant
+    # full-integer TFLite runs the MUL + MAXIMUM in int8, the slopes one per-tensor int8 constant;
+    # its fp16 is fp16 weights behind DEQUANTIZE ops, computed in float32 (LiteRT's CPU kernels)
     "tflite": TargetProfile("tflite", "model.tflite", ("fp32", "fp16") + _INTEGER, ("fp32", "fp16", "int8"), "NHWC",
-                            False, "any OS (ai-edge-litert)", TASKS, rewrites=("prelu",), int8_prelu_slopes=True),
+                            False, "any OS (ai-edge-litert)", TASKS, rewrites=("prelu",), int8_prelu_slopes=True,
+                            fp16_compute=False),
     "coreml": TargetProfile("coreml", "model.mlpackage",
                             ("fp32", "fp16", "w8", "w8a8", "palettize4", "palettize6", "palettize8"), ("fp32", "fp16"),
                             "NCHW", False, "macOS only"),

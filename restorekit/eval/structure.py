@@ -50,7 +50,9 @@ def coreml_structure(model_path: Path, manifest: Manifest) -> dict:
         n_conv = ops.get("conv", 0)
         checks.append(("w8a8 activations quantized", 0 < n_conv <= min(ops.get("quantize", 0), ops.get("dequantize", 0)),
                        f"quantize x{ops.get('quantize', 0)}, dequantize x{ops.get('dequantize', 0)} for conv x{n_conv}"))
-    checks.append((f"conv compute {'fp32' if want == _FLOAT32 else 'fp16'}", bool(conv_dtypes) and set(conv_dtypes) == {want},
+    recipe = getattr(manifest, "recipe", None) or {}
+    allowed = {want, _FLOAT32} if manifest.precision == "fp16" and recipe.get("fp16_kept_float") else {want}  # kept fp32
+    checks.append((f"conv compute {'fp32' if want == _FLOAT32 else 'fp16'}", bool(conv_dtypes) and set(conv_dtypes) <= allowed,
                    ", ".join(f"{'fp16' if k == _FLOAT16 else 'fp32' if k == _FLOAT32 else k}x{v}"
                              for k, v in conv_dtypes.items())))
     return {"checks": checks, "ops": dict(ops), "ok": all(ok for _, ok, _ in checks)}

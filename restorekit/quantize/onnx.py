@@ -45,6 +45,61 @@ def node_layers(model, layers: dict[str, str]) -> dict[str, str]:
     return out
 
 
+def fp16_kept_nodes(model, keep: dict[str, str] | list[str]) -> list[str]:
+    """The nodes of an exported model that the ``keep`` modules (``quantize.fp16`` labels) run
+    themselves: those whose innermost recorded module scope is one of them."""
+    from restorekit.quantize.fp16 import scope_module
+
+    out = []
+    for node in model.graph.node if keep else ():
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
+        try:
+            names = ast.literal_eval(scopes) if scopes is not None else None
+        except (ValueError, SyntaxError):
+            names = None
+        if isinstance(names, list) and scope_module(names) in keep:
+            out.append(node.name)
+    return out
+
+
+def skip_fp16_round_trips(model, float_nodes: set[str]) -> int:
+    """Let the float32 nodes of an fp16 model read the graph's float32 inputs and each other's
+    outputs directly. ``convert_float_to_float16`` wraps each blocked node in casts of its own, so
+    a value passed from one blocked node to the next still goes through fp16 (Cast to fp16, Cast
+    back): a value beyond 65504 becomes inf there. Each Cast-to-float32 reading such a round trip
+    is removed (its readers read the float32 value), then the Cast-to-fp16 nodes left unread.
+    Returns how many round trips were removed."""
+    from onnx import TensorProto
+
+    graph = model.graph
+
+    def cast_to(nd) -> int | None:
+        return next((a.i for a in nd.attribute if a.name == "to"), None) if nd.op_type == "Cast" else None
+
+    producers, consumers = _producers(model), _consumers(model)
+    graph_inputs = {i.name for i in graph.input}
+    outputs = {o.name for o in graph.output}
+    drop = set()
+    for back in graph.node:
+        down = producers.get(back.input[0]) if cast_to(back) == TensorProto.FLOAT else None
+        if down is None or cast_to(down) != TensorProto.FLOAT16 or back.output[0] in outputs:
+            continue
+        source = producers.get(down.input[0])
+        if not (down.input[0] in graph_inputs or (source is not None and source.name in float_nodes)):
+            continue
+        for reader in consumers.get(back.output[0], []):
+            reader.input[:] = [down.input[0] if i == back.output[0] else i for i in reader.input]
+        drop.add(back.name)
+    if not drop:
+        return 0
+    kept = [nd for nd in graph.node if nd.name not in drop]
+    read = {i for nd in kept for i in nd.input} | outputs
+    kept = [nd for nd in kept if not (cast_to(nd) == TensorProto.FLOAT16 and nd.output[0] not in read)]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(drop)
+
+
 def _layer_nodes(model, recipe: Recipe, layers: dict[str, str] | None) -> dict[str, str]:
     mapping = node_layers(model, layers or {})
     if recipe.op_names or recipe.op_types:
@@ -71,8 +126,19 @@ def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.n
     if recipe.scheme == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        half = convert_float_to_float16(model, keep_io_types=True, node_block_list=float_nodes or None)
+        kept = fp16_kept_nodes(model, recipe.fp16_keep_float or {})  # the fp16 safety check's (quantize.fp16)
+        if recipe.fp16_keep_float and not kept:
+            raise RestorekitError(f"fp16 would overflow in {', '.join(recipe.fp16_keep_float)}, but the exported "
+                                  "ONNX graph records no module names to keep them in fp32 (they need the dynamo "
+                                  "exporter): use fp32 for this model")
+        blocked = sorted(set(float_nodes) | set(kept))
+        half = convert_float_to_float16(model, keep_io_types=True, node_block_list=blocked or None)
+        skipped = skip_fp16_round_trips(half, set(blocked))
         onnx.save(half, str(out_path))
+        if kept:
+            applied["fp16_kept_float_nodes"] = len(kept)
+        if skipped:
+            applied["fp32_values_between_float_nodes"] = skipped
         return {**applied, "scheme": "fp16", "weights": "float16", "activations": "float16", "io": "float32"}
     if recipe.scheme == "w8":
         n = _weights_only_int8(model, {nd for nd, s in setting.items() if s is not None and s.weights == "int8"}

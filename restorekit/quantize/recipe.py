@@ -82,6 +82,8 @@ class Recipe:
     split_prelus: bool = False
     #: learned ``{layer: {"input": [lo, hi], "output": [lo, hi]}}`` handed to the quantizer (set by convert)
     activation_ranges: dict[str, dict[str, list[float]]] | None = field(default=None, repr=False, compare=False)
+    #: fp16: ``{module label: why}`` whose ops the fp16 safety check keeps in fp32 (``quantize.fp16``; set by convert)
+    fp16_keep_float: dict[str, str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def default(self) -> LayerSetting:

@@ -64,7 +64,9 @@ def test_json_has_stable_keys_and_per_image_metrics(good_json):
     assert {"bundle", "reference", "images", "summary", "per_image", "latency", "quality", "gates"} <= set(data)
     assert len(data["per_image"]) == 3
     row = data["per_image"][0]
-    assert set(row) == {"image", "psnr_db", "ssim", "max_abs_err", "delta_e00", "nonfinite", "clipped_new"}
+    assert set(row) == {"image", "psnr_db", "ssim", "max_abs_err", "delta_e00", "nonfinite", "clipped_new",
+                        "std_ratio", "mean_shift", "sanity"}  # the last three: output-sanity checks (eval/sanity.py)
+    assert row["sanity"] == [] and data["summary"]["sanity_passed"] is True
     # fp32 ONNX is bit-exact with the PyTorch reference here: capped PSNR, zero colour difference
     assert data["summary"]["psnr_db_min"] >= 60 and data["summary"]["delta_e00_mean"] < 0.01
     assert data["latency"]["bundle_ms_p50"] > 0 and data["latency"]["reference_ms_p50"] > 0
@@ -97,8 +99,10 @@ def test_nan_bundle_is_caught_by_max_nonfinite(good_bundle, tmp_path):
     res = _eval(broken, "--max-nonfinite", "0")
     assert res.exit_code == 1, res.output
     assert "non-finite output values > 0" in res.output
-    # without the gate the same bundle is reported but does not fail
-    assert _eval(broken).exit_code == 0
+    # without the gate the output-sanity check (always on) still fails it, naming each image
+    res = _eval(broken)
+    assert res.exit_code == 1, res.output
+    assert len(re.findall(r"✗ \S+: sanity: non-finite output \(\d+ NaN/inf values\)", res.output)) == 3, res.output
 
 
 def test_policy_file_applies_per_bundle_thresholds(good_bundle, tmp_path):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from restorekit.core.errors import BadInputError
+from restorekit.eval.sanity import sanity_failures
 
 
 @dataclass(frozen=True)
@@ -112,10 +113,12 @@ def _low(value: float, bound: float) -> bool:
     return not (isinstance(value, (int, float)) and math.isfinite(value)) or value < bound
 
 
-def check(result: dict, gates: Gates, baseline: dict | None = None) -> list[GateFailure]:
-    """Every gate failure of an eval result, one readable line each (empty list: all pass)."""
-    fails: list[GateFailure] = []
+def check(result: dict, gates: Gates, baseline: dict | None = None, sanity: bool = True) -> list[GateFailure]:
+    """Every gate failure of an eval result, one readable line each (empty list: all pass); with
+    ``sanity`` (the default, whatever the gates) also every failed output-sanity check of an
+    image (``eval.sanity``: non-finite, flat or exploding output, colour cast or shift)."""
     rows, s = result["per_image"], result["summary"]
+    fails = [GateFailure(f"sanity: {reason}", image) for image, reason in sanity_failures(rows)] if sanity else []
     if gates.min_psnr is not None:
         fails += [GateFailure(f"PSNR {r['psnr_db']:.2f} dB < {gates.min_psnr:g} dB", r["image"])
                   for r in rows if _low(r["psnr_db"], gates.min_psnr)]

@@ -16,7 +16,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from restorekit.models.loader import FaceNetIO, load_model
+from restorekit.models.io import FaceNetIO
+from restorekit.models.loader import load_model
 
 SHARED_FACES = Path(__file__).resolve().parents[2] / "shared" / "photos" / "faces"
 FULL = os.environ.get("RESTOREKIT_FULL_COVERAGE") == "1"

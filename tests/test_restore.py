@@ -39,14 +39,14 @@ def test_scratched_print_is_repaired_and_logged(tmp_path):
 def test_bw_photo_colorize_is_reported_skipped_and_stays_gray(tmp_path):
     src = SAMPLES / "camera.png"
     out, log = tmp_path / "bw.png", tmp_path / "bw.json"
-    res = runner.invoke(app, ["restore", str(src), "-o", str(out), "--colorize", "--json", str(log),
+    res = runner.invoke(app, ["restore", str(src), "-o", str(out), "--json", str(log),
                               "--stages", "restore", "--scale", "2"])
     assert res.exit_code == 0, res.output
-    assert "colorize skipped: no colorization model" in res.output
     photo = read_image(out)
     assert photo.was_gray and photo.size == (1024, 1024)
     st = _stages(json.loads(log.read_text())["photos"][0])
     assert st["colorize"]["ran"] is False and st["defects"]["ran"] is False
+    assert "no colorization model (pass --colorize BUNDLE" in st["colorize"]["reason"]
 
 
 def test_rgba_keeps_alpha(tmp_path, rgb_photo):

@@ -69,6 +69,51 @@ def test_runtime_runs_onnx_and_tflite_without_torch(edge_bundles, tmp_path, rgb_
         assert np.isfinite(out.rgb).all() and out.rgb.std() > 0.05
 
 
+def test_default_pipeline_runs_from_the_main_job_bundles_without_torch(edge_bundles, tmp_path, rgb_photo):
+    """The main job also bundles the scratch detector: `restore --bundles DIR` on a torch-free box
+    runs every default stage from the bundles, picked by task."""
+    import json
+
+    src = tmp_path / "in.png"
+    write_image(src, rgb_photo[:96, :128])
+    log = tmp_path / "log.json"
+    code = f"""
+        import sys
+        sys.argv = ["restorekit", "restore", {str(src)!r}, "-o", {str(tmp_path / "out.png")!r},
+                    "--bundles", {str(edge_bundles.parent)!r}, "--target", "tflite", "--json", {str(log)!r}]
+        from restorekit.cli.main import main
+        try:
+            main()
+        except SystemExit as e:
+            assert not e.code, e.code
+        assert "torch" not in sys.modules, "a runtime path imported torch"
+        print("NO-TORCH-OK")
+    """
+    res = _run_isolated(code)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "NO-TORCH-OK" in res.stdout
+    st = {s["stage"]: s for s in json.loads(log.read_text())["photos"][0]["stages"]}
+    assert st["defects"]["ran"] and st["defects"]["backend"].startswith("scratch_unet tflite-fp32")
+    assert st["restore"]["ran"] and st["restore"]["backend"].startswith("restorekit-x2 tflite-int8")
+
+
+def test_missing_stage_bundle_names_the_stage_and_the_command(edge_bundles, tmp_path):
+    from typer.testing import CliRunner
+
+    from restorekit.cli.main import app
+
+    only_restorer = tmp_path / "b"
+    only_restorer.mkdir()
+    (only_restorer / "restorekit-x2").symlink_to(edge_bundles)
+    src = tmp_path / "in.png"
+    write_image(src, np.full((32, 32, 3), 0.5, np.float32))
+    res = CliRunner().invoke(app, ["restore", str(src), "-o", str(tmp_path / "o.png"),
+                                   "--bundles", str(only_restorer)])
+    assert res.exit_code == 2
+    assert "no scratch bundle for onnx" in res.output and "defects stage" in res.output
+    assert "restorekit bundle --targets onnx" in res.output
+
+
 def test_blocker_really_blocks():
     res = _run_isolated("import torch")
     assert res.returncode != 0 and "not part of restorekit[runtime]" in res.stderr

@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from restorekit.core.errors import BadInputError
 from restorekit.core.metrics import psnr_from_mse
 from restorekit.core.targets import CALIBRATED, MIN_FIDELITY_DB, PRECISIONS, TARGETS, check_target, targets_for
 from restorekit.quantize.recipe import INT8_FINETUNE, INT8_SPLIT_PRELUS
+from restorekit.runtime.task_io import example_input, viewable
 
 #: Keys every manifest's metrics carry (None when not measured, e.g. Core ML off macOS).
 #: Detector bundles: raw outputs within this of the reference at fp32; at every precision the
@@ -27,7 +28,7 @@ MAX_DETECT_ERR_FP32, MIN_DETECT_IOU = 1e-3, 0.9
 #: fitted inside it and padded.
 DETECT_SIZE = 640
 METRIC_KEYS = ("fidelity_psnr_db", "fidelity_ssim", "max_abs_err", "nonfinite", "latency_ms_p50", "latency_ms_p95",
-               "reference_latency_ms_p50", "device", "validated", "not_validated_reason")
+               "reference_latency_ms_p50", "device", "validated", "not_validated_reason", "sanity_passed")
 
 
 @dataclass
@@ -147,6 +148,12 @@ def build_bundles(
             recipe.check(t, quantizable_layers(loaded.module))
         calib_count = recipe.calibration.get("tiles", calib_count)
     calib = calibration_tiles(calib_dir, tile=size, count=calib_count) if needs_calib else None
+    if calib is None and any(p == "fp16" for _, p in build.pairs):  # a few tiles for fp16's overflow check
+        from restorekit.quantize.fp16 import FP16_CHECK_TILES
+
+        calib = calibration_tiles(calib_dir, tile=size, count=FP16_CHECK_TILES)
+    if calib is not None:  # as the model takes them: gray for a colorizer, with a hole mask for an inpainter
+        calib = [example_input(spec.task, c, seed=i) for i, c in enumerate(calib)]
     split = recipe.split_prelus if recipe is not None else int8_split_prelus
     prepared = None
     if needs_calib and (recipe is None or not recipe.op_names):  # int8 preparations shared by the int8 targets
@@ -226,7 +233,7 @@ class _Validation:
         if task == "detect":
             self.tiles = eval_photos(eval_dir, max_side=size, count=count)
         else:
-            self.tiles = eval_tiles(eval_dir, size=size, count=count)
+            self.tiles = eval_tiles(eval_dir, size=size, count=count, task=task)
             self.refs = [self.reference.run(t.x) for t in self.tiles]
 
 
@@ -291,6 +298,7 @@ def _write_bundles(model_dir: Path, loaded, pairs, options: dict, validation: _V
 def _validate(bundle_dir: Path, manifest: Manifest, tiles, refs, reference, loaded, latency_runs: int, conv=None):
     """Fill ``manifest.metrics``; return (passed, one-line detail, crops for the report)."""
     from restorekit.eval.fidelity import compare, latency_side_by_side
+    from restorekit.eval.sanity import SANITY_BARS
     from restorekit.runtime import load_bundle
 
     bar = MIN_FIDELITY_DB[manifest.precision]
@@ -301,7 +309,7 @@ def _validate(bundle_dir: Path, manifest: Manifest, tiles, refs, reference, load
         from restorekit.runtime.coreml import COREML_NEEDS_MACOS
 
         st = coreml_structure(bundle_dir / manifest.model_file, manifest)
-        sim = _simulate_fp16(loaded.module, tiles, refs) if manifest.precision == "fp16" else None
+        sim = _simulate_fp16(loaded.module, tiles, refs, manifest.recipe) if manifest.precision == "fp16" else None
         if conv is not None and conv.decompressed_weights is not None:
             sim = _simulate_weights(loaded.module, conv.decompressed_weights, tiles, refs)
         if conv is not None and conv.simulation is not None:
@@ -335,12 +343,18 @@ def _validate(bundle_dir: Path, manifest: Manifest, tiles, refs, reference, load
     fid.latency_input = "x".join(str(s) for s in tiles[0].x.shape)
     m.update(fid.to_metrics())
     m.update({"per_image": fid.per_image, "device": bundle.session.device, "reference_device": reference.device,
-              "validated": True, "not_validated_reason": None, "min_fidelity_db": bar})
-    passed = fid.nonfinite == 0 and fid.fidelity_psnr_db >= bar
+              "validated": True, "not_validated_reason": None, "min_fidelity_db": bar,
+              "sanity_bars": asdict(SANITY_BARS)})
+    # an output-sanity failure (flat, noise, colour cast; eval/sanity.py) fails the bundle like a missed bar
+    passed = fid.nonfinite == 0 and fid.fidelity_psnr_db >= bar and bool(fid.sanity_passed)
     mark = "✓" if passed else "✗"
     detail = f"{mark} PSNR {fid.fidelity_psnr_db:.1f} dB (bar {bar:.0f}), max |diff| {fid.max_abs_err:.2e}"
+    bad = fid.sanity_failures
+    detail += f", sanity ✗ {bad[0]}" + (f" (+{len(bad) - 1} more)" if len(bad) > 1 else "") if bad else ", sanity ✓"
     out = bundle.session.run(tiles[0].x)
-    crops = {"input": tiles[0].x, "reference": refs[0], "bundle": out}
+    x = tiles[0].x
+    crops = {"input": viewable(manifest.task, x), "reference": viewable(manifest.task, refs[0], x),
+             "bundle": viewable(manifest.task, out, x)}
     return passed, detail, crops
 
 
@@ -385,11 +399,12 @@ def _simulated_psnr(net, tiles, refs, half: bool = False) -> float:
     return float(np.mean(vals))
 
 
-def _simulate_fp16(module, tiles, refs) -> float:
-    """PSNR of the PyTorch graph run in fp16 vs fp32: how an fp16 Core ML program behaves numerically."""
-    import copy
+def _simulate_fp16(module, tiles, refs, recipe: dict | None = None) -> float:
+    """PSNR of the PyTorch graph run in fp16 vs fp32: how an fp16 Core ML program behaves numerically,
+    with the modules its fp16 safety check kept in fp32 (``recipe["fp16_kept_float"]``) run in fp32."""
+    from restorekit.quantize.fp16 import half_except
 
-    return _simulated_psnr(copy.deepcopy(module).half().eval(), tiles, refs, half=True)
+    return _simulated_psnr(half_except(module, (recipe or {}).get("fp16_kept_float")), tiles, refs, half=True)
 
 
 def _simulate_module(sim, tiles, refs) -> float:

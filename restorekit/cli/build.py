@@ -56,6 +56,8 @@ def _report(results) -> None:
         if not r.manifest.metrics.get("validated"):
             out_console.print(f"{r.target}-{r.precision}: {r.detail}; {r.manifest.metrics.get('not_validated_reason')}",
                               soft_wrap=True)
+        elif not r.passed:  # why: the bar missed, or an output-sanity check (flat, colour cast) naming the image
+            out_console.print(f"{r.target}-{r.precision}: {r.detail}", soft_wrap=True, highlight=False)
     model_dir = results[0].path.parent
     out_console.print(f"report: {model_dir / 'report.json'}  {model_dir / 'report.html'}")
     failed = [f"{r.target}-{r.precision}" for r in results if not r.passed]
@@ -88,9 +90,14 @@ def bundle(
     int8_range_margin: Int8RangeMarginOpt = 1.0,
     int8_augment: Int8AugmentOpt = None,
 ):
-    """Build validated bundles for every target and precision (the main job)."""
+    """Build validated bundles for every target and precision (the main job). Without MODEL: the
+    built-in restorer, and the shipped scratch detector (fp32) that the default pipeline needs."""
     _build(model, split_list(targets), split_list(precisions), calib, eval_images, out, tile, int8_finetune,
            int8_range_margin, int8_augment)
+    if model is None:  # a torch-free box runs `restore --bundles OUT` with these alone
+        from restorekit.models.builtin import SCRATCH_WEIGHTS
+
+        _build(str(SCRATCH_WEIGHTS), split_list(targets), ["fp32"], calib, eval_images, out, tile, "off")
 
 
 def convert(

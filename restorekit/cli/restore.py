@@ -34,10 +34,10 @@ def _print_restored(logs: list[dict], reference: bool) -> None:
         for col in ("photo", "stage", "edge", "reference", "fidelity", "edge s", "reference s"):
             table.add_column(col, justify="right" if col.endswith(" s") else "left")
         for entry in logs:
-            for st in entry["stages"]:
-                v = st.get("vs_reference")
+            for st, v in ((st, v) for st in entry["stages"] for v in (st.get("vs_reference"), st.get("inpaint_vs_reference"))):
                 if v:
-                    table.add_row(Path(entry["input"]).name, st["stage"], st["backend"], v["backend"], _stage_fidelity(v),
+                    stage = st["stage"] + (" (inpaint, inside the mask)" if v.get("where") else "")
+                    table.add_row(Path(entry["input"]).name, stage, st["backend"], v["backend"], _stage_fidelity(v),
                                   f"{v['edge_seconds']:.2f}", f"{v['reference_seconds']:.2f}")
         out_console.print(table)
 
@@ -53,10 +53,13 @@ def restore(
     sr: Annotated[Optional[str], typer.Option("--sr", help="Super-resolution bundle (or checkpoint) for the sr stage, e.g. a Real-ESRGAN x4 bundle: restoration then runs at the input's size and this model upscales.")] = None,
     stages: Annotated[str, typer.Option("--stages", help="Comma-separated: defects, restore, faces, tone, cast, sr.")] = "defects,restore,faces,tone,cast,sr",
     scale: Annotated[int, typer.Option("--scale", help="Output size: 1 = as the input, 2 = twice (the built-in model), up to the --sr model's scale.")] = 1,
-    colorize: Annotated[bool, typer.Option("--colorize", help="Colorize (needs a colorization model: none ships yet; the stage is then reported skipped).")] = False,
+    colorize: Annotated[Optional[str], typer.Option("--colorize", help="Colorizer bundle (or checkpoint): DDColor. Colorizes photos assessed black-and-white or sepia (colour photos are left as they are, with the reason in the log).")] = None,
+    inpainter: Annotated[Optional[str], typer.Option("--inpainter", help="Inpainting bundle (or checkpoint): LaMa. Fills the scratch mask instead of OpenCV Telea; only masked pixels change.")] = None,
     compare: Annotated[Optional[Path], typer.Option("--compare", help="Also write original | result side by side (single photo).")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the log of every stage as JSON.")] = None,
-    reference: Annotated[bool, typer.Option("--reference", help="Also run the restoration, scratch-detection, face-detection and sr stages with their full-precision PyTorch references; report each stage's fidelity and latency.")] = False,
+    reference: Annotated[bool, typer.Option("--reference", help="Also run the restoration, scratch-detection, inpainting, face-detection, sr and colorize stages with their full-precision PyTorch references; report each stage's fidelity and latency.")] = False,
+    bundles: Annotated[Optional[Path], typer.Option("--bundles", help="A folder of bundles (the output of `restorekit bundle --out DIR`): each stage not given explicitly takes its bundle from it by task, for --target; what an edge box with only restorekit[runtime] runs.")] = None,
+    target: Annotated[str, typer.Option("--target", help="With --bundles: the target whose bundles to run (onnx, tflite, coreml).")] = "onnx",
     provider: ProviderOpt = "cpu",
     threads: ThreadsOpt = None,
 ):
@@ -70,19 +73,21 @@ def restore(
     from restorekit.restore.models import load_pipeline_models
     from restorekit.restore.pipeline import RestoreOptions
 
-    opts = RestoreOptions(stages=tuple(split_list(stages) or ()), scale=scale, colorize=colorize, face_strength=strength)
+    opts = RestoreOptions(stages=tuple(split_list(stages) or ()), scale=scale, colorize=colorize is not None,
+                          face_strength=strength)
     jobs = plan_jobs(input, output, compare)
     if json_path is not None:
         check_writable_path(json_path)
     models = load_pipeline_models(opts, restorer=bundle, detector=detector, face_detector=face_detector,
                                   face_restorer=face_model, upscaler=sr, reference=reference, provider=provider,
-                                  threads=threads)
+                                  threads=threads, colorizer=colorize, inpainter=inpainter,
+                                  bundles=None if bundles is None else str(bundles), target=target)
     with Progress(console=err_console, transient=True) as progress:
         task = progress.add_task("restore", total=len(jobs.pairs))
 
         def done(src: Path, entry: dict | None) -> None:
             for st in (entry or {}).get("stages", ()):
-                if st["stage"] == "colorize" and colorize:
+                if st["stage"] == "colorize" and colorize and not st["ran"]:
                     err_console.print(f"{src.name}: colorize skipped: {st['reason']}")
             progress.advance(task)
 

@@ -38,6 +38,14 @@ class Converted:
     simulation: Any = None  # Core ML w8a8: the PyTorch model computing what the program computes
 
 
+def input_contract(spec, layout: str, size: int | None) -> TensorContract:
+    """The input tensor contract of ``spec``'s model for a target ``layout`` and input ``size``
+    (None = dynamic): RGB in [0, 1], with the hole mask as a 4th channel for inpainting."""
+    shape = [1, size, size, spec.in_channels] if layout == "NHWC" else [1, spec.in_channels, size, size]
+    order = "RGBM" if spec.task == "inpaint" else "RGB"
+    return TensorContract(name="input", layout=layout, dtype="float32", shape=shape, color_order=order)
+
+
 def output_contract(spec, layout: str, size: int | None) -> TensorContract:
     """The output tensor contract of ``spec``'s model for a target ``layout`` and input ``size``
     (None = dynamic): an image at ``scale`` x, or a detector's raw ``[1, priors, values]``."""
@@ -46,7 +54,8 @@ def output_contract(spec, layout: str, size: int | None) -> TensorContract:
                               value_range=None, color_order="none")
     side = size * spec.scale if size else None
     shape = [1, side, side, spec.out_channels] if layout == "NHWC" else [1, spec.out_channels, side, side]
-    return TensorContract(name="output", layout=layout, dtype="float32", shape=shape)
+    order = "ab" if spec.task == "colorize" else "RGB"  # colorize: CIELAB (a*, b*) as (ab + 128) / 255
+    return TensorContract(name="output", layout=layout, dtype="float32", shape=shape, color_order=order)
 
 
 def recipe_for(precision: str, budget_psnr: float | None = None):

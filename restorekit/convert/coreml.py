@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from restorekit.bundle.manifest import TensorContract
-from restorekit.convert import Converted
+from restorekit.convert import Converted, input_contract, output_contract
 from restorekit.core.errors import require
 from restorekit.models.spec import ModelSpec
 
@@ -35,6 +34,10 @@ def convert(model: torch.nn.Module, spec: ModelSpec, out_path: Path, precision: 
     with torch.inference_mode():
         traced = torch.jit.trace(model.eval(), x)
     compute = ct.precision.FLOAT32 if recipe is None else ct.precision.FLOAT16
+    if recipe is not None and recipe.fp16_keep_float:  # the fp16 safety check's layers stay fp32 (quantize.fp16)
+        from restorekit.quantize.fp16 import coreml_compute_precision
+
+        compute = coreml_compute_precision(recipe.fp16_keep_float)
     mlmodel = ct.convert(
         traced,
         inputs=[ct.TensorType(name="input", shape=tuple(x.shape), dtype=np.float32)],
@@ -55,7 +58,5 @@ def convert(model: torch.nn.Module, spec: ModelSpec, out_path: Path, precision: 
         weights = qcoreml.decompressed_weights(mlmodel)
     mlmodel.short_description = f"restorekit {spec.name} ({spec.architecture}, x{spec.scale}, {precision})"
     mlmodel.save(str(out_path))
-    contract_in = TensorContract(name="input", layout="NCHW", dtype="float32", shape=[1, spec.in_channels, size, size])
-    contract_out = TensorContract(name="output", layout="NCHW", dtype="float32",
-                                  shape=[1, spec.out_channels, size * spec.scale, size * spec.scale])
+    contract_in, contract_out = input_contract(spec, "NCHW", size), output_contract(spec, "NCHW", size)
     return Converted(out_path, contract_in, contract_out, applied, decompressed_weights=weights, simulation=simulation)

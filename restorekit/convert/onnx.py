@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from restorekit.bundle.manifest import TensorContract
-from restorekit.convert import Converted, output_contract
+from restorekit.convert import Converted, input_contract, output_contract
 from restorekit.models.spec import ModelSpec
 
 OPSET = 18
@@ -70,9 +70,7 @@ def convert(model: torch.nn.Module, spec: ModelSpec, out_path: Path, precision: 
     from restorekit.quantize.recipe import quantizable_layers
 
     def contracts(size: int | None) -> tuple[TensorContract, TensorContract]:
-        shape = [1, spec.in_channels, size, size]
-        return (TensorContract(name="input", layout="NCHW", dtype="float32", shape=shape),
-                output_contract(spec, "NCHW", size))
+        return input_contract(spec, "NCHW", size), output_contract(spec, "NCHW", size)
 
     recipe = recipe or recipe_for(precision)
     if recipe is None:

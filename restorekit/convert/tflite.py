@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from restorekit.bundle.manifest import TensorContract
-from restorekit.convert import Converted, output_contract
+from restorekit.convert import Converted, input_contract, output_contract
 from restorekit.core.errors import require
 from restorekit.models.spec import ModelSpec
 
@@ -34,7 +33,7 @@ def convert(model: torch.nn.Module, spec: ModelSpec, out_path: Path, precision: 
     from restorekit.quantize.recipe import call_order, quantizable_layers
 
     size = spec.fixed_size or tile
-    contract_in = TensorContract(name="input", layout="NHWC", dtype="float32", shape=[1, size, size, spec.in_channels])
+    contract_in = input_contract(spec, "NHWC", size)
     contract_out = output_contract(spec, "NHWC", size)
     recipe = recipe or recipe_for(precision)
     if recipe is None:

@@ -9,14 +9,16 @@ latency of bundle and reference side by side. The result is a JSON-ready dict wi
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from restorekit import __version__
 from restorekit.core.errors import BadInputError
+from restorekit.runtime.task_io import viewable
 from restorekit.eval.fidelity import EvalTile, eval_tiles, fidelity_row, latency_side_by_side
+from restorekit.eval.sanity import SANITY_BARS, sanity_summary
 from restorekit.core.metrics import psnr, ssim
 from restorekit.runtime.session import Session
 
@@ -47,7 +49,7 @@ def _hwc(x: np.ndarray) -> np.ndarray:
 
 
 def summarize(rows: list[dict]) -> dict:
-    """Mean / worst over the per-image rows."""
+    """Mean / worst over the per-image rows, with the output-sanity extremes and verdict."""
     col = lambda k: np.array([r[k] for r in rows], dtype=np.float64)  # noqa: E731
     return {
         "images": len(rows),
@@ -60,6 +62,7 @@ def summarize(rows: list[dict]) -> dict:
                            if (de := [r["delta_e00"] for r in rows if r["delta_e00"] is not None]) else None),
         "nonfinite": int(col("nonfinite").sum()),
         "clipped_new": int(col("clipped_new").sum()),
+        **sanity_summary(rows),
     }
 
 
@@ -93,7 +96,8 @@ def quality_rows(session: Session, reference: Session, folder: Path, scale: int,
 def evaluate(session: Session, reference: Session, images: Path, *, bundle_info: dict, size: int,
              count: int = 8, scale: int = 1, quality: bool = False, runs: int = 10) -> EvalRun:
     """Run ``session`` and ``reference`` on crops of ``images``; return the eval payload."""
-    tiles: list[EvalTile] = eval_tiles(images, size=size, count=count)
+    task = bundle_info.get("task", "restore")
+    tiles: list[EvalTile] = eval_tiles(images, size=size, count=count, task=task)
     rows, panels = [], []
     for tile in tiles:
         ref = reference.run(tile.x)
@@ -101,7 +105,8 @@ def evaluate(session: Session, reference: Session, images: Path, *, bundle_info:
         if out.shape != ref.shape:
             raise BadInputError(f"bundle output shape {out.shape} differs from the reference {ref.shape}")
         rows.append(fidelity_row(tile.name, _hwc(out), _hwc(ref)))
-        panels.append(Panel(tile.name, _hwc(tile.x), _hwc(ref), _hwc(out)))
+        panels.append(Panel(tile.name, _hwc(viewable(task, tile.x)), _hwc(viewable(task, ref, tile.x)),
+                            _hwc(viewable(task, out, tile.x))))
     (p50, p95), (r50, r95) = latency_side_by_side(session, reference, tiles[0].x, runs=runs)
     data = {
         "schema_version": EVAL_SCHEMA_VERSION,
@@ -138,7 +143,8 @@ def evaluate_bundle(bundle, images: Path, *, reference: str | None = None, gates
     """Evaluate a loaded bundle (``runtime.load_bundle``) against its reference checkpoint (default:
     the one it was made from) on crops of ``images`` (default side: the bundle's tile), check
     ``gates`` (an :class:`~restorekit.eval.gates.Gates`) and the ``baseline`` result file; the
-    run's data records the gates. Returns the run and the gate failures."""
+    run's data records the gates. The output-sanity checks (``eval.sanity``) always apply.
+    Returns the run and the gate failures."""
     from restorekit.eval.gates import Gates, check, load_result
     from restorekit.models.loader import default_reference, load_model
     from restorekit.models.reference import TorchSession
@@ -154,5 +160,6 @@ def evaluate_bundle(bundle, images: Path, *, reference: str | None = None, gates
                       quality=clean, runs=runs)
     failures = check(result.data, gates, old)
     result.data["gates"] = {"thresholds": gates.active(), "baseline": str(baseline) if baseline else None,
-                            "passed": not failures, "failures": [str(f) for f in failures]}
+                            "passed": not failures, "failures": [str(f) for f in failures],
+                            "sanity_bars": asdict(SANITY_BARS)}
     return result, failures

@@ -11,7 +11,9 @@ import numpy as np
 from restorekit.core.errors import BadInputError
 from restorekit.core.metrics import delta_e00, max_abs_err, new_clipped, nonfinite, psnr, ssim
 from restorekit.core.image import list_images, read_image
+from restorekit.eval.sanity import sanity_row, sanity_summary
 from restorekit.runtime.session import Session
+from restorekit.runtime.task_io import example_input
 from restorekit.runtime.tiling import pad_to
 
 
@@ -39,15 +41,18 @@ def _eval_inputs(folder: str | Path, count: int, prepare) -> list[EvalTile]:
     return out
 
 
-def eval_tiles(folder: str | Path, size: int, count: int = 8) -> list[EvalTile]:
-    """Centre crops of ``size`` x ``size`` from up to ``count`` photos in ``folder``."""
+def eval_tiles(folder: str | Path, size: int, count: int = 8, task: str = "restore") -> list[EvalTile]:
+    """Centre crops of ``size`` x ``size`` from up to ``count`` photos in ``folder``, as the input
+    a ``task`` model takes (``runtime.task_io.example_input``: gray for colorize, + a scratch mask
+    for inpaint)."""
 
     def crop(rgb):
         rgb = pad_to(rgb, size, size)
         y, x = (rgb.shape[0] - size) // 2, (rgb.shape[1] - size) // 2
         return rgb[y : y + size, x : x + size]
 
-    return _eval_inputs(folder, count, crop)
+    tiles = _eval_inputs(folder, count, crop)
+    return [EvalTile(t.name, example_input(task, t.x, seed=i)) for i, t in enumerate(tiles)]
 
 
 def eval_photos(folder: str | Path, max_side: int, count: int = 8) -> list[EvalTile]:
@@ -78,6 +83,13 @@ class Fidelity:
     reference_latency_ms_p50: float = float("nan")
     reference_latency_ms_p95: float = float("nan")
     latency_input: str = ""
+    # output-sanity checks (eval/sanity.py): extremes over the images and the verdict
+    std_ratio_min: float | None = None
+    std_ratio_max: float | None = None
+    mean_shift_max: float | None = None  # None: not a 3-channel output
+    delta_e00_max: float | None = None
+    sanity_passed: bool | None = None
+    sanity_failures: list[str] = field(default_factory=list)
 
     def to_metrics(self) -> dict:
         """The manifest ``metrics`` keys of this comparison."""
@@ -86,18 +98,33 @@ class Fidelity:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
 
 
+#: A reference output whose values reach beyond this is not pixels (a randomly initialised
+#: network, as the coverage runs use): its PSNR is taken with its own peak instead of 1.
+PIXEL_PEAK_LIMIT = 2.0
+
+
+def psnr_peak(ref: np.ndarray) -> float:
+    """The peak PSNR is measured against: 1 for pixels, max |reference| for a reference far outside them."""
+    top = float(np.abs(ref).max()) if ref.size else 1.0
+    return top if top > PIXEL_PEAK_LIMIT else 1.0
+
+
 def fidelity_row(name: str, out: np.ndarray, ref: np.ndarray) -> dict:
-    """Per-image fidelity of a bundle output against the reference output (HxWx3 floats)."""
+    """Per-image fidelity of a bundle output against the reference output (HxWxC floats), with
+    the output-sanity values and failed checks (``eval.sanity.sanity_row``)."""
     nf = nonfinite(out)
     clean = np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0)
+    peak = psnr_peak(ref)
+    de = delta_e00(clean, ref)
     return {
         "image": name,
-        "psnr_db": round(psnr(clean, ref), 3),
+        "psnr_db": round(psnr(clean, ref, peak=peak), 3),
         "ssim": round(ssim(clean, ref), 5),
         "max_abs_err": round(max_abs_err(clean, ref), 6),
-        "delta_e00": None if (de := delta_e00(clean, ref)) is None else round(de, 4),
+        "delta_e00": None if de is None else round(de, 4),
         "nonfinite": nf,
         "clipped_new": new_clipped(out, ref),
+        **sanity_row(clean, ref, nonfinite=nf, delta_e00=de, peak=peak),
     }
 
 
@@ -114,6 +141,8 @@ def compare(session: Session, tiles: list[EvalTile], references: list[np.ndarray
     res.fidelity_ssim = float(np.mean([r["ssim"] for r in res.per_image]))
     res.max_abs_err = float(np.max([r["max_abs_err"] for r in res.per_image]))
     res.nonfinite = int(sum(r["nonfinite"] for r in res.per_image))
+    for key, value in sanity_summary(res.per_image).items():
+        setattr(res, key, value)
     return res
 
 

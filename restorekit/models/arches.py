@@ -6,10 +6,18 @@ initialised), restorekit's own students, or a real checkpoint from ``../shared/w
 for fast tests; ``small=False`` the published one. Which targets are expected to convert is data
 (``expect``): ``ok`` (>= 60 dB vs PyTorch), ``fail`` (the converter raises ConversionError),
 ``bad`` (converts, but the file does not load/run or misses 60 dB).
+
+:meth:`Arch.save_checkpoint` writes an instance's weights as a file laid out like the official
+checkpoint (the inner network's state dict, under the official file's wrapper key): what a user
+gives ``restorekit bundle``. The coverage script and ``tests/test_loader_path.py`` go through
+``models.loader.load_model`` (spandrel detection) with it. Every small configuration is one spandrel
+detects except GFPGAN's (``small_loadable``): spandrel builds GFPGANv1Clean at its published
+configuration whatever the state dict holds.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -24,21 +32,9 @@ WEIGHTS = SHARED / "weights"
 
 def _face(model: nn.Module, arch: str) -> nn.Module:
     """A face network as restorekit loads it: [0, 1] io, call options fixed (``models.loader``)."""
-    from restorekit.models.loader import FACE_CALL_KWARGS, FaceNetIO
+    from restorekit.models.io import FACE_CALL_KWARGS, FaceNetIO
 
     return FaceNetIO(model, **FACE_CALL_KWARGS[arch])
-
-
-class MaskedInput(nn.Module):
-    """LaMa behind one 4-channel input: RGB + mask (1 = hole)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        """Run the wrapped model on the image with an empty mask."""
-        return self.model(x[:, :3], x[:, 3:4])
 
 
 @dataclass(frozen=True)
@@ -48,7 +44,7 @@ class Arch:
     name: str
     task: str
     scale: int
-    builder: Callable[[bool], nn.Module]
+    builder: Callable[[bool], nn.Module] | None  # None: ``weights`` is loaded
     licence: str
     in_channels: int = 3
     out_channels: int = 3
@@ -59,10 +55,23 @@ class Arch:
     published_fast: bool = False  # the published config converts in reasonable time on 2 CPU cores
     expect: dict[str, str] = field(default_factory=dict)  # target -> ok | fail | bad
     path: str = ""  # recommended route where a target fails
-    real_weights: bool = False
+    weights: str = ""  # a real checkpoint (a path, or "default": the built-in model) instead of a builder
+    checkpoint: tuple[str, str] = ("", "")  # file names like the official ones: (small config, published)
+    wrap: str = ""  # the official file's top-level key around the state dict ("params_ema", "params"; "": none)
+    small_loadable: bool = True  # spandrel detects the small configuration from its state dict
+
+    @property
+    def real_weights(self) -> bool:
+        """The entry is a real checkpoint (loaded), not a randomly initialised architecture."""
+        return bool(self.weights)
 
     def build(self, small: bool = True) -> nn.Module:
-        """A randomly initialised instance (``small``: a reduced configuration for tests)."""
+        """A randomly initialised instance (``small``: a reduced configuration for tests), or the
+        loaded real checkpoint."""
+        if self.weights:
+            from restorekit.models.loader import load_model
+
+            return load_model(self.weights).module
         return self.builder(small).eval().float()
 
     def spec(self, small: bool = True) -> ModelSpec:
@@ -71,6 +80,31 @@ class Arch:
         return ModelSpec(name=self.name, architecture=self.name, task=self.task, scale=self.scale,
                          in_channels=self.in_channels, out_channels=self.out_channels, fixed_size=fixed,
                          multiple_of=self.multiple_of, licence=self.licence)
+
+    def save_checkpoint(self, model: nn.Module, folder: Path, small: bool = True) -> str:
+        """Write ``model`` (an instance of :meth:`build`) to ``folder`` as a file laid out like the
+        official checkpoint and return its path, for ``load_model`` / ``restorekit bundle``: the
+        network inside restorekit's io wrapper, under the official wrapper key; restorekit's students
+        as safetensors with the trainer's metadata. Real checkpoints return their own reference."""
+        import torch
+
+        from restorekit.models.io import ColorizerIO, FaceNetIO, MaskedInput
+
+        if self.weights:
+            return self.weights
+        net = model.model if isinstance(model, (FaceNetIO, ColorizerIO, MaskedInput)) else model
+        sd = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
+        out = Path(folder) / self.checkpoint[0 if small else 1]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix == ".safetensors":  # restorekit's own students: the metadata rebuilds the network
+            from safetensors.torch import save_file
+
+            meta = {"architecture": type(net).__name__, "task": self.task, "scale": str(self.scale),
+                    "config": json.dumps(net.config)}
+            save_file(sd, str(out), metadata=meta)
+        else:
+            torch.save({self.wrap: sd} if self.wrap else sd, str(out))
+        return str(out)
 
 
 def _esrgan(small):
@@ -84,7 +118,7 @@ def _swinir(small):
 
     if small:
         return SwinIR(img_size=32, embed_dim=24, depths=[2], num_heads=[2], window_size=8, mlp_ratio=2.0,
-                      upscale=2, upsampler="pixelshuffle", drop_path_rate=0.0)
+                      upscale=4, upsampler="pixelshuffle", drop_path_rate=0.0)
     # classical SR x4 (001_classicalSR_DF2K_s64w8_SwinIR-M_x4)
     return SwinIR(img_size=64, embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, window_size=8, mlp_ratio=2.0,
                   upscale=4, upsampler="pixelshuffle", drop_path_rate=0.0)
@@ -122,31 +156,28 @@ def _codeformer(small):
     from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
 
     if small:
-        return _face(CodeFormer(dim_embd=64, n_head=2, n_layers=1, codebook_size=64), "CodeFormer")
+        # n_head stays the published 8: spandrel cannot read it from the weights and assumes 8
+        return _face(CodeFormer(dim_embd=64, n_head=8, n_layers=1, codebook_size=64), "CodeFormer")
     return _face(CodeFormer(), "CodeFormer")
 
 
 def _ddcolor(small):
     from spandrel_extra_arches.architectures.DDColor import DDColor
 
+    from restorekit.models.io import ColorizerIO
+
     if small:
-        return DDColor(encoder_name="convnext-t", input_size=(64, 64), nf=512, num_output_channels=2,
-                       num_queries=16, dec_layers=1)
-    return DDColor(encoder_name="convnext-l", input_size=(512, 512), nf=512, num_output_channels=2)
+        return ColorizerIO(DDColor(encoder_name="convnext-t", input_size=(64, 64), nf=512, num_output_channels=2,
+                                   num_queries=16, dec_layers=1))
+    return ColorizerIO(DDColor(encoder_name="convnext-l", input_size=(512, 512), nf=512, num_output_channels=2))
 
 
 def _lama(small):
     from spandrel.architectures.LaMa import LaMa
 
+    from restorekit.models.io import MaskedInput
+
     return MaskedInput(LaMa(in_nc=4, out_nc=3))  # no configuration knobs: the published big-lama generator
-
-
-def _loaded(ref):
-    def build(small):
-        from restorekit.models.loader import load_model
-
-        return load_model(ref).module
-    return build
 
 
 def _student(small):
@@ -161,41 +192,50 @@ _FACE_PATH = ("TFLite: style-code flatten .view -> .reshape (channels-last strid
 
 ARCHES: dict[str, Arch] = {a.name: a for a in [
     Arch("RRDBNet", "sr", 4, _esrgan, "Apache-2.0 (ESRGAN / Real-ESRGAN)", io="any size", expect=dict(_RUN),
-         path="distill to an edge student (16.7 GMAC/MP is too heavy for phones)"),
+         path="distill to an edge student (16.7 GMAC/MP is too heavy for phones)",
+         checkpoint=("RRDB_ESRGAN_x4.pth",) * 2),
     Arch("SwinIR", "sr", 4, _swinir, "Apache-2.0", multiple_of=8, io="window 8: H, W padded to a multiple of 8",
-         expect=dict(_RUN), path="distill to an edge student"),
+         expect=dict(_RUN), path="distill to an edge student",
+         checkpoint=("002_lightweightSR_DIV2K_s64w8_SwinIR-S_x4.pth", "001_classicalSR_DF2K_s64w8_SwinIR-M_x4.pth"),
+         wrap="params"),
     Arch("NAFNet", "restore", 1, _nafnet, "MIT", multiple_of=16, io="H, W multiple of 2^(levels)",
          expect={"onnx": "ok", "tflite": "ok", "coreml": "fail"},
-         path="Core ML: replace the LayerNorm2d autograd Function (PythonOp) by plain ops"),
+         path="Core ML: replace the LayerNorm2d autograd Function (PythonOp) by plain ops",
+         checkpoint=("NAFNet-SIDD-width32.pth",) * 2, wrap="params"),
     Arch("SCUNet", "restore", 1, _scunet, "Apache-2.0", multiple_of=64, io="H, W multiple of 64 (window 8, 3 downs)",
-         expect=dict(_RUN), path="rewrite the masked window assignment as a constant additive mask"),
+         expect=dict(_RUN), path="rewrite the masked window assignment as a constant additive mask",
+         checkpoint=("scunet_color_real_psnr.pth",) * 2),
     Arch("Compact", "sr", 4, _compact, "BSD-3-Clause (Real-ESRGAN)", io="any size", published_fast=True,
-         expect=dict(_RUN)),
+         expect=dict(_RUN), checkpoint=("realesr-general-x4v3.pth",) * 2, wrap="params"),
     Arch("GFPGAN", "face", 1, _gfpgan, "Apache-2.0 (+ StyleGAN2 NVIDIA licence parts)", fixed_size=512,
          small_fixed_size=64, io="aligned face 512x512 in [0, 1] (network works in [-1, 1]); stored noise, no RGB pyramid",
-         expect={"onnx": "ok", "tflite": "fail", "coreml": "ok"}, path=_FACE_PATH),
+         expect={"onnx": "ok", "tflite": "fail", "coreml": "ok"}, path=_FACE_PATH,
+         checkpoint=("GFPGANv1.4.pth",) * 2, wrap="params_ema", small_loadable=False),
     Arch("CodeFormer", "face", 1, _codeformer, "S-Lab License 1.0 (non-commercial)", fixed_size=512,
          io="aligned face 512x512 in [0, 1] (network works in [-1, 1]); fidelity weight w=0.5 baked in",
          expect={"onnx": "ok", "tflite": "fail", "coreml": "fail"},
          path="codebook lookup (argmin + scatter one-hot) -> gather rewrite, or distill to an edge face student "
-              "(the licence is non-commercial anyway)"),
+              "(the licence is non-commercial anyway)",
+         checkpoint=("codeformer.pth",) * 2, wrap="params_ema"),
     Arch("DDColor", "colorize", 1, _ddcolor, "Apache-2.0", out_channels=2, fixed_size=512, small_fixed_size=64,
-         io="gray RGB (L only) at input_size; outputs ab at input_size, merged with full-res L outside",
-         expect=dict(_RUN), path="export the network only; Lab merge in the runtime"),
+         io="gray RGB (L only) at input_size; outputs (ab + 128) / 255 at input_size, merged with full-res L outside",
+         expect=dict(_RUN), path="export the network only; Lab merge in the runtime",
+         checkpoint=("ddcolor_paper_tiny.pth", "ddcolor_modelscope.pth")),
     Arch("LaMa", "inpaint", 1, _lama, "Apache-2.0", in_channels=4, multiple_of=8,
          io="RGB + mask (1 = hole) as 4 channels; H, W multiple of 8; FFT (rfftn) in every FFC block",
          expect={"onnx": "ok", "tflite": "fail", "coreml": "ok"},
-         path="rfftn norm='ortho' -> unnormalised FFT + explicit scale, or DFT-as-matmul at a fixed tile"),
-    Arch("Compact-animevideov3", "sr", 4, _loaded(WEIGHTS / "realesr-animevideov3.pth"), "BSD-3-Clause",
-         io="real weights", published_fast=True, expect=dict(_RUN), real_weights=True),
-    Arch("RetinaFace-mnet0.25", "detect", 1, _loaded(WEIGHTS / "retinaface_mobilenet0.25.pth"), "MIT",
+         path="rfftn norm='ortho' -> unnormalised FFT + explicit scale, or DFT-as-matmul at a fixed tile",
+         checkpoint=("big-lama.pth",) * 2),
+    Arch("Compact-animevideov3", "sr", 4, None, "BSD-3-Clause", io="real weights", published_fast=True,
+         expect=dict(_RUN), weights=str(WEIGHTS / "realesr-animevideov3.pth")),
+    Arch("RetinaFace-mnet0.25", "detect", 1, None, "MIT",
          out_channels=16, io="real weights; output [1, P, 16] raw priors", published_fast=True,
-         expect={"onnx": "ok", "tflite": "ok", "coreml": "fail"}, real_weights=True,
+         expect={"onnx": "ok", "tflite": "ok", "coreml": "fail"}, weights=str(WEIGHTS / "retinaface_mobilenet0.25.pth"),
          path="Core ML: detect task not enabled for the coreml target"),
-    Arch("edge-s-x4", "sr", 4, _student, "Apache-2.0 (restorekit)", published_fast=True, expect=dict(_RUN)),
-    Arch("restorekit-x2", "sr", 2, _loaded("default"), "Apache-2.0 (restorekit)", published_fast=True,
-         expect=dict(_RUN), real_weights=True),
-    Arch("ScratchUNet", "scratch", 1, _loaded(Path(__file__).parent / "weights" / "scratch_unet.safetensors"),
-         "Apache-2.0 (restorekit)", out_channels=1, multiple_of=4, published_fast=True, expect=dict(_RUN),
-         real_weights=True),
+    Arch("edge-s-x4", "sr", 4, _student, "Apache-2.0 (restorekit)", published_fast=True, expect=dict(_RUN),
+         checkpoint=("edge-s-x4.safetensors",) * 2),
+    Arch("restorekit-x2", "restore", 2, None, "Apache-2.0 (restorekit)", published_fast=True,
+         expect=dict(_RUN), weights="default"),
+    Arch("ScratchUNet", "scratch", 1, None, "Apache-2.0 (restorekit)", out_channels=1, multiple_of=4,
+         published_fast=True, expect=dict(_RUN), weights=str(Path(__file__).parent / "weights/scratch_unet.safetensors")),
 ]}

@@ -17,12 +17,15 @@ from torch import nn
 
 from restorekit.core.errors import BadInputError
 from restorekit.core.files import sha256_file
+from restorekit.models.io import FACE_CALL_KWARGS, FACE_SIZE, ColorizerIO, FaceNetIO, MaskedInput
 from restorekit.models.spec import ModelSpec
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors", ".bin")
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net_g", "g_ema")
 DEFAULT_MODEL = "default"
 BUILTIN_NAME = "restorekit-x2"  # bundle directory name of the built-in model
+
+COLORIZER_MULTIPLE_OF = 32  # DDColor's ConvNeXt encoder downsamples 32x
 
 # spandrel's purpose -> our task names
 _PURPOSE_TASK = {"SR": "sr", "Restoration": "restore", "FaceSR": "face", "Inpaint": "inpaint",
@@ -35,27 +38,6 @@ class LoadedModel:
 
     module: nn.Module
     spec: ModelSpec
-
-
-#: Keyword arguments that make a face network deterministic and single-output at export:
-#: GFPGAN's noise injection uses its stored noise buffers (not fresh ``randn`` on every call) and
-#: skips the intermediate RGB pyramid; CodeFormer's fidelity weight ``w`` is baked in at 0.5.
-FACE_CALL_KWARGS = {"GFPGAN": {"return_rgb": False, "randomize_noise": False}, "CodeFormer": {"weight": 0.5}}
-FACE_SIZE = 512
-
-
-class FaceNetIO(nn.Module):
-    """RGB [0, 1] in and out around a face network that works in [-1, 1] and returns
-    ``(image, extras)`` (GFPGAN, CodeFormer), with its call options fixed as constants."""
-
-    def __init__(self, model: nn.Module, **call_kwargs):
-        super().__init__()
-        self.model, self.call_kwargs = model, call_kwargs
-
-    def forward(self, x):
-        """Call the face network with its fixed keyword arguments and return the image only."""
-        y = self.model(x * 2.0 - 1.0, **self.call_kwargs)[0]
-        return ((y + 1.0) * 0.5).clamp(0.0, 1.0)
 
 
 def count_macs(module: nn.Module, in_channels: int = 3, size: int = 64) -> float:
@@ -145,22 +127,35 @@ def _from_spandrel(sd: dict[str, torch.Tensor], path: Path) -> tuple[nn.Module, 
         ) from exc
     except Exception as exc:
         raise BadInputError(f"could not build a model from {path.name}: {str(exc).splitlines()[0][:200]}") from exc
-    if not isinstance(desc, spandrel.ImageModelDescriptor):
-        raise BadInputError(f"{path.name} is a {desc.architecture.name} model, not an image-to-image network")
+    arch = desc.architecture.name
     req = desc.size_requirements
-    model, fixed_size = desc.model, None
-    if desc.purpose == "FaceSR":  # aligned 512x512 faces, [-1, 1] inside the network
-        model = FaceNetIO(model, **FACE_CALL_KWARGS.get(desc.architecture.name, {}))
+    model, fixed_size, multiple_of = desc.model, None, int(req.multiple_of or 1)
+    task = _PURPOSE_TASK.get(desc.purpose, "restore")
+    in_channels, out_channels = int(desc.input_channels), int(desc.output_channels)
+    if isinstance(desc, spandrel.MaskedImageModelDescriptor):  # LaMa: image + hole mask, one 4-channel input
+        model, task, in_channels = MaskedInput(model), "inpaint", in_channels + 1
+    elif arch == "DDColor":
+        # spandrel describes DDColor by its call function (1-channel gray in, RGB out, Lab merge
+        # inside); the network itself takes the gray photo as RGB and predicts a*, b*.
+        if getattr(model, "num_output_channels", 2) != 2:
+            raise BadInputError(f"{path.name} is a DDColor model with {model.num_output_channels} output channels; "
+                                "only the published 2-channel (a*, b*) colorizers are supported")
+        model, task, in_channels, out_channels = ColorizerIO(model), "colorize", 3, 2
+        multiple_of = COLORIZER_MULTIPLE_OF
+    elif not isinstance(desc, spandrel.ImageModelDescriptor):
+        raise BadInputError(f"{path.name} is a {arch} model, not an image-to-image network")
+    elif desc.purpose == "FaceSR":  # aligned 512x512 faces, [-1, 1] inside the network
+        model = FaceNetIO(model, **FACE_CALL_KWARGS.get(arch, {}))
         fixed_size = max(int(req.minimum or 0), FACE_SIZE)
     spec = ModelSpec(
         name=path.stem,
-        architecture=desc.architecture.name,
-        task=_PURPOSE_TASK.get(desc.purpose, "restore"),
+        architecture=arch,
+        task=task,
         scale=int(desc.scale),
-        in_channels=int(desc.input_channels),
-        out_channels=int(desc.output_channels),
+        in_channels=in_channels,
+        out_channels=out_channels,
         fixed_size=fixed_size,
-        multiple_of=int(req.multiple_of or 1),
+        multiple_of=multiple_of,
         licence=str(getattr(desc.architecture, "licence", "") or "see upstream"),
         tags=list(desc.tags),
     )

@@ -71,7 +71,8 @@ def _restore_one(src: Path, dst: Path, models: PipelineModels, options: RestoreO
     photo = read_image(src)
     result = restore_photo(photo, models.restorer, models.detector, options, on_stage=on_stage,
                            face_detector=models.face_detector, references=models.references,
-                           upscaler=models.upscaler, face_restorer=models.face_restorer)
+                           upscaler=models.upscaler, face_restorer=models.face_restorer,
+                           colorizer=models.colorizer, inpainter=models.inpainter)
     write_photo(dst, result.photo)
     if compare is not None:
         write_image(compare, side_by_side(photo.rgb, result.photo.rgb))

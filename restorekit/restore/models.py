@@ -10,6 +10,43 @@ from restorekit.restore.pipeline import Model, PipelineModels, RestoreOptions, c
 
 #: Tile side of a checkpoint run in PyTorch, per stage task (others: DEFAULT_TILE).
 SCRATCH_TILE, DEFAULT_TILE = 512, 256
+#: ``restore --bundles DIR``: the precision taken when a task has several bundles for the target.
+PRECISION_PREFERENCE = ("int8", "mixed", "fp16", "w8", "fp32")
+#: The pipeline model each bundle task serves, with the option that gives it explicitly.
+TASK_OPTIONS = {"restore": "--bundle", "scratch": "--detector", "detect": "--face-detector", "face": "--face-model",
+                "colorize": "--colorize", "inpaint": "--inpainter"}
+
+
+def bundles_by_task(folder: str | Path, target: str) -> dict[str, Path]:
+    """The bundle of each task under ``folder`` (``<model>/<target>-<precision>/manifest.json``, as
+    ``restorekit bundle --out`` lays them out) for ``target``, in ``PRECISION_PREFERENCE`` order.
+    An SR bundle serves as the restorer when there is no restoration bundle; two models of one
+    task are ambiguous (pass the one to use with its option)."""
+    from restorekit.bundle.manifest import read_manifest
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BadInputError(f"--bundles: not a directory: {folder}")
+    found: dict[str, dict[str, dict[str, Path]]] = {}  # task -> model name -> precision -> bundle
+    for path in sorted(folder.glob(f"*/{target}-*/manifest.json")):
+        try:
+            m = read_manifest(path.parent)
+        except BadInputError:
+            continue  # not a bundle restorekit can read: `restorekit inspect` says why
+        found.setdefault(m.task, {}).setdefault(m.name, {})[m.precision] = path.parent
+    if "restore" not in found and "sr" in found:
+        found["restore"] = found.pop("sr")
+    picked = {}
+    for task, models in found.items():
+        if task not in TASK_OPTIONS:
+            continue
+        if len(models) > 1:
+            raise BadInputError(f"--bundles: {len(models)} {task} models in {folder} ({', '.join(sorted(models))}): "
+                                f"choose one with {TASK_OPTIONS[task]}")
+        (by_precision,) = models.values()
+        order = [p for p in PRECISION_PREFERENCE if p in by_precision] + sorted(by_precision)
+        picked[task] = by_precision[order[0]]
+    return picked
 
 
 def fits_stage(task: str, scale: int, need: str) -> bool:
@@ -36,8 +73,10 @@ def pipeline_model(ref: str | None, task: str, provider: str = "cpu", threads: i
         from restorekit.models.loader import load_model
         from restorekit.models.reference import TorchSession
     except ImportError:
-        raise BadInputError(f"no {task} model: pass a bundle directory (restorekit's own PyTorch weights need "
-                            "restorekit[all])") from None
+        raise BadInputError(f"no {task} model: pass a bundle directory, or `--bundles DIR` with the output of the "
+                            "main job (`restorekit bundle --out DIR` on a machine with restorekit[all] bundles the "
+                            "restorer and the scratch detector); restorekit's own PyTorch weights need "
+                            "restorekit[all]") from None
     if ref is None and task == "scratch":
         from restorekit.models.builtin import SCRATCH_WEIGHTS
 
@@ -52,14 +91,29 @@ def pipeline_model(ref: str | None, task: str, provider: str = "cpu", threads: i
 
 def load_pipeline_models(options: RestoreOptions, restorer: str | None = None, detector: str | None = None,
                          face_detector: str | None = None, face_restorer: str | None = None, upscaler: str | None = None,
-                         reference: bool = False, provider: str = "cpu", threads: int | None = None) -> PipelineModels:
+                         reference: bool = False, provider: str = "cpu", threads: int | None = None,
+                         colorizer: str | None = None, inpainter: str | None = None,
+                         bundles: str | None = None, target: str = "onnx") -> PipelineModels:
     """Load the models the stages in ``options`` need (bundle directories, checkpoints, or None for
-    the built-in ones; a face detector enables the faces stage, an upscaler the sr stage).
+    the built-in ones; a face detector enables the faces stage, an upscaler the sr stage, a
+    colorizer the colorize stage, an inpainter replaces OpenCV's in the defects stage). ``bundles``:
+    a folder of bundles (``restorekit bundle --out``) from which each stage not given explicitly
+    takes its bundle for ``target`` by task (``bundles_by_task``).
 
     ``reference``: also the full-precision reference of each bundle's stage (restore, defects,
     face-detect, sr), in PyTorch from the checkpoint the bundle was made from; a stage already
     run by a PyTorch model is its own reference."""
     wants = options.stages
+    if bundles is not None:
+        found = {task: str(path) for task, path in bundles_by_task(bundles, target).items()}
+        for task, stage in (("restore", "restore"), ("scratch", "defects")):
+            if stage in wants and found.get(task) is None and {"restore": restorer, "scratch": detector}[task] is None:
+                raise BadInputError(f"--bundles: no {task} bundle for {target} in {bundles}, which the {stage} stage "
+                                    f"needs: make it with `restorekit bundle --targets {target} --out {bundles}` "
+                                    f"(the main job), or leave the stage out with --stages")
+        restorer, detector = restorer or found.get("restore"), detector or found.get("scratch")
+        face_detector, face_restorer = face_detector or found.get("detect"), face_restorer or found.get("face")
+        colorizer, inpainter = colorizer or found.get("colorize"), inpainter or found.get("inpaint")
     m = PipelineModels()
     m.restorer = pipeline_model(restorer, "restore", provider, threads) if "restore" in wants else None
     m.detector = pipeline_model(detector, "scratch", provider, threads) if "defects" in wants else None
@@ -71,19 +125,26 @@ def load_pipeline_models(options: RestoreOptions, restorer: str | None = None, d
     m.upscaler = pipeline_model(upscaler, "sr", provider, threads) if upscaler is not None and "sr" in wants else None
     if face_restorer is not None and m.face_detector is not None:
         m.face_restorer = pipeline_model(face_restorer, "face", provider, threads)
+    m.colorizer = pipeline_model(colorizer, "colorize", provider, threads) if colorizer is not None else None
+    if inpainter is not None and "defects" in wants:
+        m.inpainter = pipeline_model(inpainter, "inpaint", provider, threads)
     check_scale(options, m.restorer, m.upscaler)
     if reference:
         for stage, model, ref_of, task in (("restore", m.restorer, restorer, "restore"),
                                            ("defects", m.detector, detector, "scratch"),
                                            ("face-detect", m.face_detector, face_detector, "detect"),
-                                           ("sr", m.upscaler, upscaler, "sr")):
+                                           ("sr", m.upscaler, upscaler, "sr"),
+                                           ("colorize", m.colorizer, colorizer, "colorize"),
+                                           ("inpaint", m.inpainter, inpainter, "inpaint")):
             if model is None:
                 continue
             if ref_of is not None and Path(ref_of).is_dir():  # a bundle: its source checkpoint in PyTorch
                 from restorekit.bundle.manifest import read_manifest
                 from restorekit.models.loader import default_reference
 
-                m.references[stage] = pipeline_model(default_reference(read_manifest(ref_of)), task, "cpu", threads)
+                ref_model = pipeline_model(default_reference(read_manifest(ref_of)), task, "cpu", threads)
+                ref_model.tile, ref_model.overlap = model.tile, model.overlap  # the same windows as the bundle
+                m.references[stage] = ref_model
             else:
                 m.references[stage] = model  # already the full-precision model: the comparison is exact
     return m

@@ -6,7 +6,9 @@ and ``run`` s, or gives the ``reason`` it did not; every stage is logged (what r
 which settings, how long, what it found):
 
 1. ``assess``   damage assessment (``restore.assess``): drives the ``auto`` choices below;
-2. ``defects``  scratch/dust/tear mask from a detector session, filled by OpenCV inpainting;
+2. ``defects``  scratch/dust/tear mask from a detector session, filled by an inpainting model
+                (``--inpainter``: a LaMa bundle; each damaged region cut out with context at
+                the model's tile, only the masked pixels pasted back) or OpenCV Telea;
 3. ``restore``  denoise / deblock / deblur + 2x with a restoration session, tiled;
 4. ``faces``    (given a face detector: a detect bundle or RetinaFace weights) detection,
                 logged as ``face-detect`` and run on the input before ``defects`` so facial
@@ -22,8 +24,11 @@ which settings, how long, what it found):
                 6); sepia and B&W prints keep their tone;
 7. ``sr``       (given an upscaler, ``--sr``) super-resolution by any SR bundle, tiled; the
                 restoration stage then works at the input's size;
-8. ``colorize`` needs a colorization model: none ships with this version, so asking for it logs
-                the stage as skipped with the reason (never silently).
+8. ``colorize`` (given a colorizer, ``--colorize``: a DDColor bundle) on photos assessed
+                black-and-white or sepia: the photo's lightness, rendered as gray RGB at the
+                model's input size, goes to the model; its a*, b* are resized to the photo and
+                merged with the photo's own full-resolution L* (``runtime.task_io``). Colour
+                photos skip it with the reason; asked for without a model, it is logged skipped.
 
 The output keeps the input's alpha (resized with it) and is at ``scale`` x the input (1 = same
 size, a larger result is reduced with area averaging; up to the upscaler's or restorer's scale).
@@ -31,6 +36,7 @@ size, a larger result is reduced with area averaging; up to the upscaler's or re
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -41,7 +47,7 @@ import numpy as np
 from restorekit.core.errors import BadInputError
 from restorekit.core.image import Photo
 from restorekit.restore.assess import Assessment, assess, lab, neutral_cast
-from restorekit.restore.defects import detect_defects, inpaint
+from restorekit.restore.defects import INPAINT_TILE, detect_defects, inpaint, inpaint_with_model
 from restorekit.runtime.detect import Face
 from restorekit.runtime.session import Session
 from restorekit.runtime.tiling import run_tiled
@@ -50,6 +56,8 @@ STAGES = ("defects", "restore", "faces", "tone", "cast", "sr")
 MAX_SCALE = 8
 FADED_RANGE, FLAT_CONTRAST, MAX_TONE_GAIN = 85.0, 18.0, 1.6
 CAST_LIMIT = 6.0
+COLORIZE_TONES = ("bw", "sepia")  # the assessed tones the colorize stage runs on
+COLORIZE_SIDE = 256  # a dynamic-shape colorizer's input side when its manifest gives no tile
 
 
 @dataclass
@@ -159,6 +167,8 @@ class PipelineModels:
     face_detector: Model | None = None
     upscaler: Model | None = None
     face_restorer: Model | None = None
+    colorizer: Model | None = None
+    inpainter: Model | None = None
     references: dict[str, Model] = field(default_factory=dict)
 
 
@@ -295,11 +305,23 @@ class Defects(Stage):
             guarded = {"faces": len(ctx.faces), "pixels_kept": int((mask & guard).sum())}
             mask &= ~guard
         hole = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-        ctx.rgb = inpaint(rgb, hole)
+        filler, vs_inpaint = ctx.models.inpainter, None
+        if filler is None:
+            ctx.rgb, how = inpaint(rgb, hole), "OpenCV Telea, radius 3, mask grown 1 px"
+        else:
+            t1 = time.perf_counter()
+            ctx.rgb = inpaint_with_model(filler.session, rgb, hole, filler.tile or INPAINT_TILE, filler.multiple_of)
+            how = f"{filler.name}, mask grown 1 px"
+            if "inpaint" in ctx.models.references and hole.any():
+                ref = ctx.models.references["inpaint"]
+                vs_inpaint, ref_out = _versus(ref, ctx.rgb[hole], t1, lambda: inpaint_with_model(
+                    ref.session, rgb, hole, filler.tile or INPAINT_TILE, filler.multiple_of)[hole])
+                vs_inpaint["where"] = "inside the mask"
         ctx.found.defects = float(mask.mean())
-        return {"backend": det.name, "settings": {"threshold": threshold, "inpaint": "OpenCV Telea, radius 3, mask grown 1 px"},
+        return {"backend": det.name, "settings": {"threshold": threshold, "inpaint": how},
                 "found": {"coverage": round(ctx.found.defects, 5), "pixels": int(mask.sum()),
-                          "face_features_protected": guarded}, **_with_reference(vs_ref)}
+                          "face_features_protected": guarded}, **_with_reference(vs_ref),
+                **({"inpaint_vs_reference": vs_inpaint} if vs_inpaint else {})}
 
     def reason(self, ctx: Context) -> str | None:
         """Not requested, or no detector."""
@@ -442,17 +464,58 @@ class SuperResolution(Stage):
 
 
 class Colorize(Stage):
-    """Colorization: no model ships with this version, so it never runs; logged as skipped when asked
-    for or when the photo is black-and-white."""
+    """Colorization of a black-and-white or sepia photo by the colorizer (DDColor): its a*, b*
+    merged with the photo's own L*; logged as skipped when asked for without a model, or when
+    the photo is in colour."""
 
     name = "colorize"
 
+    def applies(self, ctx: Context) -> bool:
+        """A colorizer given and the photo assessed black-and-white or sepia."""
+        return ctx.models.colorizer is not None and ctx.found.tone in COLORIZE_TONES
+
+    def run(self, ctx: Context) -> dict:
+        """Predict a*, b* at the model's size from the current image's lightness; merge."""
+        t0 = time.perf_counter()
+        model, stage_in = ctx.models.colorizer, ctx.rgb
+        ctx.rgb = colorize(model, stage_in)
+        ctx.photo = dataclasses.replace(ctx.photo, was_gray=False)  # written as a colour image from now on
+        vs_ref = None
+        if "colorize" in ctx.models.references:
+            ref = ctx.models.references["colorize"]
+            vs_ref = _versus(ref, ctx.rgb, t0, lambda: colorize(ref, stage_in))[0]
+        return {"backend": model.name, "settings": {"model_input": colorizer_side(model),
+                                                    "merge": "model a*b* resized bilinearly + the photo's L*"},
+                "found": {"tone": ctx.found.tone}, **_with_reference(vs_ref)}
+
     def reason(self, ctx: Context) -> str | None:
-        """No model (logged only when asked for or the photo is black-and-white)."""
+        """No model (logged only when asked for or the photo is black-and-white), or a colour photo."""
+        if ctx.models.colorizer is not None:
+            return f"a {ctx.found.tone} photo keeps its colours (colorization runs on bw and sepia photos)"
         if not (ctx.options.colorize or ctx.found.tone == "bw"):
             return None
-        return ("no colorization model available in this version"
+        return ("no colorization model (pass --colorize BUNDLE: a DDColor bundle)"
                 + ("" if ctx.options.colorize else " (the photo is black-and-white)"))
+
+
+def colorizer_side(model: Model) -> tuple[int, int]:
+    """(height, width) the colorizer takes: its fixed input, else its tile."""
+    if model.session.fixed_size is not None:
+        return tuple(model.session.fixed_size)
+    side = model.tile or COLORIZE_SIDE
+    return side, side
+
+
+def colorize(model: Model, rgb: np.ndarray) -> np.ndarray:
+    """``rgb`` colorized: its lightness at the model's size (gray RGB) in, a*b* out, merged with
+    ``rgb``'s own full-resolution L*."""
+    from restorekit.runtime.task_io import gray_rgb, merge_ab
+
+    h, w = colorizer_side(model)
+    small = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    x = np.ascontiguousarray(gray_rgb(small).transpose(2, 0, 1)[None], dtype=np.float32)
+    ab = model.session.run(x)[0].transpose(1, 2, 0)
+    return merge_ab(rgb, ab)
 
 
 #: The stages in the order they run.
@@ -478,7 +541,8 @@ def _finish(ctx: Context) -> Photo:
 def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
                   options: RestoreOptions | None = None, on_stage=None,
                   face_detector: Model | None = None, references: dict | None = None,
-                  upscaler: Model | None = None, face_restorer: Model | None = None) -> RestoreResult:
+                  upscaler: Model | None = None, face_restorer: Model | None = None,
+                  colorizer: Model | None = None, inpainter: Model | None = None) -> RestoreResult:
     """Run the pipeline on one photo; returns the restored photo and the JSON-ready log.
 
     ``on_stage(name)`` is called as each stage starts. ``references`` ({"defects": Model,
@@ -489,7 +553,8 @@ def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
     opts = options or RestoreOptions()
     check_scale(opts, restorer, upscaler)
     models = PipelineModels(restorer=restorer, detector=detector, face_detector=face_detector,
-                            upscaler=upscaler, face_restorer=face_restorer, references=references or {})
+                            upscaler=upscaler, face_restorer=face_restorer, colorizer=colorizer,
+                            inpainter=inpainter, references=references or {})
     ctx = Context(photo, opts, photo.rgb.astype(np.float32), models)
     say = on_stage or (lambda name: None)
     stages: list[dict] = []

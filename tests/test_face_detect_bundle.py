@@ -87,11 +87,17 @@ def test_restore_reference_reports_face_detection(tmp_path, detect_bundles):
     assert "face-detect" in res.output and "faces 4/4 matched" in res.output
 
 
-def test_detector_only_goes_to_targets_that_take_it(tmp_path):
-    res = runner.invoke(app, ["bundle", str(need_shared(WEIGHTS)), "--targets", "coreml", "--out", str(tmp_path / "b"),
-                              "--eval-images", str(SAMPLES)])
-    assert res.exit_code == 2 and "no requested target takes detect models" in res.output
-    assert not (tmp_path / "b").exists()
+def test_detector_bundles_for_core_ml(tmp_path):
+    """Core ML takes detect models: a fixed-size program with the raw [1, priors, 16] output,
+    checked structurally off macOS."""
+    from restorekit.bundle.manifest import read_manifest
+
+    res = runner.invoke(app, ["bundle", str(need_shared(WEIGHTS)), "--targets", "coreml", "--precisions", "fp32",
+                              "--out", str(tmp_path / "b"), "--eval-images", str(SAMPLES)])
+    assert res.exit_code == 0, res.output
+    m = read_manifest(tmp_path / "b" / WEIGHTS.stem / "coreml-fp32")
+    assert m.task == "detect" and m.output.layout == "NPC" and m.input.shape == [1, 3, 640, 640]
+    assert m.metrics["structure_ok"] is True
 
 
 def test_faces_restored_by_the_face_model_given(tmp_path, detect_bundles, edge_bundles):

@@ -177,3 +177,19 @@ def test_split_prelu_leaves_a_functional_relu_net_alone():
     net = _FunctionalRelu()
     new, done = prelu_to_split_relu(net)
     assert done == [] and new.a.out_channels == 4 and max_difference(net, new, torch.randn(1, 3, 8, 8)) == 0.0
+
+
+def test_nafnet_layernorm2d_becomes_plain_ops_and_converts_to_core_ml(tmp_path):
+    """NAFNet's LayerNorm2d is an autograd Function (a PythonOp Core ML cannot convert): the Core
+    ML target's rewrite computes the same values in plain ops, and the program converts."""
+    pytest.importorskip("coremltools")
+    from restorekit.build.convert import convert_model
+    from restorekit.convert.rewrites import layernorm2d_to_plain_ops, max_difference
+    from restorekit.models.arches import ARCHES
+
+    arch = ARCHES["NAFNet"]
+    model = arch.build(small=True)
+    rewritten, done = layernorm2d_to_plain_ops(model)
+    assert len(done) == 10 and max_difference(model, rewritten, torch.rand(1, 3, 32, 32)) < 1e-5
+    conv = convert_model(model, arch.spec(small=True), "coreml", tmp_path, "fp32", tile=32)
+    assert conv.recipe["rewrites"] == {"layernorm2d": 10} and conv.path.exists()

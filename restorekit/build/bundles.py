@@ -309,7 +309,9 @@ def _validate(bundle_dir: Path, manifest: Manifest, tiles, refs, reference, load
         from restorekit.runtime.coreml import COREML_NEEDS_MACOS
 
         st = coreml_structure(bundle_dir / manifest.model_file, manifest)
-        sim = _simulate_fp16(loaded.module, tiles, refs, manifest.recipe) if manifest.precision == "fp16" else None
+        # a detector's refs are whole photos' detections, not pixels: its Core ML bundles are checked structurally
+        simulate = manifest.precision == "fp16" and manifest.task != "detect"
+        sim = _simulate_fp16(loaded.module, tiles, refs, manifest.recipe) if simulate else None
         if conv is not None and conv.decompressed_weights is not None:
             sim = _simulate_weights(loaded.module, conv.decompressed_weights, tiles, refs)
         if conv is not None and conv.simulation is not None:

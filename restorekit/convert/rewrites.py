@@ -174,10 +174,48 @@ def prelu_to_split_relu(model: nn.Module) -> tuple[nn.Module, list[str]]:
     return out, done
 
 
+class PlainLayerNorm2d(nn.Module):
+    """Channel LayerNorm of an NCHW tensor (NAFNet's LayerNorm2d) in plain ops: mean and variance
+    over C, normalise, per-channel affine. NAFNet computes it in a custom autograd Function, which
+    exports as a PythonOp that Core ML cannot convert; the values are the same."""
+
+    def __init__(self, norm: nn.Module):
+        super().__init__()
+        self.weight = nn.Parameter(norm.weight.detach().clone(), requires_grad=False)
+        self.bias = nn.Parameter(norm.bias.detach().clone(), requires_grad=False)
+        self.eps = float(norm.eps)
+
+    def forward(self, x):
+        """(x - mean_C) / sqrt(var_C + eps) * weight + bias."""
+        mu = x.mean(1, keepdim=True)
+        var = (x - mu).pow(2).mean(1, keepdim=True)
+        y = (x - mu) / (var + self.eps).sqrt()
+        return self.weight.view(1, -1, 1, 1) * y + self.bias.view(1, -1, 1, 1)
+
+
+def _is_function_layernorm2d(module: nn.Module) -> bool:
+    """A channel LayerNorm module computed by a custom autograd Function (NAFNet's ``LayerNorm2d``)."""
+    return (type(module).__name__ == "LayerNorm2d" and all(hasattr(module, a) for a in ("weight", "bias", "eps"))
+            and not isinstance(module, PlainLayerNorm2d))
+
+
+def layernorm2d_to_plain_ops(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """Every NAFNet-style ``LayerNorm2d`` (autograd Function) -> :class:`PlainLayerNorm2d`."""
+    out = copy.deepcopy(model)
+    done = []
+    for name, mod in list(out.named_modules()):
+        for child_name, child in list(mod.named_children()):
+            if _is_function_layernorm2d(child):
+                setattr(mod, child_name, PlainLayerNorm2d(child))
+                done.append(f"{name}.{child_name}" if name else child_name)
+    return out, done
+
+
 #: name -> rewrite; ``TargetProfile.rewrites`` lists the names a target applies, in order.
 REWRITES: dict[str, Callable[[nn.Module], tuple[nn.Module, list[str]]]] = {
     "prelu": prelu_to_max_form,
     "split_prelu": prelu_to_split_relu,  # int8 only (``TargetProfile.int8_prelu_split``)
+    "layernorm2d": layernorm2d_to_plain_ops,  # Core ML: no PythonOp
 }
 
 

@@ -74,7 +74,7 @@ TARGETS: dict[str, TargetProfile] = {
                             fp16_compute=False),
     "coreml": TargetProfile("coreml", "model.mlpackage",
                             ("fp32", "fp16", "w8", "w8a8", "palettize4", "palettize6", "palettize8"), ("fp32", "fp16"),
-                            "NCHW", False, "macOS only"),
+                            "NCHW", False, "macOS only", TASKS, rewrites=("layernorm2d",)),
 }
 #: Target -> model file name inside a bundle.
 MODEL_FILES = {name: profile.model_file for name, profile in TARGETS.items()}

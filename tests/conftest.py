@@ -16,8 +16,13 @@ REALESR = SHARED / "weights" / "realesr-animevideov3.pth"
 
 def pytest_configure(config):
     """Under pytest-xdist, one compute thread per worker: the workers already fill the cores, and
-    threads of several workers competing for them cost more than they give."""
+    threads of several workers competing for them cost more than they give. Every run gets an
+    empty model cache (RESTOREKIT_CACHE), so a developer's fetched models never change what a
+    test sees (``restore`` uses a fetched face detector by default)."""
     import os
+    import tempfile
+
+    os.environ["RESTOREKIT_CACHE"] = tempfile.mkdtemp(prefix="restorekit-test-cache-")
 
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ["OMP_NUM_THREADS"] = "1"

@@ -146,3 +146,30 @@ def test_bad_face_detector_files_are_one_line_errors(tmp_path):
             bad.write_bytes(b"junk")
         res = CliRunner().invoke(app, ["restore", str(src), "-o", str(tmp_path / "o.png"), "--face-detector", str(bad)])
         assert res.exit_code == 2 and message in res.output, res.output
+
+
+def test_a_fetched_face_detector_is_used_by_default(tmp_path, monkeypatch):
+    """After `restorekit zoo fetch retinaface_mobilenet0.25` (here: --from the shared copy), restore
+    runs the faces stage without --face-detector; before, the log says how to get the detector."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from restorekit.cli.main import app
+    from restorekit.models.zoo import install_from
+
+    monkeypatch.setenv("RESTOREKIT_CACHE", str(tmp_path / "cache"))
+    src = need_shared(SHARED / "photos" / "whole" / "cf_03.jpg")
+    args = ["restore", str(src), "-o", str(tmp_path / "o.png"), "--stages", "restore,faces", "--json",
+            str(tmp_path / "l.json")]
+
+    def faces_log():
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output
+        return {s["stage"]: s for s in json.loads((tmp_path / "l.json").read_text())["photos"][0]["stages"]}
+
+    before = faces_log()
+    assert "face-detect" not in before and "zoo fetch retinaface_mobilenet0.25" in before["faces"]["reason"]
+    install_from("retinaface_mobilenet0.25", need_shared(WEIGHTS))
+    after = faces_log()
+    assert after["face-detect"]["found"]["count"] == 1 and after["faces"]["ran"]

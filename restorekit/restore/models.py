@@ -89,6 +89,23 @@ def pipeline_model(ref: str | None, task: str, provider: str = "cpu", threads: i
                  SCRATCH_TILE if task == "scratch" else DEFAULT_TILE, 32, loaded.spec.multiple_of)
 
 
+#: The zoo entry of the face detector ``restore`` uses by default once it is fetched.
+FACE_DETECTOR_ZOO_NAME = "retinaface_mobilenet0.25"
+
+
+def cached_face_detector() -> str | None:
+    """The face detector's weights when ``restorekit zoo fetch retinaface_mobilenet0.25`` installed
+    them (verified) and PyTorch is here to run them; else None (the faces stage then says how to get it)."""
+    import importlib.util
+
+    from restorekit.models.zoo import cached_path
+
+    if importlib.util.find_spec("torch") is None:
+        return None
+    path = cached_path(FACE_DETECTOR_ZOO_NAME)
+    return None if path is None else str(path)
+
+
 def load_pipeline_models(options: RestoreOptions, restorer: str | None = None, detector: str | None = None,
                          face_detector: str | None = None, face_restorer: str | None = None, upscaler: str | None = None,
                          reference: bool = False, provider: str = "cpu", threads: int | None = None,
@@ -114,6 +131,8 @@ def load_pipeline_models(options: RestoreOptions, restorer: str | None = None, d
         restorer, detector = restorer or found.get("restore"), detector or found.get("scratch")
         face_detector, face_restorer = face_detector or found.get("detect"), face_restorer or found.get("face")
         colorizer, inpainter = colorizer or found.get("colorize"), inpainter or found.get("inpaint")
+    if face_detector is None and "faces" in wants:
+        face_detector = cached_face_detector()
     m = PipelineModels()
     m.restorer = pipeline_model(restorer, "restore", provider, threads) if "restore" in wants else None
     m.detector = pipeline_model(detector, "scratch", provider, threads) if "defects" in wants else None

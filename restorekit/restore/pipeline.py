@@ -386,7 +386,9 @@ class Faces(Stage):
 
     def reason(self, ctx: Context) -> str | None:
         """Not requested, no face detector, or no model."""
-        return super().reason(ctx) or ("no face detector (pass --face-detector)" if ctx.models.face_detector is None
+        return super().reason(ctx) or ("no face detector: pass --face-detector (a detect bundle or RetinaFace weights), "
+                                       "or run `restorekit zoo fetch retinaface_mobilenet0.25` once: it is then used "
+                                       "by default" if ctx.models.face_detector is None
                                        else "no restoration model")
 
 

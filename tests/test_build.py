@@ -76,3 +76,19 @@ def test_int8_is_not_fine_tuned_when_plain_int8_meets_the_bar(tiny_compact, tmp_
     result = _build(tiny_compact, tmp_path, "int8", int8_finetune=settings)[0]
     prep = read_manifest(result.path).recipe["float_preparation"]
     assert isinstance(prep["finetune"], str) and prep["finetune"].startswith("not needed")
+
+
+def test_validation_is_sized_to_the_model():
+    """A model whose one pass on a tile is heavy (RRDBNet x4plus: ~1.2 TMAC at 256 px) is validated
+    on fewer crops and timed runs, with a note; light models keep the requested counts."""
+    from rich.console import Console
+
+    from restorekit.build.bundles import HEAVY_EVAL_COUNT, HEAVY_LATENCY_RUNS, validation_budget
+    from restorekit.models.spec import ModelSpec
+
+    console = Console(record=True, width=200)
+    light = ModelSpec(name="compact", architecture="Compact", task="sr", scale=4, macs_per_megapixel=2.3e9)
+    heavy = ModelSpec(name="x4plus", architecture="ESRGAN", task="sr", scale=4, macs_per_megapixel=18e12)
+    assert validation_budget(light, 256, 6, 8, console) == (6, 8)
+    assert validation_budget(heavy, 256, 6, 8, console) == (HEAVY_EVAL_COUNT, HEAVY_LATENCY_RUNS)
+    assert "x4plus: 1180 GMAC per 256x256 pass" in console.export_text()

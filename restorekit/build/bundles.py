@@ -162,6 +162,7 @@ def build_bundles(
         int8_targets = sorted({t for t, p in build.pairs if p in CALIBRATED})
         prepared = _prepare_int8(loaded.module, spec.name, int8_targets, calib, finetune, alpha, split, console)
     reference = TorchSession(loaded.module)
+    eval_count, latency_runs = validation_budget(spec, size, eval_count, latency_runs, console)
     validation = _Validation(reference, loaded, latency_runs)
     validation.load_inputs(eval_dir, spec.task, size, eval_count)
     for note in build.skipped:
@@ -170,6 +171,28 @@ def build_bundles(
     results = _write_bundles(out_dir / spec.name, loaded, build.pairs, options, validation, console)
     write_reports(out_dir / spec.name, spec, results, validation.tiles)
     return results
+
+
+#: Multiply-accumulates of one forward pass on a validation tile above which validation is cut to
+#: HEAVY_EVAL_COUNT crops and HEAVY_LATENCY_RUNS timed runs (after as many warm-up runs) per side:
+#: Real-ESRGAN x4plus (RRDBNet, 16.7 M params) costs ~1.2 TMAC on a 256 px tile, 15-30 s per pass
+#: on 2 cores; the default 6 crops + 2 x (2 + 8) passes per bundle took over 15 minutes, 2 crops
+#: + 2 x (2 + 2) passes 8 minutes (2026-12-04, busy cores).
+HEAVY_TILE_MACS = 100e9
+HEAVY_EVAL_COUNT, HEAVY_LATENCY_RUNS = 1, 1
+
+
+def validation_budget(spec, size: int, eval_count: int, latency_runs: int, console=None) -> tuple[int, int]:
+    """(eval crops, timed runs) for validating ``spec``'s bundles at ``size``: the requested ones,
+    cut for a model whose single pass is heavy (``HEAVY_TILE_MACS``), with a note."""
+    tile_macs = spec.macs_per_megapixel * size * size / 1e6
+    if tile_macs <= HEAVY_TILE_MACS:
+        return eval_count, latency_runs
+    count, runs = min(eval_count, HEAVY_EVAL_COUNT), min(latency_runs, HEAVY_LATENCY_RUNS)
+    if console is not None:
+        console.print(f"{spec.name}: {tile_macs / 1e9:.0f} GMAC per {size}x{size} pass: validating on {count} crops, "
+                      f"{runs} timed runs per side")
+    return count, runs
 
 
 def _check_dirs(calib_dir, eval_dir, out_dir) -> tuple[Path, Path, Path]:

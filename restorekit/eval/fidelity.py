@@ -148,8 +148,9 @@ def compare(session: Session, tiles: list[EvalTile], references: list[np.ndarray
 
 def latency_side_by_side(session: Session, reference: Session, x: np.ndarray, runs: int = 10,
                          warmup: int = 2) -> tuple[tuple[float, float], tuple[float, float]]:
-    """(p50, p95) in ms of the bundle and of the reference on the same input, runs interleaved."""
-    for _ in range(warmup):
+    """(p50, p95) in ms of the bundle and of the reference on the same input, runs interleaved
+    (after at most ``runs`` warm-up runs each)."""
+    for _ in range(min(warmup, runs)):
         session.run(x)
         reference.run(x)
     t_b, t_r = [], []

@@ -70,11 +70,12 @@ TARGETS: dict[str, TargetProfile] = {
     # full-integer TFLite runs the MUL + MAXIMUM in int8, the slopes one per-tensor int8 constant;
     # its fp16 is fp16 weights behind DEQUANTIZE ops, computed in float32 (LiteRT's CPU kernels)
     "tflite": TargetProfile("tflite", "model.tflite", ("fp32", "fp16") + _INTEGER, ("fp32", "fp16", "int8"), "NHWC",
-                            False, "any OS (ai-edge-litert)", TASKS, rewrites=("prelu",), int8_prelu_slopes=True,
-                            fp16_compute=False),
+                            False, "any OS (ai-edge-litert)", TASKS,
+                            rewrites=("prelu", "gfpgan", "codeformer", "fft_matmul", "conv_transpose_crop"),
+                            int8_prelu_slopes=True, fp16_compute=False),
     "coreml": TargetProfile("coreml", "model.mlpackage",
                             ("fp32", "fp16", "w8", "w8a8", "palettize4", "palettize6", "palettize8"), ("fp32", "fp16"),
-                            "NCHW", False, "macOS only", TASKS, rewrites=("layernorm2d",)),
+                            "NCHW", False, "macOS only", TASKS, rewrites=("layernorm2d", "codeformer")),
 }
 #: Target -> model file name inside a bundle.
 MODEL_FILES = {name: profile.model_file for name, profile in TARGETS.items()}

@@ -100,10 +100,14 @@ def cached_face_detector() -> str | None:
 
     from restorekit.models.zoo import cached_path
 
-    if importlib.util.find_spec("torch") is None:
-        return None
     path = cached_path(FACE_DETECTOR_ZOO_NAME)
-    return None if path is None else str(path)
+    if path is None:
+        return None
+    try:
+        has_torch = importlib.util.find_spec("torch") is not None
+    except ImportError:  # an import hook that refuses torch outright
+        return None
+    return str(path) if has_torch else None
 
 
 def load_pipeline_models(options: RestoreOptions, restorer: str | None = None, detector: str | None = None,

@@ -1,210 +1,313 @@
-"""Conversion coverage: every registered architecture x target at fp32, validated against PyTorch.
+"""Conversion coverage: every registered architecture x target at fp32, through the path a user takes.
 
     python scripts/coverage.py [--only NAME ...] [--targets onnx,tflite,coreml] [--config auto|small|published]
                                [--timeout 300] [--jobs 1] [--out docs/coverage.md]
 
-Each conversion runs in its own subprocess with a timeout. ONNX and TFLite files are run (restorekit
-sessions) on a real photo crop and compared with PyTorch (PSNR, or max abs error for detectors);
-Core ML is checked structurally (it cannot predict on Linux).
+For each architecture the registry net (``restorekit.models.arches``, randomly initialised) is saved
+as a checkpoint laid out like the official one (``Arch.save_checkpoint``: the inner network's state
+dict under the official wrapper key); real checkpoints are used as they are. Each (architecture,
+target) cell then runs ``restorekit bundle FILE --targets T --precisions fp32 --tile S --out DIR
+--eval-images PHOTOS`` in a subprocess with a timeout, so spandrel's detection, the loader's io
+wrappers and the bundle's validation are all on the path, and reads the result from the bundle's
+manifest.json: ONNX / TFLite fidelity against PyTorch on real photo crops (``fidelity_psnr_db``, or
+the raw max abs error for the detector), Core ML's structural check (it cannot predict on Linux).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 MIN_DB, MAX_ABS = 60.0, 1e-3
+PRECISION = "fp32"
+FACE_PHOTOS = ROOT.parent / "shared/photos/faces"
+PHOTOS = ROOT / "sample_images"
 
 
-def sample_input(arch, spec, size: int):
-    """A real photo crop (a face photo for face models), NCHW float32 in [0, 1]."""
-    import cv2
-    import numpy as np
-
-    face = arch.task in ("face", "detect")
-    src = sorted((ROOT.parent / "shared/photos/faces").glob("*.png"))[0] if face else ROOT / "sample_images/astronaut.png"
-    img = cv2.cvtColor(cv2.imread(str(src)), cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
-    if face:
-        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-    else:
-        h, w = img.shape[:2]
-        img = img[h // 4: h // 4 + size, w // 3: w // 3 + size]
-    if arch.task == "colorize":
-        img = np.repeat(img.mean(axis=2, keepdims=True), 3, axis=2)
-    x = img.transpose(2, 0, 1)[None]
-    if spec.in_channels == 4:
-        mask = np.zeros((1, 1, size, size), np.float32)
-        mask[..., size // 4: size // 2, size // 4: size // 2] = 1.0
-        x = np.concatenate([x, mask], axis=1)
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
-def input_size(arch, spec) -> int:
+def tile_size(spec) -> int:
+    """The bundle tile of a registry spec: its fixed side, else 64 rounded up to its multiple."""
     if spec.fixed_size:
         return spec.fixed_size
     m = max(spec.multiple_of, 8)
     return max(64, -(-64 // m) * m)
 
 
-def check(name: str, target: str, small: bool, workdir: Path) -> dict:
-    """Build, convert and validate one (architecture, target). Raises on conversion failure."""
-    import numpy as np
+def effective_small(arch, small: bool) -> bool:
+    """Whether the small configuration is used: not where spandrel cannot detect it from its weights."""
+    return small and arch.small_loadable
+
+
+def save(name: str, small: bool, folder: Path) -> None:
+    """Subprocess entry: build the registry net (seed 0), save it like the official checkpoint, print its path."""
     import torch
 
-    from restorekit.build.convert import convert_model
-    from restorekit.core.metrics import psnr
     from restorekit.models.arches import ARCHES
 
     torch.manual_seed(0)
-    arch = ARCHES[name]
-    model, spec = arch.build(small), arch.spec(small)
-    size = input_size(arch, spec)
-    x = sample_input(arch, spec, size)
-    with torch.inference_mode():
-        ref = model(torch.from_numpy(x)).float().numpy()
-    t0 = time.time()
-    conv = convert_model(model, spec, target, workdir, precision="fp32", tile=size)
-    res = {"convert_s": round(time.time() - t0, 1), "params": sum(p.numel() for p in model.parameters())}
-    p = Path(conv.path)
-    res["size_mb"] = (sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size) / 1e6
-    if target == "coreml":
-        import coremltools as ct
+    print("CHECKPOINT " + ARCHES[name].save_checkpoint(ARCHES[name].build(small), folder, small), flush=True)
 
-        mspec = ct.models.MLModel(str(p), skip_model_load=True).get_spec()
-        ops = sum(len(fn.block_specializations[fn.opset].operations) for fn in mspec.mlProgram.functions.values())
-        res.update(ok=mspec.WhichOneof("Type") == "mlProgram" and ops > 0, metric=f"{ops} MIL ops (structural)")
-        return res
-    from restorekit.runtime.onnx import OnnxSession
-    from restorekit.runtime.tflite import TFLiteSession
 
-    try:
-        sess = (OnnxSession if target == "onnx" else TFLiteSession)(p, conv.input, conv.output)
-        out = sess.run(x)
-    except Exception as exc:
-        res.update(ok=False, run_error=(str(exc).strip().splitlines() or [type(exc).__name__])[0][:200])
-        return res
-    if spec.task == "detect":
-        err = float(np.abs(out - ref).max())
-        res.update(ok=err <= MAX_ABS, metric=f"max abs {err:.1e}")
+def error_line(stderr: str, rc: int) -> str:
+    """The one-line reason of a failed ``restorekit`` run: its ``error:`` line, else the traceback's last line."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if ln.startswith("error:"):
+            return ln[len("error:"):].strip()
+    for ln in reversed(lines):
+        if not ln.startswith(("warning:", "File ", "^", "~")) and ("Error" in ln or "Exception" in ln):
+            return ln
+    return f"exit code {rc}: " + (lines[-1] if lines else "no output")
+
+
+def read_bundle(bundle_dir: Path, task: str) -> dict:
+    """A cell's result from a written bundle's manifest.json."""
+    from restorekit.core.targets import MODEL_FILES
+
+    man = json.loads((bundle_dir / "manifest.json").read_text())
+    m, model_file = man["metrics"], MODEL_FILES[man["target"]]
+    size = sum(f["bytes"] for f in man["files"] if f["path"] == model_file or f["path"].startswith(model_file + "/"))
+    res = {"size_mb": size / 1e6, "params": man["source"].get("params"), "tile": man["tiling"].get("tile"),
+           "architecture": man["source"].get("architecture")}
+    if man["target"] == "coreml" and not m.get("validated"):
+        ok = bool(m.get("structure_ok"))
+        ops = m.get("mil_ops")
+        ops = sum(ops.values()) if isinstance(ops, dict) else ops
+        res.update(ok=ok, metric=f"{ops} MIL ops (structural)")
+        if not ok:
+            res["run_error"] = "; ".join(c for c in m.get("structure_checks", []) if c.startswith("✗"))[:200]
+    elif task == "detect":
+        err = m.get("max_abs_err")
+        res.update(ok=err is not None and err <= MAX_ABS, metric=f"max abs {err:.1e}" if err is not None else "max abs ?")
     else:
-        db = psnr(out, ref, peak=max(1.0, float(np.abs(ref).max())))  # randomly initialised nets can leave [0, 1]
-        res.update(ok=bool(db >= MIN_DB), metric=f"{db:.1f} dB", psnr=db)
+        db = m.get("fidelity_psnr_db")
+        res.update(ok=db is not None and db >= MIN_DB and not m.get("nonfinite"), psnr=db,
+                   metric=f"{db:.1f} dB" if db is not None else "no PSNR")
     return res
 
 
-def worker(name: str, target: str, small: bool) -> None:
-    """Subprocess entry: prints one JSON line (status ok|bad|fail)."""
-    from restorekit.convert import ConversionError
+class Checkpoints:
+    """One checkpoint file per architecture, saved (in a subprocess) by the first cell that needs it."""
 
-    with tempfile.TemporaryDirectory() as tmp:
+    def __init__(self, folder: Path, timeout: int, names: list[str]):
+        self.folder, self.timeout = folder, timeout
+        self.paths: dict[str, tuple[str | None, str]] = {}
+        self.locks: dict[str, threading.Lock] = {n: threading.Lock() for n in names}
+
+    def get(self, name: str, small: bool) -> tuple[str | None, str]:
+        """(path, "") once saved, or (None, why it could not be saved)."""
+        with self.locks[name]:
+            if name not in self.paths:
+                self.paths[name] = self._save(name, small)
+            return self.paths[name]
+
+    def _save(self, name: str, small: bool) -> tuple[str | None, str]:
+        from restorekit.models.arches import ARCHES
+
+        if ARCHES[name].real_weights:
+            return ARCHES[name].weights, ""
+        folder = self.folder / name
+        cmd = [sys.executable, __file__, "--save", name, "small" if small else "published", str(folder)]
         try:
-            res = check(name, target, small, Path(tmp))
-            res["status"] = "ok" if res["ok"] else "bad"
-        except ConversionError as exc:
-            res = {"status": "fail", "reason": str(exc).splitlines()[0][:300]}
-        except Exception as exc:  # building / running PyTorch itself failed
-            res = {"status": "error", "reason": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:250]}"}
-    print("COVERAGE " + json.dumps(res), flush=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout, cwd=ROOT)
+        except subprocess.TimeoutExpired:
+            return None, f"saving the checkpoint timed out after {self.timeout} s"
+        line = next((ln for ln in proc.stdout.splitlines()[::-1] if ln.startswith("CHECKPOINT ")), None)
+        if line is None:
+            return None, "saving the checkpoint failed: " + error_line(proc.stderr, proc.returncode)
+        return line[len("CHECKPOINT "):], ""
 
 
-def run_one(name: str, target: str, small: bool, timeout: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", name, target, "small" if small else "published"]
+def run_one(name: str, target: str, small: bool, timeout: int, ckpts: Checkpoints) -> dict:
+    """One cell: ``restorekit bundle`` on the architecture's checkpoint for ``target``, read from its manifest."""
+    from restorekit.models.arches import ARCHES
+
+    arch = ARCHES[name]
+    path, why = ckpts.get(name, small)
+    if path is None:
+        return {"status": "error", "reason": why}
+    out = Path(tempfile.mkdtemp(prefix=f"{name}-{target}-", dir=ckpts.folder))
+    photos = FACE_PHOTOS if arch.task in ("face", "detect") else PHOTOS
+    exe = Path(sys.executable).with_name("restorekit")
+    cmd = [str(exe), "bundle", path, "--targets", target, "--precisions", PRECISION,
+           "--tile", str(tile_size(arch.spec(small))), "--out", str(out), "--eval-images", str(photos)]
+    t0 = time.time()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     except subprocess.TimeoutExpired:
         return {"status": "fail", "reason": f"timed out after {timeout} s"}
-    line = next((ln for ln in proc.stdout.splitlines()[::-1] if ln.startswith("COVERAGE ")), None)
-    if line is None:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"status": "error", "reason": f"worker died (rc {proc.returncode}): {tail[:200]}"}
-    return json.loads(line[len("COVERAGE "):])
+    found = sorted(out.glob(f"*/{target}-{PRECISION}/manifest.json"))
+    if not found:
+        return {"status": "fail", "reason": error_line(proc.stderr, proc.returncode)[:300], "checkpoint": Path(path).name}
+    res = read_bundle(found[0].parent, arch.task)
+    shutil.rmtree(out, ignore_errors=True)
+    res.update(status="ok" if res["ok"] else "bad", bundle_s=round(time.time() - t0, 1), checkpoint=Path(path).name,
+               gate_passed=proc.returncode == 0)
+    return res
 
 
 def cell(res: dict, path: str) -> str:
+    """A table cell: the measured result, or why the cell failed and the recommended route."""
+    if res["status"] == "pending":
+        return "not run (the run stopped before this cell)"
     if res["status"] == "ok":
         return f"✓ {res['metric']}, {res['size_mb']:.2f} MB"
     if res["status"] == "bad":
         why = res.get("run_error") or f"{res.get('metric', '?')} < {MIN_DB:g} dB"
-        return f"✗ converts ({res['size_mb']:.2f} MB) but {why} — {path or 'investigate'}"
+        return f"✗ bundled ({res['size_mb']:.2f} MB) but {why} — {path or 'investigate'}"
     reason = res["reason"].replace("|", "\\|")
     return f"✗ {reason} — {path or 'investigate'}"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", nargs="*", help="architecture names (default: all)")
-    ap.add_argument("--targets", default="onnx,tflite,coreml")
-    ap.add_argument("--config", choices=("auto", "small", "published"), default="auto",
-                    help="auto: published where it converts in reasonable time on 2 cores, else small")
-    ap.add_argument("--timeout", type=int, default=300)
-    ap.add_argument("--jobs", type=int, default=1, help="conversions run in parallel")
-    ap.add_argument("--out", default=str(ROOT / "docs/coverage.md"))
-    ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.worker:
-        return worker(args.worker[0], args.worker[1], args.worker[2] == "small")
+def config_label(arch, small_requested: bool) -> str:
+    """The configuration column: real weights, small, or published (and why, where small was asked for)."""
+    if arch.real_weights:
+        return "real weights"
+    if small_requested and not arch.small_loadable:
+        return "published (spandrel detects no smaller config)"
+    return "small" if small_requested else "published"
 
+
+def header(cmd: str, targets: list[str]) -> list[str]:
+    """The page's opening lines and the table's header."""
     import coremltools
     import litert_torch
     import onnxruntime
     import torch
 
-    from restorekit.models.arches import ARCHES
-
-    names = args.only or list(ARCHES)
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    plan = {n: args.config == "small" or (args.config == "auto" and not ARCHES[n].published_fast) for n in names}
-
-    def job(nt):
-        t0 = time.time()
-        res = run_one(nt[0], nt[1], plan[nt[0]], args.timeout)
-        print(f"{nt[0]:22s} {nt[1]:7s} {res['status']:6s} {time.time() - t0:6.1f}s  "
-              f"{res.get('metric') or res.get('run_error') or res.get('reason')}", flush=True)
-        return nt, res
-
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        results = dict(pool.map(job, [(n, t) for n in names for t in targets]))
-    rows, n_both = [], 0
-    for name in names:
-        arch = ARCHES[name]
-        config = "real weights" if arch.real_weights else ("small" if plan[name] else "published")
-        cells = {t: cell(results[name, t], arch.path) for t in targets}
-        n_both += all(results[name, t]["status"] == "ok" for t in ("onnx", "tflite") if t in targets)
-        rows.append((name, config, arch, cells))
-    cmd = "python scripts/coverage.py " + " ".join(sys.argv[1:])
-    lines = [
+    return [
         "# Conversion coverage (fp32)", "",
         f"- Command: `{cmd.strip()}`",
         f"- Date: {__import__('datetime').date.today()}; machine: Linux x86-64, {os.cpu_count()} CPU cores (shared), no GPU",
         f"- Versions: torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
         f"litert-torch {getattr(litert_torch, '__version__', '?')}, coremltools {coremltools.__version__}",
-        f"- Validation: ONNX / TFLite files run on a real photo crop (a face photo for face models) and compared "
-        f"with PyTorch: ✓ means PSNR >= {MIN_DB:g} dB (peak = max(1, max |PyTorch output|), since randomly initialised "
-        f"nets such as DDColor output far outside [0, 1]) (max abs error <= {MAX_ABS:g} for the detector). Core ML cannot "
-        "predict on Linux: ✓ there means converted + ML program with its MIL op count (structural only).",
+        "- Path: the user's. Each registry net is saved as a checkpoint laid out like the official one (the "
+        "`checkpoint` column: the inner network's state dict under the official wrapper key; real checkpoints as "
+        "they are), and every cell is `restorekit bundle CHECKPOINT --targets T --precisions fp32 --tile S "
+        "--eval-images PHOTOS` (spandrel detection, the loader's io wrappers, conversion, the bundle's validation); "
+        "the result is read from the bundle's manifest.json.",
+        f"- Validation: ONNX / TFLite bundles run on real photo crops (face photos for face models) and compared "
+        f"with PyTorch: ✓ means the manifest's `fidelity_psnr_db` >= {MIN_DB:g} dB (peak 1, or max |PyTorch output| "
+        f"where that is above 2: randomly initialised nets can leave [0, 1]) (detector: raw max abs error <= "
+        f"{MAX_ABS:g}). Core ML cannot predict on Linux: ✓ there means the manifest's `structure_ok` (an ML program "
+        "whose contract matches the manifest) with its MIL op count. Randomly initialised nets output noise, so the "
+        "bundle's own output-sanity gate is not what these cells grade.",
         "- Config: `published` = the published configuration; `small` = a reduced configuration of the same "
-        "architecture (fewer blocks/channels, randomly initialised); `real weights` = a real checkpoint.", "",
-        "| architecture | task | config | " + " | ".join(targets) + " |",
-        "|---|---|---|" + "---|" * len(targets),
+        "architecture (fewer blocks/channels, randomly initialised) that spandrel detects from its weights; "
+        "`real weights` = a real checkpoint.", "",
+        "| architecture | task | config | checkpoint (loader + bundle) | " + " | ".join(targets) + " |",
+        "|---|---|---|---|" + "---|" * len(targets),
     ]
-    for name, config, arch, cells in rows:
-        lines.append(f"| {name} | {arch.task} | {config} | " + " | ".join(cells[t] for t in targets) + " |")
-    lines += ["", f"**Summary:** {n_both} of {len(rows)} architectures convert to "
-              f"{' and '.join(t for t in ('ONNX', 'TFLite') if t.lower() in targets)} at >= {MIN_DB:g} dB "
-              f"(detector: max abs <= {MAX_ABS:g})."]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+
+
+def old_rows(out: Path, targets: list[str]) -> tuple[dict[str, list[str]], str, list[str]]:
+    """``--update``: the table rows of the page at ``out`` (architecture -> its cells), its command line
+    and its target columns (which must include ``targets``)."""
+    text = out.read_text() if out.is_file() else ""
+    cmd = next((ln.split("`")[1] for ln in text.splitlines() if ln.startswith("- Command: `")), "")
+    head = next((ln for ln in text.splitlines() if ln.startswith("| architecture |")), "")
+    columns = [c.strip() for c in head.strip().strip("|").split("|")][4:]
+    if not columns or not set(targets) <= set(columns):
+        raise SystemExit(f"--update: {out} has no table with the columns {', '.join(targets)}")
+    rows = {}
+    for ln in text.splitlines():
+        cols = [c.strip() for c in ln.strip().strip("|").split(" | ")] if ln.startswith("| ") else []
+        if len(cols) == 4 + len(columns) and cols[0] != "architecture":
+            rows[cols[0]] = cols
+    return rows, cmd, columns
+
+
+def write_page(names, targets, plan, results, out: Path, old: tuple | None = None) -> str:
+    """Write the markdown page of ``results`` to ``out`` and return it (cells not run yet show as such);
+    with ``old`` (``--update``), the rows and cells of the page that this run did not measure are kept."""
+    from restorekit.models.arches import ARCHES
+
+    rows_old, cmd_old, targets = old or ({}, "", targets)
+    names = [n for n in (ARCHES if old else names) if n in names or n in rows_old]
+    results = {(n, t): results.get((n, t), {"status": "pending"}) for n in names for t in targets}
+    cmd = "python scripts/coverage.py " + " ".join(a for a in sys.argv[1:] if a != "--update")
+    lines, n_both = header(f"{cmd_old}`, then re-running cells: `{cmd}" if old else cmd, targets), 0
+    for name in names:
+        arch, prev = ARCHES[name], rows_old.get(name)
+        cells = {t: (prev[4 + i] if prev and results[name, t]["status"] == "pending" else cell(results[name, t], arch.path))
+                 for i, t in enumerate(targets)}
+        n_both += all(c.startswith("✓") for t, c in cells.items() if t in ("onnx", "tflite"))
+        ckpt = next((f"`{results[name, t]['checkpoint']}`" for t in targets if results[name, t].get("checkpoint")),
+                    prev[3] if prev else "–")
+        config = prev[2] if prev and name not in plan else config_label(arch, plan[name])
+        lines.append(f"| {name} | {arch.task} | {config} | {ckpt} | " + " | ".join(cells[t] for t in targets) + " |")
+    lines += ["", f"**Summary:** {n_both} of {len(names)} architectures go through the loader and "
+              f"`restorekit bundle` to {' and '.join(t for t in ('ONNX', 'TFLite') if t.lower() in targets)} "
+              f"at >= {MIN_DB:g} dB (detector: max abs <= {MAX_ABS:g})."]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(lines) + "\n" + kept_sections(out)
+    out.write_text(text)
+    return text
+
+
+def kept_sections(out: Path) -> str:
+    """The hand-written sections (from the first ``## `` heading on) of the page already at ``out``."""
+    if not out.is_file():
+        return ""
+    old = out.read_text().splitlines()
+    start = next((i for i, ln in enumerate(old) if ln.startswith("## ")), None)
+    return "" if start is None else "\n" + "\n".join(old[start:]) + "\n"
+
+
+def main() -> None:
+    """Run the cells (``--jobs`` at a time), print one line per cell and write the page."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="*", help="architecture names (default: all)")
+    ap.add_argument("--targets", default="onnx,tflite,coreml")
+    ap.add_argument("--config", choices=("auto", "small", "published"), default="auto",
+                    help="auto: published where it converts in reasonable time on 2 cores, else small")
+    ap.add_argument("--timeout", type=int, default=300, help="seconds per cell (and per checkpoint save)")
+    ap.add_argument("--jobs", type=int, default=1, help="cells run in parallel")
+    ap.add_argument("--out", default=str(ROOT / "docs/coverage.md"))
+    ap.add_argument("--update", action="store_true",
+                    help="re-measure the given cells only: the page's other rows and cells are kept")
+    ap.add_argument("--save", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.save:
+        return save(args.save[0], args.save[1] == "small", Path(args.save[2]))
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    from restorekit.models.arches import ARCHES
+
+    names = args.only or list(ARCHES)
+    unknown = [n for n in names if n not in ARCHES]
+    if unknown:
+        ap.error(f"unknown architecture(s) {', '.join(unknown)}: choose from {', '.join(ARCHES)}")
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    plan = {n: args.config == "small" or (args.config == "auto" and not ARCHES[n].published_fast) for n in names}
+    old = old_rows(Path(args.out), targets) if args.update else None
+
+    results, done = {}, threading.Lock()
+    with tempfile.TemporaryDirectory(prefix="coverage-") as tmp:
+        ckpts = Checkpoints(Path(tmp), args.timeout, names)
+
+        def job(nt):
+            t0 = time.time()
+            res = run_one(nt[0], nt[1], effective_small(ARCHES[nt[0]], plan[nt[0]]), args.timeout, ckpts)
+            print(f"{nt[0]:22s} {nt[1]:7s} {res['status']:6s} {time.time() - t0:6.1f}s  "
+                  f"{res.get('metric') or res.get('run_error') or res.get('reason')}", flush=True)
+            with done:  # the page is rewritten after every cell: a stopped run leaves what it measured
+                results[nt] = res
+                write_page(names, targets, plan, results, Path(args.out), old)
+
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            list(pool.map(job, [(n, t) for n in names for t in targets]))
+    print(write_page(names, targets, plan, results, Path(args.out), old))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,10 @@ def bundles_by_task(folder: str | Path, target: str) -> dict[str, Path]:
     task are ambiguous (pass the one to use with its option)."""
     from restorekit.bundle.manifest import read_manifest
 
+    from restorekit.core.targets import TARGETS
+
+    if target not in TARGETS:
+        raise BadInputError(f"--target: unknown target {target!r} (choose from {', '.join(TARGETS)})")
     folder = Path(folder)
     if not folder.is_dir():
         raise BadInputError(f"--bundles: not a directory: {folder}")
@@ -57,6 +61,11 @@ def fits_stage(task: str, scale: int, need: str) -> bool:
             or (need == "face" and task in ("restore", "sr")))
 
 
+def _a(task: str) -> str:
+    """``task`` with its indefinite article ("a colorize", "an inpaint")."""
+    return f"{'an' if task[0] in 'aeiou' else 'a'} {task}"
+
+
 def pipeline_model(ref: str | None, task: str, provider: str = "cpu", threads: int | None = None) -> Model:
     """A pipeline Model for a stage that needs ``task``: from a bundle directory, a checkpoint, or
     (None) restorekit's own weights."""
@@ -65,7 +74,7 @@ def pipeline_model(ref: str | None, task: str, provider: str = "cpu", threads: i
 
         b = load_bundle(ref, provider=provider, threads=threads)
         if not fits_stage(b.manifest.task, b.manifest.scale, task):
-            raise BadInputError(f"{ref} is a {b.manifest.task} bundle; this stage needs a {task} model")
+            raise BadInputError(f"{ref} is {_a(b.manifest.task)} bundle; this stage needs {_a(task)} model")
         t = b.manifest.tiling
         return Model(b.session, f"{b.manifest.name} {b.manifest.target}-{b.manifest.precision} ({b.session.device})",
                      b.manifest.scale, t.get("tile"), t.get("overlap", 32), t.get("multiple_of", 1))
@@ -83,7 +92,7 @@ def pipeline_model(ref: str | None, task: str, provider: str = "cpu", threads: i
         ref = str(SCRATCH_WEIGHTS)
     loaded = load_model(ref)
     if not fits_stage(loaded.spec.task, loaded.spec.scale, task):
-        raise BadInputError(f"{loaded.spec.name} is a {loaded.spec.task} model; this stage needs a {task} model")
+        raise BadInputError(f"{loaded.spec.name} is {_a(loaded.spec.task)} model; this stage needs {_a(task)} model")
     session = TorchSession(loaded.module)
     return Model(session, f"{loaded.spec.name} ({session.device})", loaded.spec.scale,
                  SCRATCH_TILE if task == "scratch" else DEFAULT_TILE, 32, loaded.spec.multiple_of)

@@ -21,7 +21,7 @@ from typer.testing import CliRunner  # noqa: E402
 from restorekit.cli.main import app  # noqa: E402
 from restorekit.core.image import read_image, write_image  # noqa: E402
 from restorekit.core.metrics import psnr  # noqa: E402
-from tests.conftest import SAMPLES  # noqa: E402
+from tests.conftest import SAMPLES, SHARED, need_shared  # noqa: E402
 
 runner = CliRunner()
 TILE = 64
@@ -173,8 +173,8 @@ def test_restore_uses_the_inpainter(tmp_path, bundles):
                                                  ("--bundle", "inpaint", "restore")])
 def test_a_bundle_of_the_wrong_task_is_refused(tmp_path, bundles, option, bundle, needs):
     args = ["restore", str(SAMPLES / "camera.png"), "-o", str(tmp_path / "x.png"), option, str(bundles[bundle])]
-    if option == "--face-model":
-        args += ["--face-detector", str(bundles["colorize"])]  # refused first: not a detect bundle
+    if option == "--face-model":  # the face model is loaded only with a face detector
+        args += ["--face-detector", str(need_shared(SHARED / "weights" / "retinaface_mobilenet0.25.pth"))]
     res = runner.invoke(app, args)
     assert res.exit_code == 2, res.output
     article = "an" if needs[0] in "aeiou" else "a"

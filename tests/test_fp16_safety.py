@@ -295,3 +295,30 @@ def test_bundle_build_gives_fp16_its_own_tiles_and_records_the_kept_layers(tmp_p
         assert r.passed, r.detail
     coreml = read_manifest(next(r.path for r in results if r.target == "coreml"))
     assert coreml.metrics["structure_ok"] and coreml.metrics["simulated_fp16_psnr_db"] >= 45.0
+
+
+def test_core_ml_fp16_simulation_without_a_cpu_half_kernel_is_skipped_not_a_crash():
+    """LaMa's FFT has no fp16 kernel on CPU: the Core ML fp16 bundle is then checked structurally
+    (the simulation says None) instead of the whole `bundle` call stopping."""
+    from restorekit.build.bundles import simulate_fp16
+    from restorekit.eval.fidelity import EvalTile
+
+    class Spectrum(torch.nn.Module):
+        def forward(self, x):
+            return torch.fft.irfftn(torch.fft.rfftn(x, dim=(-2, -1), norm="ortho"), s=x.shape[-2:], dim=(-2, -1),
+                                    norm="ortho")
+
+    x = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
+    tiles = [EvalTile("t", x)]
+    with torch.inference_mode():
+        refs = [Spectrum()(torch.from_numpy(x)).numpy()]
+    try:
+        Spectrum()(torch.from_numpy(x).half())
+        pytest.skip("this torch build has a CPU fp16 FFT")
+    except (NotImplementedError, RuntimeError):
+        pass
+    assert simulate_fp16(Spectrum(), tiles, refs) is None
+    conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+    with torch.inference_mode():
+        ref = [conv(torch.from_numpy(x)).numpy()]
+    assert simulate_fp16(conv, tiles, ref) > 45

@@ -334,7 +334,7 @@ def _validate(bundle_dir: Path, manifest: Manifest, tiles, refs, reference, load
         st = coreml_structure(bundle_dir / manifest.model_file, manifest)
         # a detector's refs are whole photos' detections, not pixels: its Core ML bundles are checked structurally
         simulate = manifest.precision == "fp16" and manifest.task != "detect"
-        sim = _simulate_fp16(loaded.module, tiles, refs, manifest.recipe) if simulate else None
+        sim = simulate_fp16(loaded.module, tiles, refs, manifest.recipe) if simulate else None
         if conv is not None and conv.decompressed_weights is not None:
             sim = _simulate_weights(loaded.module, conv.decompressed_weights, tiles, refs)
         if conv is not None and conv.simulation is not None:
@@ -414,22 +414,27 @@ def _simulated_psnr(net, tiles, refs, half: bool = False) -> float:
     import torch
 
     from restorekit.core.metrics import psnr
+    from restorekit.eval.fidelity import psnr_peak
 
     vals = []
     with torch.inference_mode():
         for t, r in zip(tiles, refs):
             x = torch.from_numpy(t.x)
             y = net(x.half()).float() if half else net(x)
-            vals.append(psnr(np.nan_to_num(y.numpy()), r))
+            vals.append(psnr(np.nan_to_num(y.numpy()), r, peak=psnr_peak(r)))
     return float(np.mean(vals))
 
 
-def _simulate_fp16(module, tiles, refs, recipe: dict | None = None) -> float:
+def simulate_fp16(module, tiles, refs, recipe: dict | None = None) -> float | None:
     """PSNR of the PyTorch graph run in fp16 vs fp32: how an fp16 Core ML program behaves numerically,
-    with the modules its fp16 safety check kept in fp32 (``recipe["fp16_kept_float"]``) run in fp32."""
+    with the modules its fp16 safety check kept in fp32 (``recipe["fp16_kept_float"]``) run in fp32.
+    None when PyTorch has no CPU fp16 kernel for one of its ops (LaMa's FFT): structural check only."""
     from restorekit.quantize.fp16 import half_except
 
-    return _simulated_psnr(half_except(module, (recipe or {}).get("fp16_kept_float")), tiles, refs, half=True)
+    try:
+        return _simulated_psnr(half_except(module, (recipe or {}).get("fp16_kept_float")), tiles, refs, half=True)
+    except (NotImplementedError, RuntimeError):  # e.g. "Unsupported dtype Half" in torch.fft on CPU
+        return None
 
 
 def _simulate_module(sim, tiles, refs) -> float:

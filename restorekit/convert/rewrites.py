@@ -293,13 +293,18 @@ def _gfpgan_forward(self, x, return_latents=False, return_rgb=True, randomize_no
     return image, out_rgbs
 
 
-class ReshapeGFPGAN(nn.Module):
-    """GFPGANv1Clean (spandrel's ``GFPGAN``) with the same submodules and :func:`_gfpgan_forward`."""
+class AdoptedModule(nn.Module):
+    """A module that takes over another's submodules, parameters and settings as they are; a
+    subclass gives it a different ``forward`` (a rewrite of the network's own)."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
         self.__dict__.update({k: v for k, v in net.__dict__.items() if k != "training"})
         self.train(net.training)
+
+
+class ReshapeGFPGAN(AdoptedModule):
+    """GFPGANv1Clean (spandrel's ``GFPGAN``) with the same submodules and :func:`_gfpgan_forward`."""
 
     forward = _gfpgan_forward
 
@@ -394,13 +399,8 @@ def _codeformer_forward(self, x, weight=0.5, **kwargs):
     return x, logits
 
 
-class TraceableCodeFormer(nn.Module):
+class TraceableCodeFormer(AdoptedModule):
     """spandrel's ``CodeFormer`` with the same submodules and :func:`_codeformer_forward`."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.__dict__.update({k: v for k, v in net.__dict__.items() if k != "training"})
-        self.train(net.training)
 
     forward = _codeformer_forward
 

@@ -58,7 +58,7 @@ def restore(
     compare: Annotated[Optional[Path], typer.Option("--compare", help="Also write original | result side by side (single photo).")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the log of every stage as JSON.")] = None,
     reference: Annotated[bool, typer.Option("--reference", help="Also run the restoration, scratch-detection, inpainting, face-detection, sr and colorize stages with their full-precision PyTorch references; report each stage's fidelity and latency.")] = False,
-    bundles: Annotated[Optional[Path], typer.Option("--bundles", help="A folder of bundles (the output of `restorekit bundle --out DIR`): each stage not given explicitly takes its bundle from it by task, for --target; what an edge box with only restorekit[runtime] runs.")] = None,
+    bundles: Annotated[Optional[Path], typer.Option("--bundles", help="A folder of bundles (the output of `restorekit bundle --out DIR`): each stage not given explicitly takes its bundle from it by task, for --target; what an edge box with only restorekit\\[runtime] runs.")] = None,
     target: Annotated[str, typer.Option("--target", help="With --bundles: the target whose bundles to run (onnx, tflite, coreml).")] = "onnx",
     provider: ProviderOpt = "cpu",
     threads: ThreadsOpt = None,

@@ -80,12 +80,20 @@ class MaxFormPReLU(nn.Module):
         return torch.maximum(x, a * x)
 
 
-def _replace(model: nn.Module, kind: type, make: Callable[[nn.Module], nn.Module]) -> tuple[nn.Module, list[str]]:
+def _replace(model: nn.Module, match: Callable[[nn.Module], bool] | type,
+             make: Callable[[nn.Module], nn.Module]) -> tuple[nn.Module, list[str]]:
+    """Every submodule that ``match`` es (a predicate, or a class for ``isinstance``), the model
+    itself included, -> ``make(it)``, on a copy; the model itself, uncopied, when none matches."""
+    hit = (lambda m: isinstance(m, match)) if isinstance(match, type) else match
+    if not any(hit(m) for m in model.modules()):
+        return model, []
     out = copy.deepcopy(model)
+    if hit(out):
+        return make(out), [""]
     done = []
     for name, mod in list(out.named_modules()):
         for child_name, child in list(mod.named_children()):
-            if isinstance(child, kind):
+            if hit(child):
                 setattr(mod, child_name, make(child))
                 done.append(f"{name}.{child_name}" if name else child_name)
     return out, done
@@ -209,14 +217,7 @@ def _is_function_layernorm2d(module: nn.Module) -> bool:
 
 def layernorm2d_to_plain_ops(model: nn.Module) -> tuple[nn.Module, list[str]]:
     """Every NAFNet-style ``LayerNorm2d`` (autograd Function) -> :class:`PlainLayerNorm2d`."""
-    out = copy.deepcopy(model)
-    done = []
-    for name, mod in list(out.named_modules()):
-        for child_name, child in list(mod.named_children()):
-            if _is_function_layernorm2d(child):
-                setattr(mod, child_name, PlainLayerNorm2d(child))
-                done.append(f"{name}.{child_name}" if name else child_name)
-    return out, done
+    return _replace(model, _is_function_layernorm2d, PlainLayerNorm2d)
 
 
 # --- big restoration networks (GFPGAN, CodeFormer, LaMa) on TFLite / Core ML -----------------------
@@ -224,21 +225,9 @@ def layernorm2d_to_plain_ops(model: nn.Module) -> tuple[nn.Module, list[str]]:
 
 def _replace_by_type_name(model: nn.Module, type_name: str, make: Callable[[nn.Module], nn.Module],
                           when: Callable[[nn.Module], bool] = lambda m: True) -> tuple[nn.Module, list[str]]:
-    """Every submodule whose class is named ``type_name`` (the model itself included) and passes
-    ``when`` -> ``make(it)``, on a copy (no copy when none matches); matching by name keeps spandrel an
-    optional import here."""
-    if not any(type(m).__name__ == type_name and when(m) for m in model.modules()):
-        return model, []
-    out = copy.deepcopy(model)
-    if type(out).__name__ == type_name and when(out):
-        return make(out), [""]
-    done = []
-    for name, mod in list(out.named_modules()):
-        for child_name, child in list(mod.named_children()):
-            if type(child).__name__ == type_name and when(child):
-                setattr(mod, child_name, make(child))
-                done.append(f"{name}.{child_name}" if name else child_name)
-    return out, done
+    """:func:`_replace` of every module whose class is named ``type_name`` and passes ``when``:
+    matching by name keeps spandrel an optional import here."""
+    return _replace(model, lambda m: type(m).__name__ == type_name and when(m), make)
 
 
 class StaticModulatedConv2d(nn.Module):
@@ -525,16 +514,7 @@ def _output_padded(conv: nn.Module) -> bool:
 
 def conv_transpose_to_crop(model: nn.Module) -> tuple[nn.Module, list[str]]:
     """Every ``nn.ConvTranspose2d`` with output padding -> :class:`CroppedConvTranspose2d`."""
-    if not any(_output_padded(m) for m in model.modules()):
-        return model, []
-    out = copy.deepcopy(model)
-    done = []
-    for name, mod in list(out.named_modules()):
-        for child_name, child in list(mod.named_children()):
-            if _output_padded(child):
-                setattr(mod, child_name, CroppedConvTranspose2d(child))
-                done.append(f"{name}.{child_name}" if name else child_name)
-    return out, done
+    return _replace(model, _output_padded, CroppedConvTranspose2d)
 
 
 

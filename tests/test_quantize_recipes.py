@@ -172,6 +172,47 @@ def test_onnx_schemes(tmp_path, calib, scheme, floor):
     assert _fidelity("onnx", conv, net, calib) >= floor
 
 
+class ModulatedNet(nn.Module):
+    """A StyleGAN2-like modulated conv: its weight is a parameter times a style (a Mul in the graph,
+    not a Conv's initializer), then a plain conv the recipe can keep float."""
+
+    def __init__(self, width: int = 128):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(width, 3, 7, 7) * 0.05)
+        self.style = nn.Parameter(torch.rand(1, 3, 1, 1) + 0.5)
+        self.head = nn.Conv2d(width, 3, 3, padding=1)
+
+    def forward(self, x):
+        h = torch.relu(nn.functional.conv2d(x, self.weight * self.style, padding=3))
+        return x + 0.1 * self.head(h)
+
+
+@pytest.mark.parametrize("keep_head_float", [False, True])
+def test_onnx_w8_stores_computed_weights_as_int8(tmp_path, calib, keep_head_float):
+    """w8 is where a big network's size goes: a modulated conv's weight feeds a Mul, not a Conv, and
+    must be stored int8 too (GFPGAN was at 0.47 of fp32 when only Conv filters were). A layer the
+    recipe keeps float keeps its weight float."""
+    import onnx
+
+    torch.manual_seed(0)
+    net = ModulatedNet().eval()
+    for d in "fw":
+        (tmp_path / d).mkdir()
+    fp32 = convert_model(net, SPEC, "onnx", tmp_path / "f", "fp32", tile=32)
+    recipe = recipe_from_dict({"scheme": "w8", **({"op_names": {"head": None}} if keep_head_float else {})})
+    w8 = convert_model(net, SPEC, "onnx", tmp_path / "w", "w8", tile=32, calib=calib, recipe=recipe)
+    graph = onnx.load(str(w8.path)).graph
+    int8 = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.INT8 and i.name.endswith("_int8")}
+    readers = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
+    fed = {n.op_type for n in graph.node for i in n.input if i in readers}
+    assert "Mul" in fed  # the modulated weight
+    assert ("Conv" in fed) is not keep_head_float  # the head's filter, unless kept float
+    assert len(int8) == (1 if keep_head_float else 2)
+    if not keep_head_float:
+        assert w8.path.stat().st_size < fp32.path.stat().st_size / 3
+    assert _fidelity("onnx", w8, net, calib) >= 45.0
+
+
 def test_onnx_int8_pads_narrow_convs_to_16_channels_without_changing_the_output(tmp_path, calib, monkeypatch):
     """ORT's int8 conv is slow below 16 output channels: TinyNet's 16 -> 3 conv3 gets 13 zero
     filters and a Slice back to 3 channels; the quantized model computes exactly what it did

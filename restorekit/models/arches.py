@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import torch
 from torch import nn
 
 from restorekit.models.spec import ModelSpec
@@ -167,9 +168,31 @@ def _ddcolor(small):
     from restorekit.models.io import ColorizerIO
 
     if small:
-        return ColorizerIO(DDColor(encoder_name="convnext-t", input_size=(64, 64), nf=512, num_output_channels=2,
-                                   num_queries=16, dec_layers=1))
-    return ColorizerIO(DDColor(encoder_name="convnext-l", input_size=(512, 512), nf=512, num_output_channels=2))
+        net = DDColor(encoder_name="convnext-t", input_size=(64, 64), nf=512, num_output_channels=2,
+                      num_queries=16, dec_layers=1)
+    else:
+        net = DDColor(encoder_name="convnext-l", input_size=(512, 512), nf=512, num_output_channels=2)
+    return ColorizerIO(converge_spectral_norms(net))
+
+
+@torch.no_grad()
+def converge_spectral_norms(net, iterations: int = 100):
+    """Set each spectral norm's stored ``u``, ``v`` to the weight's leading singular vectors, as a trained
+    checkpoint holds them. Freshly initialised they are random, so eval mode divides each weight by a
+    random fraction of its norm and activations grow to 1e10 through DDColor's decoder: no trained
+    network looks like that, and no precision below fp32 could reproduce it."""
+    from torch.nn.utils.spectral_norm import SpectralNorm
+
+    for module in net.modules():
+        norm = next((h for h in module._forward_pre_hooks.values() if isinstance(h, SpectralNorm)), None)
+        if norm is None:
+            continue
+        u, v = getattr(module, norm.name + "_u"), getattr(module, norm.name + "_v")
+        w = norm.reshape_weight_to_matrix(getattr(module, norm.name + "_orig"))
+        for _ in range(iterations):
+            v.copy_(torch.nn.functional.normalize(w.t() @ u, dim=0))
+            u.copy_(torch.nn.functional.normalize(w @ v, dim=0))
+    return net
 
 
 def _lama(small):

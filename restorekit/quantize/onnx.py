@@ -13,6 +13,7 @@ from restorekit.core.errors import BadInputError, RestorekitError, require
 from restorekit.quantize.recipe import Recipe
 
 _WEIGHT_OPS = {"Conv": 0, "ConvTranspose": 1, "Gemm": 0, "MatMul": 1}  # op -> output-channel axis of W
+W8_MIN_ELEMENTS = 16384  # a float initializer this big (and 2-D+) is a weight w8 stores as int8 wherever it is read
 
 
 class TileReader:
@@ -141,8 +142,7 @@ def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.n
             applied["fp32_values_between_float_nodes"] = skipped
         return {**applied, "scheme": "fp16", "weights": "float16", "activations": "float16", "io": "float32"}
     if recipe.scheme == "w8":
-        n = _weights_only_int8(model, {nd for nd, s in setting.items() if s is not None and s.weights == "int8"}
-                               if mapping else None)
+        n = _weights_only_int8(model, {nd for nd, s in setting.items() if s is None or s.weights != "int8"})
         onnx.save(model, str(out_path))
         return {**applied, "scheme": "w8", "weights": "int8 per-channel symmetric (DequantizeLinear)",
                 "activations": "float32", "layers_quantized": n}
@@ -467,31 +467,37 @@ def _isolate_float_nodes(model, float_nodes: list[str]) -> None:
         model.graph.node.remove(nd)
 
 
-def _weights_only_int8(model, nodes: set[str] | None) -> int:
-    """Replace the weight initializer of each selected node (None = all weight nodes) by int8 +
-    per-channel scale behind a DequantizeLinear; compute stays float. Returns how many."""
+def _weights_only_int8(model, float_nodes: set[str]) -> int:
+    """Store every large float weight as int8 + per-channel scale behind a DequantizeLinear; compute
+    stays float. A weight is the filter of a Conv / ConvTranspose / Gemm / MatMul, or any other float
+    initializer of at least ``W8_MIN_ELEMENTS`` values and 2+ dims (a StyleGAN modulated conv's weight
+    that feeds a Mul, a spectral-normed weight that feeds a Div, an embedding table): that is where a
+    big network's size is. Weights read by a node in ``float_nodes`` (layers the recipe keeps float)
+    stay float. Returns how many were quantized."""
     from onnx import helper, numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
-    done, new_nodes = 0, []
+    readers: dict[str, list[tuple]] = {}
     for node in model.graph.node:
-        if node.op_type not in _WEIGHT_OPS or (nodes is not None and node.name not in nodes):
+        for k, name in enumerate(node.input):
+            if name in inits:
+                readers.setdefault(name, []).append((node, k))
+    done, new_nodes = 0, []
+    for wname, uses in readers.items():
+        init = inits[wname]
+        if init.data_type != 1 or any(nd.name in float_nodes for nd, _ in uses):  # 1: FLOAT
             continue
-        wname = node.input[1]
-        if wname not in inits or f"{wname}_int8" in {i.name for i in model.graph.initializer}:
+        filters = {_filter_axis(nd) for nd, k in uses if k == 1 and nd.op_type in _WEIGHT_OPS}
+        w = numpy_helper.to_array(init)
+        if w.ndim < 2 or (not filters and w.size < W8_MIN_ELEMENTS) or len(filters) > 1:
             continue
-        w = numpy_helper.to_array(inits[wname]).astype(np.float32)
-        axis = _WEIGHT_OPS[node.op_type]
-        if node.op_type == "Gemm" and not any(a.name == "transB" and a.i for a in node.attribute):
-            axis = 1
-        if w.ndim < 2:
-            continue
+        axis = filters.pop() if filters else 0
         red = tuple(i for i in range(w.ndim) if i != axis)
         scale = np.maximum(np.abs(w).max(axis=red), 1e-12) / 127.0
         shape = [1] * w.ndim
         shape[axis] = -1
         wq = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
-        model.graph.initializer.remove(inits[wname])
+        model.graph.initializer.remove(init)
         model.graph.initializer.extend([numpy_helper.from_array(wq, f"{wname}_int8"),
                                         numpy_helper.from_array(scale.astype(np.float32), f"{wname}_scale"),
                                         numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), f"{wname}_zp")])
@@ -501,3 +507,10 @@ def _weights_only_int8(model, nodes: set[str] | None) -> int:
     for i, nd in enumerate(new_nodes):  # constants first: the graph stays topologically sorted
         model.graph.node.insert(i, nd)
     return done
+
+
+def _filter_axis(node) -> int:
+    """The output-channel axis of a weight op's filter (input 1)."""
+    if node.op_type == "Gemm" and not any(a.name == "transB" and a.i for a in node.attribute):
+        return 1
+    return _WEIGHT_OPS[node.op_type]

@@ -232,6 +232,8 @@ def config_label(arch, small_requested: bool) -> str:
         return "real weights"
     if small_requested and not arch.small_loadable:
         return "published (spandrel detects no smaller config)"
+    if small_requested and not arch.configurable:
+        return "published (the architecture has no smaller config)"
     return "small" if small_requested else "published"
 
 

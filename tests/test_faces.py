@@ -173,3 +173,26 @@ def test_a_fetched_face_detector_is_used_by_default(tmp_path, monkeypatch):
     install_from("retinaface_mobilenet0.25", need_shared(WEIGHTS))
     after = faces_log()
     assert after["face-detect"]["found"]["count"] == 1 and after["faces"]["ran"]
+
+
+def test_face_model_takes_faces_aligned_at_its_size_and_reports_its_fidelity(tmp_path, detector):
+    """A face bundle (here GFPGAN's architecture at 64 px, fp16 ONNX) gets each face aligned at its
+    fixed input, whole (never tiles of a 512 face), and `--reference` compares it with PyTorch."""
+    from restorekit.build.convert import convert_model, open_converted
+    from restorekit.models.arches import ARCHES
+    from restorekit.restore.pipeline import Model, RestoreOptions, restore_photo
+
+    arch = ARCHES["GFPGAN"]
+    torch.manual_seed(0)
+    net, spec = arch.build(small=True), arch.spec(small=True)
+    conv = convert_model(net, spec, "onnx", tmp_path, "fp16", tile=spec.fixed_size)
+    edge = Model(open_converted("onnx", conv), "gfpgan-small onnx-fp16", 1, spec.fixed_size)
+    ref = Model(TorchSession(net, fixed_size=(spec.fixed_size,) * 2), "gfpgan-small (cpu)", 1, spec.fixed_size)
+    photo = read_image(list_images(need_shared(SHARED / "photos" / "faces"))[0])
+    res = restore_photo(photo, None, None, RestoreOptions(stages=("faces",)), face_detector=Model(detector, "retinaface"),
+                        face_restorer=edge, references={"faces": ref})
+    st = {s["stage"]: s for s in res.log["stages"]}["faces"]
+    assert st["ran"] and st["settings"]["aligned_size"] == spec.fixed_size == 64
+    assert st["found"]["enhanced"] >= 1 and "gfpgan-small onnx-fp16" in st["backend"], st["found"]
+    assert st["vs_reference"]["psnr_db"] >= 40.0  # fp16 vs fp32 PyTorch on the faces pasted back
+    assert not np.allclose(res.photo.rgb, photo.rgb, atol=1e-3)  # the faces did change

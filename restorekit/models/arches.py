@@ -60,6 +60,7 @@ class Arch:
     checkpoint: tuple[str, str] = ("", "")  # file names like the official ones: (small config, published)
     wrap: str = ""  # the official file's top-level key around the state dict ("params_ema", "params"; "": none)
     small_loadable: bool = True  # spandrel detects the small configuration from its state dict
+    configurable: bool = True  # the architecture has a smaller configuration at all (LaMa's generator has none)
 
     @property
     def real_weights(self) -> bool:
@@ -170,8 +171,9 @@ def _ddcolor(small):
     if small:
         net = DDColor(encoder_name="convnext-t", input_size=(64, 64), nf=512, num_output_channels=2,
                       num_queries=16, dec_layers=1)
-    else:
-        net = DDColor(encoder_name="convnext-l", input_size=(512, 512), nf=512, num_output_channels=2)
+    else:  # the published paper-tiny model (ConvNeXt-T, 100 queries, 9 decoder layers): the one an app ships
+        net = DDColor(encoder_name="convnext-t", input_size=(512, 512), nf=512, num_output_channels=2,
+                      num_queries=100, dec_layers=9)
     return ColorizerIO(converge_spectral_norms(net))
 
 
@@ -242,10 +244,10 @@ ARCHES: dict[str, Arch] = {a.name: a for a in [
     Arch("DDColor", "colorize", 1, _ddcolor, "Apache-2.0", out_channels=2, fixed_size=512, small_fixed_size=64,
          io="gray RGB (L only) at input_size; outputs (ab + 128) / 255 at input_size, merged with full-res L outside",
          expect=dict(_RUN), path="export the network only; Lab merge in the runtime",
-         checkpoint=("ddcolor_paper_tiny.pth", "ddcolor_modelscope.pth")),
+         checkpoint=("ddcolor_paper_tiny.pth",) * 2),
     Arch("LaMa", "inpaint", 1, _lama, "Apache-2.0", in_channels=4, multiple_of=8,
          io="RGB + mask (1 = hole) as 4 channels; H, W multiple of 8; FFT (rfftn) in every FFC block",
-         expect=dict(_RUN),
+         expect=dict(_RUN), configurable=False,
          checkpoint=("big-lama.pth",) * 2),
     Arch("Compact-animevideov3", "sr", 4, None, "BSD-3-Clause", io="real weights", published_fast=True,
          expect=dict(_RUN), weights=str(WEIGHTS / "realesr-animevideov3.pth")),

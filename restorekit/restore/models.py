@@ -93,9 +93,10 @@ def pipeline_model(ref: str | None, task: str, provider: str = "cpu", threads: i
     loaded = load_model(ref)
     if not fits_stage(loaded.spec.task, loaded.spec.scale, task):
         raise BadInputError(f"{loaded.spec.name} is {_a(loaded.spec.task)} model; this stage needs {_a(task)} model")
-    session = TorchSession(loaded.module)
+    fixed = loaded.spec.fixed_size  # a face model takes the whole aligned face at its size, never tiles of it
+    session = TorchSession(loaded.module, fixed_size=(fixed, fixed) if fixed else None)
     return Model(session, f"{loaded.spec.name} ({session.device})", loaded.spec.scale,
-                 SCRATCH_TILE if task == "scratch" else DEFAULT_TILE, 32, loaded.spec.multiple_of)
+                 fixed or (SCRATCH_TILE if task == "scratch" else DEFAULT_TILE), 32, loaded.spec.multiple_of)
 
 
 #: The zoo entry of the face detector ``restore`` uses by default once it is fetched.
@@ -131,7 +132,7 @@ def load_pipeline_models(options: RestoreOptions, restorer: str | None = None, d
     takes its bundle for ``target`` by task (``bundles_by_task``).
 
     ``reference``: also the full-precision reference of each bundle's stage (restore, defects,
-    face-detect, sr), in PyTorch from the checkpoint the bundle was made from; a stage already
+    face-detect, faces, sr, colorize, inpaint), in PyTorch from the checkpoint the bundle was made from; a stage already
     run by a PyTorch model is its own reference."""
     wants = options.stages
     if bundles is not None:
@@ -165,6 +166,7 @@ def load_pipeline_models(options: RestoreOptions, restorer: str | None = None, d
         for stage, model, ref_of, task in (("restore", m.restorer, restorer, "restore"),
                                            ("defects", m.detector, detector, "scratch"),
                                            ("face-detect", m.face_detector, face_detector, "detect"),
+                                           ("faces", m.face_restorer, face_restorer, "face"),
                                            ("sr", m.upscaler, upscaler, "sr"),
                                            ("colorize", m.colorizer, colorizer, "colorize"),
                                            ("inpaint", m.inpainter, inpainter, "inpaint")):

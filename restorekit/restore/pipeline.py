@@ -375,14 +375,24 @@ class Faces(Stage):
         """Restore the faces found on the input, at the current scale."""
         from restorekit.restore.faces import FaceOptions, enhance_faces, scaled
 
-        fixer, strength = self.fixer(ctx), ctx.options.face_strength
+        t0 = time.perf_counter()
+        fixer, strength, stage_in = self.fixer(ctx), ctx.options.face_strength, ctx.rgb
         known = scaled(ctx.faces, ctx.rgb.shape[0] / ctx.input_size[0])
-        ctx.rgb, faces = enhance_faces(ctx.rgb, ctx.models.face_detector.session, fixer.session,
-                                       FaceOptions(strength=strength), fixer.scale, fixer.tile, faces=known)
+        fixed = fixer.session.fixed_size
+        # a face model with a fixed square input (GFPGAN, CodeFormer: 512) gets faces aligned at that size
+        size = fixed[0] if fixed and fixed[0] == fixed[1] and fixer.scale == 1 else FaceOptions().size
+        opts = FaceOptions(strength=strength, size=size)
+        ctx.rgb, faces = enhance_faces(stage_in, None, fixer.session, opts, fixer.scale, fixer.tile, faces=known)
+        vs_ref = None
+        if "faces" in ctx.models.references and ctx.models.face_restorer is not None:
+            ref = ctx.models.references["faces"]
+            vs_ref = _versus(ref, ctx.rgb, t0, lambda: enhance_faces(stage_in, None, ref.session, opts, ref.scale,
+                                                                     ref.tile, faces=known)[0])[0]
         return {"backend": f"{ctx.models.face_detector.name}; faces restored by {fixer.name}"
                 + ("" if ctx.models.face_restorer else " (the restoration model: no --face-model given)"),
-                "settings": {"strength": strength, "aligned_size": 512, "min_eye_distance_px": FaceOptions().min_eye_distance},
-                "found": {"count": len(faces), "enhanced": sum(f["enhanced"] for f in faces), "faces": faces}}
+                "settings": {"strength": strength, "aligned_size": size, "min_eye_distance_px": opts.min_eye_distance},
+                "found": {"count": len(faces), "enhanced": sum(f["enhanced"] for f in faces), "faces": faces},
+                **_with_reference(vs_ref)}
 
     def reason(self, ctx: Context) -> str | None:
         """Not requested, no face detector, or no model."""

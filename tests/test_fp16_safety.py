@@ -268,7 +268,7 @@ def test_tflite_fp16_computes_in_float32_and_keeps_overflowing_weights_float(tmp
 # --- the build ----------------------------------------------------------------------------------
 
 
-def test_bundle_build_gives_fp16_its_own_tiles_and_records_the_kept_layers(tmp_path):
+def test_bundle_build_gives_fp16_its_own_tiles_and_records_the_kept_layers(tmp_path, monkeypatch):
     """build_bundles with fp16 alone (no int8 calibration): a planted Compact checkpoint."""
     from spandrel.architectures.Compact import Compact
 
@@ -295,6 +295,17 @@ def test_bundle_build_gives_fp16_its_own_tiles_and_records_the_kept_layers(tmp_p
         assert r.passed, r.detail
     coreml = read_manifest(next(r.path for r in results if r.target == "coreml"))
     assert coreml.metrics["structure_ok"] and coreml.metrics["simulated_fp16_psnr_db"] >= 45.0
+    onnx = read_manifest(next(r.path for r in results if r.target == "onnx"))
+    assert onnx.metrics["simulated_fp16_psnr_db"] >= 45.0  # its fp16 arithmetic, not only ORT CPU's float32
+
+    # fp16 safety off: ORT's CPU (float32 compute) would pass it; the fp16 arithmetic gate does not
+    monkeypatch.setattr("restorekit.quantize.fp16.fp16_unsafe_layers", lambda *a, **k: {})
+    bare = build_bundles(str(ckpt), tmp_path / "bare", targets=["onnx"], precisions=["fp16"],
+                         calib_dir=SAMPLES, eval_dir=SAMPLES, tile=32, eval_count=2, latency_runs=1)
+    m = read_manifest(bare[0].path)
+    assert m.metrics["fidelity_psnr_db"] >= MIN_FIDELITY_DB["fp16"]  # ORT CPU: float32 compute, no overflow
+    assert not bare[0].passed and m.metrics["simulated_fp16_psnr_db"] < 30.0, bare[0].detail
+    assert "fp16 arithmetic (PyTorch half)" in bare[0].detail
 
 
 def test_core_ml_fp16_simulation_without_a_cpu_half_kernel_is_skipped_not_a_crash():

@@ -28,7 +28,8 @@ MAX_DETECT_ERR_FP32, MIN_DETECT_IOU = 1e-3, 0.9
 #: fitted inside it and padded.
 DETECT_SIZE = 640
 METRIC_KEYS = ("fidelity_psnr_db", "fidelity_ssim", "max_abs_err", "nonfinite", "latency_ms_p50", "latency_ms_p95",
-               "reference_latency_ms_p50", "device", "validated", "not_validated_reason", "sanity_passed")
+               "reference_latency_ms_p50", "device", "validated", "not_validated_reason", "sanity_passed",
+               "simulated_fp16_psnr_db")
 
 
 @dataclass
@@ -372,8 +373,16 @@ def _validate(bundle_dir: Path, manifest: Manifest, tiles, refs, reference, load
               "sanity_bars": asdict(SANITY_BARS)})
     # an output-sanity failure (flat, noise, colour cast; eval/sanity.py) fails the bundle like a missed bar
     passed = fid.nonfinite == 0 and fid.fidelity_psnr_db >= bar and bool(fid.sanity_passed)
+    # ORT's x86 CPU kernels and LiteRT's CPU compute an fp16 model in float32: the fp16 arithmetic of a GPU,
+    # TensorRT or the GPU delegate is simulated in PyTorch half, with the layers fp16 safety kept in fp32
+    sim = simulate_fp16(loaded.module, tiles, refs, manifest.recipe) if manifest.precision == "fp16" else None
+    if sim is not None:
+        m["simulated_fp16_psnr_db"] = round(sim, 3)
+        passed = passed and sim >= bar
     mark = "✓" if passed else "✗"
     detail = f"{mark} PSNR {fid.fidelity_psnr_db:.1f} dB (bar {bar:.0f}), max |diff| {fid.max_abs_err:.2e}"
+    if sim is not None:
+        detail += f", fp16 arithmetic (PyTorch half) {sim:.1f} dB"
     bad = fid.sanity_failures
     detail += f", sanity ✗ {bad[0]}" + (f" (+{len(bad) - 1} more)" if len(bad) > 1 else "") if bad else ", sanity ✓"
     out = bundle.session.run(tiles[0].x)

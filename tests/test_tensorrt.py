@@ -37,6 +37,17 @@ def test_precision_flags_follow_the_bundle(precision, fp16, int8):
     assert opts["trt_fp16_enable"] == str(fp16) and opts["trt_int8_enable"] == str(int8)
 
 
+def test_fp16_bundle_with_layers_kept_in_fp32_is_built_strongly_typed():
+    """The FP16 flag lets TensorRT lower the layers fp16 safety kept in fp32 (GFPGAN #483's solid
+    colour): such a bundle is built strongly typed, and ONNX Runtime's provider runs it without FP16."""
+    kept = _manifest("fp16")
+    kept.recipe = {"scheme": "fp16", "fp16_kept_float": {"head": "activation max 1.6e+05 > 32768"}}
+    plan = engine_plan(kept)
+    assert plan.strongly_typed and not plan.fp16
+    assert tensorrt_options(kept, Path("/cache"))["trt_fp16_enable"] == "False"
+    assert not engine_plan(_manifest("fp16")).strongly_typed  # nothing kept: plain FP16
+
+
 def test_dynamic_profile_from_the_tile_with_a_minimum_of_64():
     opts = tensorrt_options(_manifest(tile=256), Path("/c/e"))
     assert opts["trt_profile_min_shapes"] == "input:1x3x64x64"

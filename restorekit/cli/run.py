@@ -55,7 +55,9 @@ def trt_build(
     cache_dir = cache or trt_cache_dir(manifest)
     ort_trt, has_trt = tensorrt_backends()
     out_console.print(f"profile {plan.input_name}: min {plan.shape(plan.min_hw)}, opt {plan.shape(plan.opt_hw)}, "
-                      f"max {plan.shape(plan.max_hw)}; fp16 {plan.fp16}, int8 {plan.int8}; cache {cache_dir}")
+                      f"max {plan.shape(plan.max_hw)}; fp16 {plan.fp16}, int8 {plan.int8}"
+                      + ("; strongly typed (layers kept in fp32 by fp16 safety stay fp32)" if plan.strongly_typed else "")
+                      + f"; cache {cache_dir}")
     if ort_trt:
         from restorekit.runtime.onnx import warm_tensorrt_cache
 

@@ -11,6 +11,11 @@ Two ways to use TensorRT, one set of settings (``engine_plan``):
 Precision follows the bundle: fp16 bundles enable FP16; int8 (QDQ) bundles enable INT8, which
 makes TensorRT take the scales from the Q/DQ nodes (explicit quantization, no calibration
 table), and FP16 for the layers left unquantized; fp32 bundles enable neither.
+
+An fp16 bundle whose fp16 safety check kept layers in fp32 (``recipe.fp16_kept_float``: their
+values overflow fp16) must not have them lowered to fp16 again, which the FP16 flag allows: the
+standalone engine is built strongly typed (each layer in its ONNX type, no FP16 flag), and ONNX
+Runtime's provider, which has no such mode, runs that bundle without FP16 (correct, slower).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class EnginePlan:
     channels: int
     fp16: bool
     int8: bool
+    strongly_typed: bool  # layers keep their ONNX types (fp16 bundles with layers kept in fp32); excludes fp16
     min_hw: tuple[int, int]
     opt_hw: tuple[int, int]
     max_hw: tuple[int, int]
@@ -79,8 +85,10 @@ def engine_plan(manifest: Manifest) -> EnginePlan:
         side = _round_up(max(MIN_PROFILE_SIDE, mult), mult)
         tile = _round_up(max(tile, side), mult)
         lo, opt, hi = (side, side), (tile, tile), (tile, tile)
+    kept = manifest.precision == "fp16" and bool((manifest.recipe or {}).get("fp16_kept_float"))
     return EnginePlan(input_name=manifest.input.name, channels=channels,
-                      fp16=manifest.precision != "fp32", int8=manifest.precision in ("int8", "w8a8", "w8a16", "mixed"),
+                      fp16=manifest.precision != "fp32" and not kept,
+                      int8=manifest.precision in ("int8", "w8a8", "w8a16", "mixed"), strongly_typed=kept,
                       min_hw=lo, opt_hw=opt, max_hw=hi)
 
 
@@ -138,7 +146,14 @@ def build_engine(bundle_dir: Path, manifest: Manifest, out_dir: Path) -> Path:
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     explicit = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)  # TensorRT 8; default in 10
-    network = builder.create_network(0 if explicit is None else 1 << int(explicit))
+    flags = 0 if explicit is None else 1 << int(explicit)
+    if plan.strongly_typed:
+        typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+        if typed is None:
+            raise BackendUnavailableError(f"{bundle_dir} keeps layers in fp32 that overflow fp16 (manifest recipe "
+                                          "fp16_kept_float): that needs a strongly typed network, TensorRT 10 or newer")
+        flags |= 1 << int(typed)
+    network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse((bundle_dir / manifest.model_file).read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))

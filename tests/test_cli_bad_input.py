@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from restorekit.cli.main import app
 from restorekit.core.image import write_image
+from tests.conftest import SAMPLES
 
 runner = CliRunner()
 
@@ -121,6 +122,64 @@ def test_tampered_bundle_is_rejected(edge_bundles, tmp_path, rgb_photo):
         write_image(good, rgb_photo[:16, :16])
         _fails_cleanly(["run", str(bad), str(good), "-o", str(tmp_path / f"{name}.png")], match="checksum mismatch")
         assert not (tmp_path / f"{name}.png").exists()
+
+
+def _swap_model_and_relist(bundle, keep: list[str]) -> None:
+    """Rewrite the manifest's ``files`` to list only ``keep`` (with their true checksums): what a
+    stranger who swapped the model would do so that every listed file still verifies."""
+    import json
+
+    from restorekit.core.files import sha256_file
+
+    man = json.loads((bundle / "manifest.json").read_text())
+    man["files"] = [{"path": k, "sha256": sha256_file(bundle / k), "bytes": (bundle / k).stat().st_size} for k in keep]
+    (bundle / "manifest.json").write_text(json.dumps(man))
+
+
+@pytest.mark.parametrize("case", ["unlisted model", "symlinked model", "unlisted extra", "symlinked extra"])
+def test_a_bundle_cannot_make_a_backend_open_what_its_manifest_does_not_vouch_for(edge_bundles, tmp_path, rgb_photo,
+                                                                                 case):
+    """The model swapped for another network with only a decoy file listed, or the model (or any
+    file) a symlink to somewhere outside the bundle: refused before the backend opens anything,
+    through run, restore --bundle and eval."""
+    import shutil
+
+    bad = tmp_path / "b"
+    shutil.copytree(edge_bundles / "onnx-fp32", bad)
+    outside = tmp_path / "elsewhere.onnx"
+    shutil.copy(bad / "model.onnx", outside)
+    if case == "unlisted model":
+        (bad / "LICENSE").write_text("decoy")
+        _swap_model_and_relist(bad, ["LICENSE"])
+        match = "model.onnx"
+    elif case == "symlinked model":
+        (bad / "model.onnx").unlink()
+        (bad / "model.onnx").symlink_to(outside)
+        match = "symlink"
+    elif case == "unlisted extra":
+        (bad / "notes.onnx").write_bytes(b"x")
+        match = "unlisted file notes.onnx"
+    else:
+        (bad / "extra").symlink_to(outside)
+        match = "symlink"
+    photo = tmp_path / "in.png"
+    write_image(photo, rgb_photo[:16, :16])
+    _fails_cleanly(["run", str(bad), str(photo), "-o", str(tmp_path / "o.png")], match=match)
+    _fails_cleanly(["restore", str(photo), "-o", str(tmp_path / "r.png"), "--bundle", str(bad), "--stages", "restore"],
+                   match=match)
+    _fails_cleanly(["eval", str(bad), "--images", str(SAMPLES)], match=match)
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "r.png").exists()
+
+
+def test_a_hidden_file_beside_the_model_is_ignored(edge_bundles, tmp_path):
+    import shutil
+
+    from restorekit.bundle.manifest import read_manifest
+
+    ok = tmp_path / "b"
+    shutil.copytree(edge_bundles / "onnx-fp32", ok)
+    (ok / ".DS_Store").write_bytes(b"finder")
+    assert read_manifest(ok).target == "onnx"
 
 
 def test_console_script_exit_code_and_single_line(tmp_path):

@@ -89,12 +89,13 @@ class Manifest:
 def file_entries(bundle_dir: Path) -> list[dict[str, Any]]:
     """``files`` entries (path, sha256, bytes) for every file in the bundle except the manifest.
 
-    A ``.mlpackage`` is a directory: each file inside it is listed on its own.
+    A ``.mlpackage`` is a directory: each file inside it is listed on its own (hidden ones too: the
+    backend reads the whole package). Hidden files beside the model (``.DS_Store``) are not listed.
     """
     entries = []
     for p in sorted(bundle_dir.rglob("*")):
-        if p.is_file() and p.name != MANIFEST_NAME and not p.name.startswith("."):
-            rel = p.relative_to(bundle_dir).as_posix()
+        rel = p.relative_to(bundle_dir).as_posix()
+        if p.is_file() and rel != MANIFEST_NAME and not ("/" not in rel and p.name.startswith(".")):
             entries.append({"path": rel, "sha256": sha256_file(p), "bytes": p.stat().st_size})
     return entries
 
@@ -171,17 +172,52 @@ def validate_manifest(data: dict[str, Any]) -> list[str]:
 
 
 def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
-    """Raise ChecksumError naming the first file whose size or sha256 differs from the manifest."""
-    if not manifest.files:
+    """Refuse a bundle that could make a backend open anything its manifest does not vouch for:
+    ChecksumError naming the first listed file whose size or sha256 differs, a model file (or a file
+    inside a ``.mlpackage``) that is not listed, or any other unlisted file; BadInputError for a
+    symlink anywhere in the bundle or a listed path that leaves it. Hidden files outside the model
+    (``.DS_Store``) are ignored: no backend opens them."""
+    if not isinstance(manifest.files, list) or not manifest.files:
         raise ChecksumError(f"manifest of {bundle_dir} lists no files")
     root = bundle_dir.resolve()
+    listed: set[str] = set()
     for entry in manifest.files:
-        p = (bundle_dir / entry["path"]).resolve()
+        rel = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(rel, str) or not isinstance(entry.get("sha256"), str) or not _is_count(entry.get("bytes")):
+            raise BadInputError(f"manifest of {bundle_dir}: each files entry needs a path, a sha256 and a byte count, "
+                                f"got {_short(entry)}")
+        if (bundle_dir / rel).is_symlink():
+            raise BadInputError(f"bundle {bundle_dir} contains a symlink ({rel}): a bundle holds its files itself")
+        p = (bundle_dir / rel).resolve()
         if root not in p.parents:
-            raise BadInputError(f"manifest path escapes the bundle: {entry['path']}")
+            raise BadInputError(f"manifest path escapes the bundle: {rel}")
+        listed.add(p.relative_to(root).as_posix())
+    model = manifest.model_file
+    for dirpath, dirnames, filenames in os.walk(root):  # never follows links
+        here = Path(dirpath)
+        for name in dirnames + filenames:
+            path = here / name
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                raise BadInputError(f"bundle {bundle_dir} contains a symlink ({rel}): a bundle holds its files itself")
+            if name not in filenames or rel == MANIFEST_NAME or rel in listed:
+                continue
+            if rel == model or rel.startswith(model + "/"):
+                raise ChecksumError(f"{rel} in {bundle_dir} is not listed in the manifest: the model is not the "
+                                    "one the manifest vouches for")
+            if here != root or not name.startswith("."):
+                raise ChecksumError(f"unlisted file {rel} in {bundle_dir}: a bundle holds only the files its "
+                                    "manifest lists")
+    if not (model in listed or any(f.startswith(model + "/") for f in listed)):
+        raise ChecksumError(f"the manifest of {bundle_dir} does not list its model file {model}")
+    for entry in manifest.files:
+        p = bundle_dir / entry["path"]
         if not p.is_file():
             raise ChecksumError(f"bundle file missing: {entry['path']} in {bundle_dir}")
         if p.stat().st_size != entry["bytes"] or sha256_file(p) != entry["sha256"]:
             raise ChecksumError(f"checksum mismatch for {entry['path']} in {bundle_dir}: the file was modified or corrupted")
-    if not (bundle_dir / manifest.model_file).exists():
-        raise ChecksumError(f"bundle has no {manifest.model_file}: {bundle_dir}")
+
+
+def _is_count(value: Any) -> bool:
+    """A non-negative int (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -333,3 +333,26 @@ def test_core_ml_fp16_simulation_without_a_cpu_half_kernel_is_skipped_not_a_cras
     with torch.inference_mode():
         ref = [conv(torch.from_numpy(x)).numpy()]
     assert simulate_fp16(conv, tiles, ref) > 45
+
+
+def test_fp16_simulation_runs_lamas_fourier_units_as_dft_matmuls():
+    """LaMa's Fourier unit (orthonormal rfftn -> conv -> irfftn) has no CPU fp16 FFT: its fp16
+    arithmetic is simulated through the exact DFT-matmul rewrite, so LaMa's fp16 Core ML bundle gets
+    a number, and a planted overflow inside the unit shows in it."""
+    from spandrel.architectures.LaMa.__arch.LaMa import FourierUnit
+
+    from restorekit.build.bundles import simulate_fp16
+    from restorekit.eval.fidelity import EvalTile
+
+    torch.manual_seed(0)
+    unit = FourierUnit(3, 3).eval()
+    x = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
+    tiles = [EvalTile("t", x)]
+    with torch.inference_mode():
+        refs = [unit(torch.from_numpy(x)).numpy()]
+    assert 40 < simulate_fp16(unit, tiles, refs) < 120  # fp16 rounding, not exact
+    with torch.no_grad():
+        unit.conv_layer.weight.mul_(2e5)  # spectra beyond 65504 in fp16
+    with torch.inference_mode():
+        refs = [unit(torch.from_numpy(x)).numpy()]
+    assert simulate_fp16(unit, tiles, refs) < 30

@@ -435,14 +435,24 @@ def _simulated_psnr(net, tiles, refs, half: bool = False) -> float:
 
 
 def simulate_fp16(module, tiles, refs, recipe: dict | None = None) -> float | None:
-    """PSNR of the PyTorch graph run in fp16 vs fp32: how an fp16 Core ML program behaves numerically,
-    with the modules its fp16 safety check kept in fp32 (``recipe["fp16_kept_float"]``) run in fp32.
-    None when PyTorch has no CPU fp16 kernel for one of its ops (LaMa's FFT): structural check only."""
+    """PSNR of the PyTorch graph run in fp16 vs fp32: how an fp16 program behaves numerically, with
+    the modules its fp16 safety check kept in fp32 (``recipe["fp16_kept_float"]``) run in fp32.
+    PyTorch has no CPU fp16 FFT: LaMa's Fourier units are then run as their exact DFT-matmul
+    rewrite (``fft_matmul``), in fp16 like the rest. None when an op still has no CPU fp16 kernel."""
+    from restorekit.convert.rewrites import fft_to_matmul_dft
     from restorekit.quantize.fp16 import half_except
 
+    kept = (recipe or {}).get("fp16_kept_float")
     try:
-        return _simulated_psnr(half_except(module, (recipe or {}).get("fp16_kept_float")), tiles, refs, half=True)
+        return _simulated_psnr(half_except(module, kept), tiles, refs, half=True)
     except (NotImplementedError, RuntimeError):  # e.g. "Unsupported dtype Half" in torch.fft on CPU
+        pass
+    dft, replaced = fft_to_matmul_dft(module)
+    if not replaced:
+        return None
+    try:
+        return _simulated_psnr(half_except(dft, kept), tiles, refs, half=True)
+    except (NotImplementedError, RuntimeError):
         return None
 
 

@@ -182,6 +182,40 @@ def test_a_hidden_file_beside_the_model_is_ignored(edge_bundles, tmp_path):
     assert read_manifest(ok).target == "onnx"
 
 
+def test_a_bundle_that_failed_its_gates_runs_only_when_asked(edge_bundles, tmp_path, rgb_photo):
+    import json
+    import shutil
+
+    failed = tmp_path / "onnx-fp32"
+    shutil.copytree(edge_bundles / "onnx-fp32", failed)
+    man = json.loads((failed / "manifest.json").read_text())
+    assert man["metrics"]["gates_passed"] is True  # the build records it
+    man["metrics"]["gates_passed"] = False
+    (failed / "manifest.json").write_text(json.dumps(man))
+    photo = tmp_path / "in.png"
+    write_image(photo, rgb_photo[:16, :16])
+    _fails_cleanly(["run", str(failed), str(photo), "-o", str(tmp_path / "o.png")], match="--allow-unvalidated")
+    _fails_cleanly(["restore", str(photo), "-o", str(tmp_path / "r.png"), "--bundle", str(failed),
+                    "--stages", "restore"], match="failed its quality gates")
+    res = runner.invoke(app, ["run", str(failed), str(photo), "-o", str(tmp_path / "o.png"), "--allow-unvalidated"])
+    assert res.exit_code == 0 and (tmp_path / "o.png").is_file(), res.output
+
+
+def test_a_failed_rebuild_never_replaces_a_bundle_that_passed(tmp_path, monkeypatch):
+    from restorekit.build import bundles
+    from restorekit.core.files import sha256_file
+
+    args = dict(targets=["onnx"], precisions=["fp32"], eval_dir=SAMPLES, tile=32, eval_count=1, latency_runs=1)
+    (good,) = bundles.build_bundles("default", tmp_path, **args)
+    assert good.passed
+    before = sha256_file(good.path / "manifest.json")
+    monkeypatch.setattr(bundles, "_validate", lambda *a, **k: (False, "✗ planted failure", {}))
+    (bad,) = bundles.build_bundles("default", tmp_path, **args)
+    assert not bad.passed and "kept" in bad.detail
+    assert sha256_file(good.path / "manifest.json") == before  # the good bundle is still there, untouched
+    assert [p.name for p in good.path.parent.iterdir() if p.name.startswith(".")] == []  # no leftovers
+
+
 def test_console_script_exit_code_and_single_line(tmp_path):
     res = subprocess.run([sys.executable, "-m", "restorekit.cli.main", "inspect", str(tmp_path / "x.pth")],
                          capture_output=True, text=True, timeout=120)

@@ -48,6 +48,15 @@ def test_fp16_bundle_with_layers_kept_in_fp32_is_built_strongly_typed():
     assert not engine_plan(_manifest("fp16")).strongly_typed  # nothing kept: plain FP16
 
 
+def test_engine_cache_path_is_one_safe_component_whatever_the_manifest_says(monkeypatch, tmp_path):
+    monkeypatch.setenv("RESTOREKIT_CACHE", str(tmp_path))
+    hostile = _manifest(sha="../../" + "ab" * 32)
+    hostile.name = "../../../etc/x y"
+    path = trt_cache_dir(hostile)
+    assert path.parent == tmp_path / "tensorrt" and "/" not in path.name and ".." not in path.name
+    assert path.name.endswith("-" + "ab" * 8)
+
+
 def test_dynamic_profile_from_the_tile_with_a_minimum_of_64():
     opts = tensorrt_options(_manifest(tile=256), Path("/c/e"))
     assert opts["trt_profile_min_shapes"] == "input:1x3x64x64"

@@ -260,6 +260,19 @@ def test_install_from_rejects_a_wrong_file(cache, tmp_path):
         zoo.install_from("realesr-animevideov3", tmp_path / "missing.pth")
 
 
+def test_install_from_verifies_exactly_the_bytes_it_installs(cache, tmp_path, monkeypatch):
+    """One read of the source, hashed as it is written: no window between the check and the copy
+    in which a swapped file could slip into the cache."""
+    src = tmp_path / "w.pth"
+    src.write_bytes(PAYLOAD)
+    _register(monkeypatch, "https://example.invalid/test-model.pth")
+    opened = []
+    monkeypatch.setattr(zoo, "open", lambda f, *a, **k: opened.append(Path(f)) or open(f, *a, **k), raising=False)
+    monkeypatch.setattr(zoo, "sha256_file", lambda p: pytest.fail("hashed the source apart from the copy"))
+    path = zoo.install_from("test-model", src)
+    assert opened == [src] and path.read_bytes() == PAYLOAD
+
+
 def test_cached_path_rejects_a_tampered_file(cache, tmp_path, monkeypatch):
     src = tmp_path / "w.pth"
     src.write_bytes(PAYLOAD)

@@ -97,6 +97,19 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _passed_before(bundle_dir: Path) -> bool:
+    """Whether a readable bundle that passed its gates is already at ``bundle_dir``."""
+    from restorekit.bundle.manifest import read_manifest
+    from restorekit.core.errors import RestorekitError
+
+    if not (bundle_dir / "manifest.json").is_file():
+        return False
+    try:
+        return read_manifest(bundle_dir).metrics.get("gates_passed") is True
+    except RestorekitError:
+        return False
+
+
 def build_bundles(
     model_ref: str | None,
     out_dir: Path,
@@ -303,9 +316,14 @@ def _write_bundles(model_dir: Path, loaded, pairs, options: dict, validation: _V
                 progress.update(job, description=f"{target}-{precision}: validating")
                 passed, detail, crops = _validate(tmp, manifest, validation.tiles, validation.refs,
                                                   validation.reference, loaded, validation.latency_runs, conv)
+                manifest.metrics["gates_passed"] = bool(passed)
                 write_manifest(tmp, manifest)
                 final = model_dir / f"{target}-{precision}"
-                _replace_dir(tmp, final)
+                if passed or not _passed_before(final):
+                    _replace_dir(tmp, final)
+                else:  # a failed rebuild never replaces a bundle that passed
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    detail += f"; not written: the bundle already at {final} passed its gates and is kept"
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 for d in reversed(created):
@@ -360,7 +378,7 @@ def _validate(bundle_dir: Path, manifest: Manifest, tiles, refs, reference, load
             detail += f" (bar {bar:.0f})"
             return st["ok"] and sim >= bar, detail, {}
         return st["ok"], detail, {}
-    bundle = load_bundle(bundle_dir)
+    bundle = load_bundle(bundle_dir, allow_failed=True)
     if manifest.task == "detect":
         return _validate_detector(bundle, manifest, tiles, reference, latency_runs)
     fid = compare(bundle.session, tiles, refs)

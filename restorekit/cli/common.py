@@ -55,3 +55,5 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
             raise RestorekitError(f"size {part!r} is too small (at least 16)")
         sizes.append(size)
     return sizes
+AllowUnvalidatedOpt = Annotated[bool, typer.Option(
+    "--allow-unvalidated", help="Run a bundle even though it failed its quality gates when it was built.")]

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from restorekit.cli.common import ProviderOpt, ThreadsOpt, err_console, out_console, split_list
+from restorekit.cli.common import AllowUnvalidatedOpt, ProviderOpt, ThreadsOpt, err_console, out_console, split_list
 
 
 def _stage_fidelity(v: dict) -> str:
@@ -62,6 +62,7 @@ def restore(
     target: Annotated[str, typer.Option("--target", help="With --bundles: the target whose bundles to run (onnx, tflite, coreml).")] = "onnx",
     provider: ProviderOpt = "cpu",
     threads: ThreadsOpt = None,
+    allow_unvalidated: AllowUnvalidatedOpt = False,
 ):
     """Restore old photos: damage assessment, scratch removal, restoration, faces, tone and colour cast."""
     import json
@@ -81,7 +82,8 @@ def restore(
     models = load_pipeline_models(opts, restorer=bundle, detector=detector, face_detector=face_detector,
                                   face_restorer=face_model, upscaler=sr, reference=reference, provider=provider,
                                   threads=threads, colorizer=colorize, inpainter=inpainter,
-                                  bundles=None if bundles is None else str(bundles), target=target)
+                                  bundles=None if bundles is None else str(bundles), target=target,
+                                  allow_failed=allow_unvalidated)
     with Progress(console=err_console, transient=True) as progress:
         task = progress.add_task("restore", total=len(jobs.pairs))
 

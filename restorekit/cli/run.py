@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from restorekit.cli.common import BundleArg, ProviderOpt, ThreadsOpt, err_console, out_console
+from restorekit.cli.common import (AllowUnvalidatedOpt, BundleArg, ProviderOpt, ThreadsOpt, err_console,
+                                   out_console)
 
 
 def run(
@@ -18,6 +19,7 @@ def run(
     overlap: Annotated[Optional[int], typer.Option("--overlap", min=0, help="Pixels shared by neighbouring tiles (feathered).")] = None,
     provider: ProviderOpt = "cpu",
     threads: ThreadsOpt = None,
+    allow_unvalidated: AllowUnvalidatedOpt = False,
 ):
     """Run a bundle on one photo, tiled with feathered blending."""
     from rich.progress import Progress
@@ -27,7 +29,7 @@ def run(
 
     check_output_path(output)
     photo = read_image(input)
-    b = load_bundle(bundle_dir, provider=provider, threads=threads)
+    b = load_bundle(bundle_dir, provider=provider, threads=threads, allow_failed=allow_unvalidated)
     if provider == "tensorrt":
         from restorekit.runtime.tensorrt import check_tile
 

@@ -95,7 +95,7 @@ def measure(spec: dict) -> dict:
         from restorekit.runtime.tiling import tile_starts
 
         rss_start = _rss_kb()
-        bundle = load_bundle(spec["path"], provider=spec["provider"], threads=threads)
+        bundle = load_bundle(spec["path"], provider=spec["provider"], threads=threads, allow_failed=True)
         fixed = bundle.session.fixed_size
         if fixed is None or tuple(fixed) == (h, w):
             x = rng.random((1, 3, h, w), dtype=np.float32)

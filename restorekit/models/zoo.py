@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import difflib
 import http.client
+import hashlib
 import json
 import os
-import shutil
 import time
 import urllib.error
 import urllib.request
@@ -395,17 +395,27 @@ def fetch(name: str, progress: bool = True, *, trust_unverified: bool = False, t
 
 
 def install_from(name: str, file: str | os.PathLike, *, trust_unverified: bool = False) -> Path:
-    """Verify a local copy of ``name`` and copy it atomically into the cache."""
+    """Copy a local copy of ``name`` atomically into the cache, verifying exactly the bytes copied
+    (hashed as they are written, in one read: a file changed meanwhile cannot slip in)."""
     entry = get_entry(name)
     src = Path(file).expanduser()
     if not src.is_file():
         raise BadInputError(f"file not found: {src}")
-    digest = sha256_file(src)
-    _check(entry, digest, str(src), trust_unverified)
     dest = models_dir() / entry.filename
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with open(src, "rb") as inp:
-        atomic_write(dest, lambda out: shutil.copyfileobj(inp, out, _CHUNK))
+    digest = ""
+
+    def copy_verified(out) -> None:
+        nonlocal digest
+        h = hashlib.sha256()
+        with open(src, "rb") as inp:
+            while chunk := inp.read(_CHUNK):
+                h.update(chunk)
+                out.write(chunk)
+        digest = h.hexdigest()
+        _check(entry, digest, str(src), trust_unverified)  # raising here leaves nothing installed
+
+    atomic_write(dest, copy_verified)
     _write_stamp(dest, digest)
     return dest
 

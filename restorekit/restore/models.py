@@ -19,7 +19,8 @@ TASK_OPTIONS = {"restore": "--bundle", "scratch": "--detector", "detect": "--fac
 
 def bundles_by_task(folder: str | Path, target: str) -> dict[str, Path]:
     """The bundle of each task under ``folder`` (``<model>/<target>-<precision>/manifest.json``, as
-    ``restorekit bundle --out`` lays them out) for ``target``, in ``PRECISION_PREFERENCE`` order.
+    ``restorekit bundle --out`` lays them out) for ``target``, in ``PRECISION_PREFERENCE`` order;
+    bundles that failed their gates when built are passed over.
     An SR bundle serves as the restorer when there is no restoration bundle; two models of one
     task are ambiguous (pass the one to use with its option)."""
     from restorekit.bundle.manifest import read_manifest
@@ -37,6 +38,8 @@ def bundles_by_task(folder: str | Path, target: str) -> dict[str, Path]:
             m = read_manifest(path.parent)
         except BadInputError:
             continue  # not a bundle restorekit can read: `restorekit inspect` says why
+        if m.metrics.get("gates_passed") is False:
+            continue  # failed its gates when built: only by name, with --allow-unvalidated
         found.setdefault(m.task, {}).setdefault(m.name, {})[m.precision] = path.parent
     if "restore" not in found and "sr" in found:
         found["restore"] = found.pop("sr")
@@ -66,13 +69,14 @@ def _a(task: str) -> str:
     return f"{'an' if task[0] in 'aeiou' else 'a'} {task}"
 
 
-def pipeline_model(ref: str | None, task: str, provider: str = "cpu", threads: int | None = None) -> Model:
-    """A pipeline Model for a stage that needs ``task``: from a bundle directory, a checkpoint, or
-    (None) restorekit's own weights."""
+def pipeline_model(ref: str | None, task: str, provider: str = "cpu", threads: int | None = None,
+                   allow_failed: bool = False) -> Model:
+    """A pipeline Model for a stage that needs ``task``: from a bundle directory (one that failed its
+    build's gates only with ``allow_failed``), a checkpoint, or (None) restorekit's own weights."""
     if ref is not None and Path(ref).is_dir():
         from restorekit.runtime import load_bundle
 
-        b = load_bundle(ref, provider=provider, threads=threads)
+        b = load_bundle(ref, provider=provider, threads=threads, allow_failed=allow_failed)
         if not fits_stage(b.manifest.task, b.manifest.scale, task):
             raise BadInputError(f"{ref} is {_a(b.manifest.task)} bundle; this stage needs {_a(task)} model")
         t = b.manifest.tiling
@@ -124,7 +128,7 @@ def load_pipeline_models(options: RestoreOptions, restorer: str | None = None, d
                          face_detector: str | None = None, face_restorer: str | None = None, upscaler: str | None = None,
                          reference: bool = False, provider: str = "cpu", threads: int | None = None,
                          colorizer: str | None = None, inpainter: str | None = None,
-                         bundles: str | None = None, target: str = "onnx") -> PipelineModels:
+                         bundles: str | None = None, target: str = "onnx", allow_failed: bool = False) -> PipelineModels:
     """Load the models the stages in ``options`` need (bundle directories, checkpoints, or None for
     the built-in ones; a face detector enables the faces stage, an upscaler the sr stage, a
     colorizer the colorize stage, an inpainter replaces OpenCV's in the defects stage). ``bundles``:
@@ -133,8 +137,10 @@ def load_pipeline_models(options: RestoreOptions, restorer: str | None = None, d
 
     ``reference``: also the full-precision reference of each bundle's stage (restore, defects,
     face-detect, faces, sr, colorize, inpaint), in PyTorch from the checkpoint the bundle was made from; a stage already
-    run by a PyTorch model is its own reference."""
+    run by a PyTorch model is its own reference. ``allow_failed``: also bundles that failed their
+    build's gates."""
     wants = options.stages
+
     if bundles is not None:
         found = {task: str(path) for task, path in bundles_by_task(bundles, target).items()}
         for task, stage in (("restore", "restore"), ("scratch", "defects")):
@@ -148,19 +154,20 @@ def load_pipeline_models(options: RestoreOptions, restorer: str | None = None, d
     if face_detector is None and "faces" in wants:
         face_detector = cached_face_detector()
     m = PipelineModels()
-    m.restorer = pipeline_model(restorer, "restore", provider, threads) if "restore" in wants else None
-    m.detector = pipeline_model(detector, "scratch", provider, threads) if "defects" in wants else None
+    m.restorer = pipeline_model(restorer, "restore", provider, threads, allow_failed) if "restore" in wants else None
+    m.detector = pipeline_model(detector, "scratch", provider, threads, allow_failed) if "defects" in wants else None
     if face_detector is not None and "faces" in wants:
         if not Path(face_detector).exists():
             raise BadInputError(f"face detector not found: {face_detector} (a detect bundle directory or "
                                 "RetinaFace-MobileNet0.25 weights)")
-        m.face_detector = pipeline_model(face_detector, "detect", provider, threads)
-    m.upscaler = pipeline_model(upscaler, "sr", provider, threads) if upscaler is not None and "sr" in wants else None
+        m.face_detector = pipeline_model(face_detector, "detect", provider, threads, allow_failed)
+    if upscaler is not None and "sr" in wants:
+        m.upscaler = pipeline_model(upscaler, "sr", provider, threads, allow_failed)
     if face_restorer is not None and m.face_detector is not None:
-        m.face_restorer = pipeline_model(face_restorer, "face", provider, threads)
-    m.colorizer = pipeline_model(colorizer, "colorize", provider, threads) if colorizer is not None else None
+        m.face_restorer = pipeline_model(face_restorer, "face", provider, threads, allow_failed)
+    m.colorizer = pipeline_model(colorizer, "colorize", provider, threads, allow_failed) if colorizer is not None else None
     if inpainter is not None and "defects" in wants:
-        m.inpainter = pipeline_model(inpainter, "inpaint", provider, threads)
+        m.inpainter = pipeline_model(inpainter, "inpaint", provider, threads, allow_failed)
     check_scale(options, m.restorer, m.upscaler)
     if reference:
         for stage, model, ref_of, task in (("restore", m.restorer, restorer, "restore"),

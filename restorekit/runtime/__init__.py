@@ -63,9 +63,15 @@ class Bundle:
 
 
 def load_bundle(path: str | os.PathLike, provider: str = "cpu", threads: int | None = None,
-                verify: bool = True) -> Bundle:
-    """Read and checksum-verify a bundle's manifest, then open its model."""
+                verify: bool = True, allow_failed: bool = False) -> Bundle:
+    """Read and checksum-verify a bundle's manifest, then open its model. A bundle that failed its
+    build's gates (``metrics.gates_passed`` false) is refused unless ``allow_failed`` (eval, bench)."""
+    from restorekit.core.errors import BadInputError
+
     path = Path(path)
     manifest = read_manifest(path, verify=verify)
+    if manifest.metrics.get("gates_passed") is False and not allow_failed:
+        raise BadInputError(f"{path} failed its quality gates when it was built (see its report.json, or "
+                            "`restorekit eval` it): pass --allow-unvalidated to run it anyway")
     session = open_session(manifest.target, path / manifest.model_file, manifest, provider, threads)
     return Bundle(path=path, manifest=manifest, session=session)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -103,8 +104,11 @@ def cache_root() -> Path:
 def trt_cache_dir(manifest: Manifest) -> Path:
     """Engine cache of one bundle: keyed by its model file's sha256, so a changed model never
     reuses a stale engine."""
-    sha = manifest.files[0]["sha256"] if manifest.files else "unsigned"
-    return cache_root() / "tensorrt" / f"{manifest.name}-{manifest.precision}-{sha[:16]}"
+    model = next((f for f in manifest.files if f.get("path") == manifest.model_file), None)
+    sha = re.sub(r"[^0-9a-f]", "", str(model["sha256"]).lower())[:16] if model else "unsigned"
+    # the manifest's name and precision are a stranger's text: one safe path component, never "../"
+    label = re.sub(r"[^A-Za-z0-9_-]+", "_", f"{manifest.name}-{manifest.precision}").strip("_") or "bundle"
+    return cache_root() / "tensorrt" / f"{label[:80]}-{sha or 'unsigned'}"
 
 
 def tensorrt_options(manifest: Manifest, cache_dir: Path) -> dict[str, str]:

@@ -148,3 +148,38 @@ def test_example_policy_in_docs_parses_to_the_documented_gates():
     int8 = load_policy(path, ["onnx-int8", "restorekit-x2/onnx-int8"])
     assert int8 == Gates(min_psnr=38, min_ssim=0.99, max_nonfinite=0, max_delta_e=1.0, max_drop=0.1)
     assert load_policy(path, ["tflite-fp32"]).min_psnr == 60
+
+
+@pytest.mark.parametrize("option, value, words", [("--min-psnr", "nan", "--min-psnr must be a finite number"),
+                                                  ("--min-psnr", "inf", "--min-psnr must be a finite number"),
+                                                  ("--max-nonfinite", "-1", "--max-nonfinite must be a whole number"),
+                                                  ("--max-drop", "-0.5", "--max-drop must be a finite number"),
+                                                  ("--min-ssim", "2", "--min-ssim must be a finite number")])
+def test_a_threshold_that_would_switch_its_gate_off_is_a_usage_error(good_bundle, option, value, words):
+    """NaN compares false with everything: `--min-psnr nan` used to pass any bundle with exit 0."""
+    res = _eval(good_bundle, option, value)
+    assert res.exit_code == 2 and words in res.stderr and res.stderr.strip().count("\n") == 0, res.output
+
+
+@pytest.mark.parametrize("text, words", [("default: {min_psnr: .nan}", "gate min_psnr must be a finite number"),
+                                         ("default: {max_nonfinite: -1}", "gate max_nonfinite must be a whole number"),
+                                         ("bundles: {'*': {max_delta_e: true}}", "must be numbers, not true/false")])
+def test_a_policy_threshold_that_would_switch_its_gate_off_is_refused(tmp_path, text, words):
+    from restorekit.core.errors import BadInputError
+    from restorekit.eval.gates import load_policy
+
+    path = tmp_path / "gates.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(BadInputError, match=re.escape(words)):
+        load_policy(path, ["onnx-int8"])
+
+
+def test_a_gate_that_checks_no_image_fails():
+    from restorekit.eval.gates import Gates, check
+
+    rows = [{"image": f"{i}.png", "psnr_db": 50.0, "ssim": 1.0, "delta_e00": None, "nonfinite": 0, "clipped_new": 0,
+             "std_ratio": 1.0, "mean_shift": 0.0, "sanity": []} for i in range(2)]
+    result = {"per_image": rows, "summary": {"psnr_db_mean": 50.0, "ssim_mean": 1.0, "nonfinite": 0, "clipped_new": 0}}
+    fails = check(result, Gates(max_delta_e=1.0), sanity=False)
+    assert len(fails) == 1 and "no image has a colour difference" in str(fails[0])
+    assert check(result, Gates(min_psnr=40), sanity=False) == []

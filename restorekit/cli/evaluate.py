@@ -51,6 +51,7 @@ def eval_(
     """Fidelity of a bundle vs its fp32 reference, quality, latency; gates exit 1 listing every failure."""
     import json
 
+    from restorekit.core.errors import BadInputError
     from restorekit.core.files import atomic_write_text, check_writable_path
     from restorekit.eval.evaluate import evaluate_bundle
     from restorekit.eval.gates import Gates, load_policy
@@ -60,11 +61,17 @@ def eval_(
     for path in (json_path, html_path):
         if path is not None:
             check_writable_path(path)
+    given = dict(min_psnr=min_psnr, min_ssim=min_ssim, max_nonfinite=max_nonfinite, max_delta_e=max_delta_e,
+                 max_clipped_new=max_clipped_new, max_drop=max_drop)
+    try:  # thresholds first: a NaN or negative one is a usage error, before any work
+        command_gates = Gates(**given)
+    except BadInputError as exc:
+        name = next(k for k in given if f"gate {k} " in str(exc))
+        raise BadInputError(str(exc).replace(f"gate {name}", "--" + name.replace("_", "-"), 1)) from None
     b = load_bundle(bundle_dir, provider=provider, allow_failed=True)  # eval is the gate itself
     m = b.manifest
     gates = load_policy(policy, [f"{m.target}-{m.precision}", f"{m.name}/{m.target}-{m.precision}"]) if policy else Gates()
-    gates = gates.merged(Gates(min_psnr=min_psnr, min_ssim=min_ssim, max_nonfinite=max_nonfinite,
-                               max_delta_e=max_delta_e, max_clipped_new=max_clipped_new, max_drop=max_drop))
+    gates = gates.merged(command_gates)
     with err_console.status(f"evaluating {m.name} {m.target}-{m.precision} on {images} ..."):
         result, failures = evaluate_bundle(b, images, reference=reference, gates=gates, baseline=baseline,
                                            count=count, size=size, runs=runs, clean=clean)

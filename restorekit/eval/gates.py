@@ -27,6 +27,11 @@ class GateFailure:
         return f"{self.image}: {self.text}" if self.image else self.text
 
 
+#: Each gate's admissible threshold: (lowest, highest, whole numbers only).
+GATE_RANGES = {"min_psnr": (0.0, 1000.0, False), "min_ssim": (-1.0, 1.0, False), "max_nonfinite": (0, 2**62, True),
+               "max_delta_e": (0.0, 100.0, False), "max_clipped_new": (0, 2**62, True), "max_drop": (0.0, 1000.0, False)}
+
+
 @dataclass(frozen=True)
 class Gates:
     """Thresholds; ``None`` means "not checked"."""
@@ -37,6 +42,18 @@ class Gates:
     max_delta_e: float | None = None  # mean CIEDE2000, each image
     max_clipped_new: int | None = None  # newly clipped pixels over all images
     max_drop: float | None = None  # dB below the baseline, each image and the mean
+
+    def __post_init__(self) -> None:
+        """A threshold that is NaN, infinite or out of its range would switch its gate off (every
+        comparison with NaN is false) or make it meaningless: refused, naming the gate."""
+        for name, (lo, hi, integer) in GATE_RANGES.items():
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi \
+                    or (integer and v != int(v)):
+                kind = "a whole number" if integer else "a finite number"
+                raise BadInputError(f"gate {name} must be {kind} in [{lo:g}, {hi:g}], got {v!r}")
 
     def merged(self, other: "Gates") -> "Gates":
         """``self`` with every threshold that ``other`` sets replaced by other's."""
@@ -53,10 +70,14 @@ def _gates_from_dict(d: dict, where: str) -> Gates:
     unknown = set(d) - known
     if unknown:
         raise BadInputError(f"{where}: unknown gate(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    if any(isinstance(v, bool) for v in d.values()):
+        raise BadInputError(f"{where}: thresholds must be numbers, not true/false")
     try:
         return Gates(**{k: (None if v is None else float(v)) for k, v in d.items()})
     except (TypeError, ValueError) as exc:
         raise BadInputError(f"{where}: thresholds must be numbers ({exc})") from exc
+    except BadInputError as exc:
+        raise BadInputError(f"{where}: {exc}") from None
 
 
 def load_policy(path: Path, bundle_names: list[str]) -> Gates:
@@ -132,6 +153,9 @@ def check(result: dict, gates: Gates, baseline: dict | None = None, sanity: bool
     if gates.max_delta_e is not None:
         fails += [GateFailure(f"colour difference ΔE00 {r['delta_e00']:.3f} > {gates.max_delta_e:g}", r["image"])
                   for r in rows if r["delta_e00"] is not None and not r["delta_e00"] <= gates.max_delta_e]
+        if rows and all(r["delta_e00"] is None for r in rows):  # a gate that checks nothing must not pass
+            fails.append(GateFailure(f"max_delta_e {gates.max_delta_e:g}: no image has a colour difference to "
+                                     "check (ΔE00 needs RGB outputs)"))
     if gates.max_nonfinite is not None and s["nonfinite"] > gates.max_nonfinite:
         bad = ", ".join(f"{r['image']} ({r['nonfinite']})" for r in rows if r["nonfinite"])
         fails.append(GateFailure(f"{s['nonfinite']} non-finite output values > {gates.max_nonfinite:g}: {bad}"))

@@ -216,6 +216,41 @@ def test_a_failed_rebuild_never_replaces_a_bundle_that_passed(tmp_path, monkeypa
     assert [p.name for p in good.path.parent.iterdir() if p.name.startswith(".")] == []  # no leftovers
 
 
+def test_user_text_is_printed_as_it_is_not_as_markup(tmp_path):
+    """`photo [fixme].png` was reported as `photo .png`, and `[/x]` crashed rich while printing."""
+    for name in ("photo [fixme].png", "odd [/x].png"):
+        err = _fails_cleanly(["run", str(tmp_path), str(tmp_path / name), "-o", str(tmp_path / "o.png")],
+                             match=name)
+        _fails_cleanly(["assess", str(tmp_path / name)], match=name)
+    assert "[" in err
+
+
+def test_an_os_error_is_one_line_and_exit_2_and_a_traceback_with_restorekit_debug(tmp_path, monkeypatch, rgb_photo):
+    """The last resort: what the user's machine causes (a full disk, here) is one line, exit 2;
+    RESTOREKIT_DEBUG=1 shows the traceback; a bug (any other exception) keeps its traceback."""
+    import errno
+
+    from restorekit.cli import common
+
+    photo = tmp_path / "in.png"
+    write_image(photo, rgb_photo[:16, :16])
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o.png"))
+
+    monkeypatch.setattr("restorekit.core.image.write_image", full)
+    args = ["degrade", str(photo), "-o", str(tmp_path / "o.png")]
+    err = _fails_cleanly(args, match="No space left on device")
+    assert "RESTOREKIT_DEBUG=1" in err
+    monkeypatch.setenv("RESTOREKIT_DEBUG", "1")
+    res = runner.invoke(app, args)
+    assert res.exit_code != 0 and isinstance(res.exception, OSError)
+    monkeypatch.delenv("RESTOREKIT_DEBUG")
+    wrapped = common.user_errors(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        wrapped()
+
+
 def test_console_script_exit_code_and_single_line(tmp_path):
     res = subprocess.run([sys.executable, "-m", "restorekit.cli.main", "inspect", str(tmp_path / "x.pth")],
                          capture_output=True, text=True, timeout=120)

@@ -230,6 +230,7 @@ def _prepare_int8(module, name: str, int8_targets: list[str], calib, finetune: d
 
     if finetune is None:
         return prepare_for_targets(module, int8_targets, calib, alpha=alpha, split_prelus=split)
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -239,7 +240,7 @@ def _prepare_int8(module, name: str, int8_targets: list[str], calib, finetune: d
 
         def step(target, i, loss):
             if target not in jobs:
-                jobs[target] = bar.add_task(f"int8 fine-tuning {name} for {target}",
+                jobs[target] = bar.add_task(escape(f"int8 fine-tuning {name} for {target}"),
                                             total=finetune.get("steps", 300), psnr="…")
             bar.update(jobs[target], completed=i, psnr=f"{psnr_from_mse(loss):.2f} dB")
 
@@ -293,6 +294,7 @@ def _write_bundles(model_dir: Path, loaded, pairs, options: dict, validation: _V
 
     Each bundle is built in a temporary directory beside its final place and replaces an older
     bundle whole; a failure leaves no half-written bundle and no empty directories behind."""
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     spec = loaded.spec
@@ -302,7 +304,7 @@ def _write_bundles(model_dir: Path, loaded, pairs, options: dict, validation: _V
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TimeElapsedColumn(), console=console, transient=False)
     with progress:
-        job = progress.add_task(f"bundling {spec.name}", total=len(pairs))
+        job = progress.add_task(escape(f"bundling {spec.name}"), total=len(pairs))
         for target, precision in pairs:
             progress.update(job, description=f"{target}-{precision}: converting")
             t0 = time.perf_counter()
@@ -333,7 +335,7 @@ def _write_bundles(model_dir: Path, loaded, pairs, options: dict, validation: _V
             results.append(BundleResult(target, precision, final, manifest, passed, detail,
                                         time.perf_counter() - t0, crops))
             progress.advance(job)
-        progress.update(job, description=f"bundled {spec.name}")
+        progress.update(job, description=escape(f"bundled {spec.name}"))
     return results
 
 

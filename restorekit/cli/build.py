@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from restorekit.cli.common import ModelArg, err_console, out_console, parse_sizes, split_list
 
@@ -39,7 +40,7 @@ def _results_table(results) -> Table:
             fidelity = f"{m['fidelity_psnr_db']:.1f}/{m['fidelity_psnr_min_db']:.1f} dB"
             check = f">= {m['min_fidelity_db']:.0f} dB"
         table.add_row(
-            "[green]✓[/]" if r.passed else "[red]✗[/]", f"{r.target}-{r.precision}", fidelity,
+            Text("✓", style="green") if r.passed else Text("✗", style="red"), f"{r.target}-{r.precision}", fidelity,
             f"{m['max_abs_err']:.1e}" if v else "–",
             f"{m['latency_ms_p50']:.1f}" if v else "–",
             f"{m['reference_latency_ms_p50']:.1f}" if v else "–",
@@ -62,7 +63,7 @@ def _report(results) -> None:
     out_console.print(f"report: {model_dir / 'report.json'}  {model_dir / 'report.html'}")
     failed = [f"{r.target}-{r.precision}" for r in results if not r.passed]
     if failed:
-        err_console.print(f"[bold red]quality gate failed:[/] {', '.join(failed)}")
+        err_console.print(Text.assemble(("quality gate failed:", "bold red"), f" {', '.join(failed)}"))
         raise typer.Exit(1)
 
 

@@ -4,6 +4,7 @@ command groups take, and the small parsers of option values."""
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,9 +14,11 @@ from rich.console import Console
 
 from restorekit.core.errors import RestorekitError
 
-# Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
-out_console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+# Piped output (CI logs, files) gets a wide table instead of rich's 80-column default. No markup in
+# what is printed: file names and manifest fields are the user's text ("photo [x].png"); styles are
+# given as rich Text.
+out_console = Console(width=None if sys.stdout.isatty() else 160, markup=False)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, markup=False)
 
 ModelArg = Annotated[Optional[str], typer.Argument(help="Checkpoint (.pth/.pt/.ckpt/.safetensors), a zoo name (restorekit zoo list) or 'default' (the built-in model).")]
 BundleArg = Annotated[Path, typer.Argument(metavar="BUNDLE", help="A bundle directory (with manifest.json).")]
@@ -23,16 +26,49 @@ ProviderOpt = Annotated[str, typer.Option("--provider", help="ONNX bundles: cpu,
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads (default: all cores).")]
 
 
+def print_error(text: str) -> None:
+    """``error: text`` on stderr, the text printed as it is (a file named ``photo [x].png`` is not markup)."""
+    from rich.text import Text
+
+    err_console.print(Text.assemble(("error:", "bold red"), " ", " ".join(str(text).split())),
+                      highlight=False, soft_wrap=True)
+
+
+def _environment_error(exc: BaseException) -> str | None:
+    """The one line for an error the user's machine or files cause, not restorekit: a full disk, a
+    read-only or missing path, memory, an image decoder refusing a file; None for a bug."""
+    if isinstance(exc, MemoryError):
+        return "out of memory (a smaller --tile, fewer --threads or a smaller image needs less)"
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        return f"{exc.strerror or type(exc).__name__}{where}" if exc.strerror else f"{exc}{where}"
+    if type(exc).__module__ == "cv2" and type(exc).__name__ == "error":  # OpenCV's decoder and size limits
+        lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+        return "OpenCV could not process the image: " + (lines[-1].strip() if lines else "error")
+    return None
+
+
 def user_errors(fn):
-    """Turn RestorekitError into a one-line message on stderr and exit code 2."""
+    """Turn RestorekitError into a one-line message on stderr and its exit code (2 for bad input);
+    the last resort for the rest of what the user's input or machine causes (OSError, MemoryError,
+    OpenCV's errors): one line and exit 2. Anything else is a bug and keeps its traceback, and with
+    ``RESTOREKIT_DEBUG=1`` every error does."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except RestorekitError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            if os.environ.get("RESTOREKIT_DEBUG") == "1":
+                raise
+            print_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
+        except Exception as exc:  # noqa: BLE001 - sorted into the user's (one line) and bugs (re-raised)
+            line = _environment_error(exc)
+            if line is None or os.environ.get("RESTOREKIT_DEBUG") == "1":
+                raise
+            print_error(line + " (RESTOREKIT_DEBUG=1 shows the traceback)")
+            raise typer.Exit(2) from None
 
     return wrapper
 

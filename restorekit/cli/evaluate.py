@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from restorekit.cli.common import BundleArg, ProviderOpt, err_console, out_console, parse_sizes
 
@@ -22,7 +23,7 @@ def _eval_table(data: dict, title: str, failing: set[str]) -> Table:
         table.add_row(r["image"], f"{r['psnr_db']:.2f}", f"{r['ssim']:.4f}", f"{r['max_abs_err']:.2e}",
                       "–" if r["delta_e00"] is None else f"{r['delta_e00']:.3f}", str(r["nonfinite"]),
                       str(r["clipped_new"]), style=style)
-    table.add_row("[bold]mean / worst[/]", f"{s['psnr_db_mean']:.2f} / {s['psnr_db_min']:.2f}", f"{s['ssim_mean']:.4f}",
+    table.add_row(Text("mean / worst", style="bold"), f"{s['psnr_db_mean']:.2f} / {s['psnr_db_min']:.2f}", f"{s['ssim_mean']:.4f}",
                   f"{s['max_abs_err']:.2e}", "–" if s["delta_e00_mean"] is None else f"{s['delta_e00_mean']:.3f}",
                   str(s["nonfinite"]), str(s["clipped_new"]))
     return table
@@ -92,12 +93,12 @@ def eval_(
         atomic_write_text(html_path, eval_html(data, result.panels, failures, gates.active()))
         out_console.print(f"wrote {html_path}")
     if failures:
-        err_console.print(f"[bold red]{len(failures)} gate failure(s):[/]")
+        err_console.print(Text(f"{len(failures)} gate failure(s):", style="bold red"))
         for f in failures:
             err_console.print(f"  ✗ {f}", highlight=False)
         raise typer.Exit(1)
     if gates.active() or baseline is not None:
-        out_console.print(f"[green]gates passed[/] ({', '.join(f'{k} {v:g}' for k, v in gates.active().items()) or 'baseline'})")
+        out_console.print(Text("gates passed", style="green"), f"({', '.join(f'{k} {v:g}' for k, v in gates.active().items()) or 'baseline'})")
 
 
 def _bench_table(data: dict, runs: int, warmup: int) -> Table:
@@ -110,7 +111,7 @@ def _bench_table(data: dict, runs: int, warmup: int) -> Table:
         table.add_column(col, justify="left" if col == "backend" else "right")
     for r in data["results"]:
         if "error" in r:
-            table.add_row(r["name"], r["size"], "", f"[red]{r['error']}[/]", *[""] * (len(cols) - 4))
+            table.add_row(r["name"], r["size"], "", Text(str(r["error"]), style="red"), *[""] * (len(cols) - 4))
             continue
         pct = "–" if r["fraction_of_peak"] is None else f"{100 * r['fraction_of_peak']:.1f} %"
         gf = "–" if r["gflops"] is None else f"{r['gflops']:.1f}"

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from restorekit.cli.common import AllowUnvalidatedOpt, ProviderOpt, ThreadsOpt, err_console, out_console, split_list
 
@@ -67,6 +68,7 @@ def restore(
     """Restore old photos: damage assessment, scratch removal, restoration, faces, tone and colour cast."""
     import json
 
+    from rich.markup import escape
     from rich.progress import Progress
 
     from restorekit.core.files import atomic_write_text, check_writable_path
@@ -95,7 +97,7 @@ def restore(
 
         batch = restore_batch(jobs, models, opts, compare,
                               on_photo=lambda src: progress.update(task, description=src.name),
-                              on_stage=lambda src, st: progress.update(task, description=f"{src.name}: {st}"),
+                              on_stage=lambda src, st: progress.update(task, description=escape(f"{src.name}: {st}")),
                               on_done=done)
     _print_restored(batch.logs, reference)
     if json_path:
@@ -103,7 +105,7 @@ def restore(
     if batch.skipped:
         out_console.print(f"skipped {len(batch.skipped)} already restored: {', '.join(batch.skipped)}")
     if batch.failures:
-        err_console.print(f"[bold red]{len(batch.failures)} of {len(jobs.pairs)} photos failed:[/]")
+        err_console.print(Text(f"{len(batch.failures)} of {len(jobs.pairs)} photos failed:", style="bold red"))
         for name, err in batch.failures:
             err_console.print(f"  ✗ {name}: {err}", highlight=False)
         raise typer.Exit(2)

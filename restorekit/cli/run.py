@@ -22,6 +22,7 @@ def run(
     allow_unvalidated: AllowUnvalidatedOpt = False,
 ):
     """Run a bundle on one photo, tiled with feathered blending."""
+    from rich.markup import escape
     from rich.progress import Progress
 
     from restorekit.core.image import check_output_path, read_image, write_photo
@@ -35,7 +36,7 @@ def run(
 
         check_tile(b.manifest, tile)
     with Progress(console=err_console, transient=True) as progress:
-        task = progress.add_task(f"{b.manifest.name} ({b.session.device})", total=None)
+        task = progress.add_task(escape(f"{b.manifest.name} ({b.session.device})"), total=None)
         result = b.restore_photo(photo, tile=tile, overlap=overlap,
                                  on_tile=lambda d, t: progress.update(task, completed=d, total=t))
     write_photo(output, result)

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from restorekit.cli.common import err_console, out_console, user_errors
 from restorekit.models import zoo
@@ -15,16 +16,16 @@ zoo_app = typer.Typer(name="zoo", help="Known teacher checkpoints: list, info, v
                       no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 NameArg = Annotated[str, typer.Argument(help="Zoo model name (see `restorekit zoo list`).")]
-NC_MARK = "[bold red]NON-COMMERCIAL[/]"
+NC_MARK = Text("NON-COMMERCIAL", style="bold red")
 
 
 def _size(n: int | None) -> str:
     return "?" if n is None else f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
 
 
-def _licence(e: zoo.ZooEntry, short: bool = True) -> str:
+def _licence(e: zoo.ZooEntry, short: bool = True) -> Text:
     text = e.licence.split(";")[0] if short else e.licence
-    return f"{NC_MARK} {text}" if e.non_commercial else text
+    return Text.assemble(NC_MARK, " ", text) if e.non_commercial else Text(text)
 
 
 def _status(e: zoo.ZooEntry) -> tuple[str, Path]:
@@ -48,11 +49,11 @@ def list_cmd():
                       ("size", "right"), ("licence", "left"), ("cached", "center")):
         table.add_column(col, justify=just, no_wrap=col in ("name", "task", "scale", "size", "cached"))
     for e in zoo.list_entries():
-        cached = "[green]✓[/]" if zoo.cached_path(e.name) is not None else "–"
+        cached = Text("✓", style="green") if zoo.cached_path(e.name) is not None else "–"
         table.add_row(e.name, e.task, e.arch, f"x{e.scale}", _size(e.size), _licence(e), cached)
     out_console.print(table)
     if any(e.non_commercial for e in zoo.list_entries()):
-        out_console.print(f"{NC_MARK}: licensed for non-commercial use only (see `restorekit zoo info NAME`).")
+        out_console.print(Text.assemble(NC_MARK, ": licensed for non-commercial use only (see `restorekit zoo info NAME`)."))
 
 
 @zoo_app.command("info")

@@ -251,6 +251,30 @@ def test_an_os_error_is_one_line_and_exit_2_and_a_traceback_with_restorekit_debu
         wrapped()
 
 
+@pytest.mark.parametrize("args, words", [
+    (["bundle", "--targets", ",", "--out", "{t}/o"], "--targets is empty"),
+    (["restore", "{photo}", "-o", "{t}/r.png", "--stages", " , "], "--stages is empty"),
+    (["degrade", "{photo}", "-o", "{t}/d.png", "--seed", "-1"], "--seed"),
+    (["degrade", "{photo}", "-o", "{t}/d.png", "--mode", "pair", "--scale", "1000"], "--scale"),
+    (["run", "{t}", "{photo}", "-o", "{t}/o.png", "--threads", "100000"], "--threads"),
+    (["run", "{t}", "{photo}", "-o", "{t}"], "unsupported output format"),
+    (["degrade", "{photo}", "-o", "{photo}"], "is the input photo"),
+    (["restore", "{t}", "-o", "{t}"], "is the input folder"),
+    (["restore", "{photo}", "-o", "{t}/dir.png"], "output path is a directory"),
+])
+def test_options_are_checked_before_any_work(tmp_path, rgb_photo, args, words):
+    """An empty list must not mean "all"; out-of-range numbers, an output that is a directory or the
+    input itself: one line, exit 2, nothing written, the input untouched."""
+    photo = tmp_path / "in.png"
+    write_image(photo, rgb_photo[:16, :16])
+    (tmp_path / "dir.png").mkdir()
+    before = photo.read_bytes()
+    res = runner.invoke(app, [a.format(t=tmp_path, photo=photo) for a in args])
+    assert res.exit_code == 2, res.output
+    assert words in res.output + res.stderr
+    assert photo.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["dir.png", "in.png"]
+
+
 def test_console_script_exit_code_and_single_line(tmp_path):
     res = subprocess.run([sys.executable, "-m", "restorekit.cli.main", "inspect", str(tmp_path / "x.pth")],
                          capture_output=True, text=True, timeout=120)

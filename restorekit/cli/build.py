@@ -93,12 +93,12 @@ def bundle(
 ):
     """Build validated bundles for every target and precision (the main job). Without MODEL: the
     built-in restorer, and the shipped scratch detector (fp32) that the default pipeline needs."""
-    _build(model, split_list(targets), split_list(precisions), calib, eval_images, out, tile, int8_finetune,
+    _build(model, split_list(targets, "--targets"), split_list(precisions, "--precisions"), calib, eval_images, out, tile, int8_finetune,
            int8_range_margin, int8_augment)
     if model is None:  # a torch-free box runs `restore --bundles OUT` with these alone
         from restorekit.models.builtin import SCRATCH_WEIGHTS
 
-        _build(str(SCRATCH_WEIGHTS), split_list(targets), ["fp32"], calib, eval_images, out, tile, "off")
+        _build(str(SCRATCH_WEIGHTS), split_list(targets, "--targets"), ["fp32"], calib, eval_images, out, tile, "off")
 
 
 def convert(

@@ -23,7 +23,8 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, m
 ModelArg = Annotated[Optional[str], typer.Argument(help="Checkpoint (.pth/.pt/.ckpt/.safetensors), a zoo name (restorekit zoo list) or 'default' (the built-in model).")]
 BundleArg = Annotated[Path, typer.Argument(metavar="BUNDLE", help="A bundle directory (with manifest.json).")]
 ProviderOpt = Annotated[str, typer.Option("--provider", help="ONNX bundles: cpu, cuda or tensorrt.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads (default: all cores).")]
+MAX_THREADS = 256  # more would only thrash (100000 threads hung onnxruntime)
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, max=MAX_THREADS, help="CPU threads (default: all cores).")]
 
 
 def print_error(text: str) -> None:
@@ -73,9 +74,13 @@ def user_errors(fn):
     return wrapper
 
 
-def split_list(value: str | None) -> list[str] | None:
-    """A comma-separated option as a list (None when empty)."""
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+def split_list(value: str | None, option: str | None = None) -> list[str] | None:
+    """A comma-separated option as a list (None when not given). An ``option`` given but empty
+    (``--targets ,``) is refused, naming it: it must not quietly mean "all"."""
+    items = [v.strip() for v in value.split(",") if v.strip()] if value else []
+    if option is not None and value is not None and not items:
+        raise RestorekitError(f"{option} is empty: name at least one")
+    return items or None
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -91,5 +96,6 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
             raise RestorekitError(f"size {part!r} is too small (at least 16)")
         sizes.append(size)
     return sizes
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Allow the output to be the input photo (it is replaced).")]
 AllowUnvalidatedOpt = Annotated[bool, typer.Option(
     "--allow-unvalidated", help="Run a bundle even though it failed its quality gates when it was built.")]

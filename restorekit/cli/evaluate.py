@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from restorekit.cli.common import BundleArg, ProviderOpt, err_console, out_console, parse_sizes
+from restorekit.cli.common import MAX_THREADS, BundleArg, ProviderOpt, err_console, out_console, parse_sizes
 
 
 def _eval_table(data: dict, title: str, failing: set[str]) -> Table:
@@ -45,7 +45,7 @@ def eval_(
     policy: Annotated[Optional[Path], typer.Option("--policy", help="YAML/JSON file of per-bundle gates (command-line gates override it).")] = None,
     clean: Annotated[bool, typer.Option("--clean", help="The images are clean originals: also score reference and bundle against them after synthetic degradation (seed 0).")] = False,
     count: Annotated[int, typer.Option("--count", min=1, help="Number of photos to use.")] = 8,
-    size: Annotated[Optional[int], typer.Option("--size", min=16, help="Crop side (default: the bundle's tile).")] = None,
+    size: Annotated[Optional[int], typer.Option("--size", min=16, max=8192, help="Crop side (default: the bundle's tile).")] = None,
     runs: Annotated[int, typer.Option("--runs", min=1, help="Timed runs for latency.")] = 10,
     provider: ProviderOpt = "cpu",
 ):
@@ -129,7 +129,7 @@ def bench(
     sizes: Annotated[str, typer.Option("--sizes", help="Input sizes, N or HxW, comma-separated.")] = "256",
     runs: Annotated[int, typer.Option("--runs", min=1, help="Timed runs per backend and size.")] = 30,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs first.")] = 3,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads for every runtime (default: all cores).")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, max=MAX_THREADS, help="Threads for every runtime (default: all cores).")] = None,
     provider: ProviderOpt = "cpu",
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON.")] = None,
 ):

@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from restorekit.cli.common import AllowUnvalidatedOpt, ProviderOpt, ThreadsOpt, err_console, out_console, split_list
+from restorekit.cli.common import (AllowUnvalidatedOpt, OverwriteOpt, ProviderOpt, ThreadsOpt, err_console, out_console,
+                                   split_list)
 
 
 def _stage_fidelity(v: dict) -> str:
@@ -53,7 +54,7 @@ def restore(
     strength: Annotated[float, typer.Option("--strength", help="Faces: blend of the restored face with the input (0.5-0.9 typical).")] = 0.7,
     sr: Annotated[Optional[str], typer.Option("--sr", help="Super-resolution bundle (or checkpoint) for the sr stage, e.g. a Real-ESRGAN x4 bundle: restoration then runs at the input's size and this model upscales.")] = None,
     stages: Annotated[str, typer.Option("--stages", help="Comma-separated: defects, restore, faces, tone, cast, sr.")] = "defects,restore,faces,tone,cast,sr",
-    scale: Annotated[int, typer.Option("--scale", help="Output size: 1 = as the input, 2 = twice (the built-in model), up to the --sr model's scale.")] = 1,
+    scale: Annotated[int, typer.Option("--scale", min=1, max=16, help="Output size: 1 = as the input, 2 = twice (the built-in model), up to the --sr model's scale.")] = 1,
     colorize: Annotated[Optional[str], typer.Option("--colorize", help="Colorizer bundle (or checkpoint): DDColor. Colorizes photos assessed black-and-white or sepia (colour photos are left as they are, with the reason in the log).")] = None,
     inpainter: Annotated[Optional[str], typer.Option("--inpainter", help="Inpainting bundle (or checkpoint): LaMa. Fills the scratch mask instead of OpenCV Telea; only masked pixels change.")] = None,
     compare: Annotated[Optional[Path], typer.Option("--compare", help="Also write original | result side by side (single photo).")] = None,
@@ -64,6 +65,7 @@ def restore(
     provider: ProviderOpt = "cpu",
     threads: ThreadsOpt = None,
     allow_unvalidated: AllowUnvalidatedOpt = False,
+    overwrite: OverwriteOpt = False,
 ):
     """Restore old photos: damage assessment, scratch removal, restoration, faces, tone and colour cast."""
     import json
@@ -76,9 +78,9 @@ def restore(
     from restorekit.restore.models import load_pipeline_models
     from restorekit.restore.pipeline import RestoreOptions
 
-    opts = RestoreOptions(stages=tuple(split_list(stages) or ()), scale=scale, colorize=colorize is not None,
+    opts = RestoreOptions(stages=tuple(split_list(stages, "--stages") or ()), scale=scale, colorize=colorize is not None,
                           face_strength=strength)
-    jobs = plan_jobs(input, output, compare)
+    jobs = plan_jobs(input, output, compare, overwrite)
     if json_path is not None:
         check_writable_path(json_path)
     models = load_pipeline_models(opts, restorer=bundle, detector=detector, face_detector=face_detector,
@@ -145,9 +147,9 @@ def assess(
 def degrade(
     image: Annotated[Path, typer.Argument(help="A clean photo.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the degraded image (.png/.jpg/.tif).")],
-    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same output).")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1, help="Random seed (same seed, same output).")] = 0,
     mode: Annotated[str, typer.Option("--mode", help="damaged: aged look + scratches, dust, stains, tears; aged: the aged look only; print: colour-print ageing (cyan dye loss, silver mirroring, halftone; each at its training probability); pair: the training input of a --scale model (smaller); second-order: Real-ESRGAN-style two-round degradation at --scale.")] = "damaged",
-    scale: Annotated[int, typer.Option("--scale", min=1, help="For --mode pair / second-order: the model's upscale factor.")] = 2,
+    scale: Annotated[int, typer.Option("--scale", min=1, max=8, help="For --mode pair / second-order: the model's upscale factor.")] = 2,
     mask: Annotated[Optional[Path], typer.Option("--mask", help="For --mode damaged: also write the defect mask (scratches, hairs, dust, tears) as a PNG.")] = None,
 ):
     """Preview what training sees: synthetic degradation of a photo, deterministic with --seed."""
@@ -157,7 +159,7 @@ def degrade(
     from restorekit.degrade.preview import SCALED_MODES, check_mode, degrade_preview
 
     check_mode(mode, mask is not None)
-    check_output_path(output)
+    check_output_path(output, image)
     if mask is not None:
         check_output_path(mask)
     photo = read_image(image)

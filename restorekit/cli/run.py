@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from restorekit.cli.common import (AllowUnvalidatedOpt, BundleArg, ProviderOpt, ThreadsOpt, err_console,
-                                   out_console)
+from restorekit.cli.common import (AllowUnvalidatedOpt, BundleArg, OverwriteOpt, ProviderOpt, ThreadsOpt,
+                                   err_console, out_console)
 
 
 def run(
@@ -20,6 +20,7 @@ def run(
     provider: ProviderOpt = "cpu",
     threads: ThreadsOpt = None,
     allow_unvalidated: AllowUnvalidatedOpt = False,
+    overwrite: OverwriteOpt = False,
 ):
     """Run a bundle on one photo, tiled with feathered blending."""
     from rich.markup import escape
@@ -28,7 +29,7 @@ def run(
     from restorekit.core.image import check_output_path, read_image, write_photo
     from restorekit.runtime import load_bundle
 
-    check_output_path(output)
+    check_output_path(output, input, overwrite)
     photo = read_image(input)
     b = load_bundle(bundle_dir, provider=provider, threads=threads, allow_failed=allow_unvalidated)
     if provider == "tensorrt":

@@ -61,4 +61,8 @@ def check_writable_path(path: str | os.PathLike) -> Path:
         raise BadInputError(f"output directory does not exist: {path.parent}")
     if path.is_dir():
         raise BadInputError(f"output path is a directory: {path}")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise BadInputError(f"cannot write to {path.parent} (permission denied)")
+    if path.exists() and not os.access(path, os.W_OK) and not os.access(path.parent, os.W_OK):
+        raise BadInputError(f"cannot overwrite {path} (permission denied)")
     return path

@@ -140,15 +140,21 @@ def _apply_exif_orientation(img: np.ndarray, data: np.ndarray) -> np.ndarray:
     return ops[o](img)
 
 
-def check_output_path(path: str | os.PathLike) -> Path:
-    """Validate an output image path before any work is done."""
+def check_output_path(path: str | os.PathLike, input: str | os.PathLike | None = None,
+                      overwrite: bool = False) -> Path:
+    """Validate an output image path before any work is done: a format restorekit writes, a
+    writable directory, not a directory itself, and not the ``input`` photo unless ``overwrite``."""
+    from restorekit.core.files import check_writable_path
+
     path = Path(path)
     if path.suffix.lower() not in WRITE_SUFFIXES:
         raise BadInputError(
             f"unsupported output format {path.suffix or '(none)'}: use one of {', '.join(WRITE_SUFFIXES)}"
         )
-    if not path.parent.exists():
-        raise BadInputError(f"output directory does not exist: {path.parent}")
+    check_writable_path(path)
+    if input is not None and not overwrite and path.exists() and Path(input).exists() \
+            and os.path.samefile(path, input):
+        raise BadInputError(f"the output {path} is the input photo: choose another output (or pass --overwrite)")
     return path
 
 

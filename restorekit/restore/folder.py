@@ -25,9 +25,10 @@ class Jobs:
     output: Path
 
 
-def plan_jobs(input: Path, output: Path, compare: Path | None = None) -> Jobs:
+def plan_jobs(input: Path, output: Path, compare: Path | None = None, overwrite: bool = False) -> Jobs:
     """The photos to restore and where each goes, checked before any model loads; ``compare`` (an
-    original | result image) is for a single photo."""
+    original | result image) is for a single photo. The output is never the input (a folder's
+    restored photos would replace or be taken for its originals) unless ``overwrite`` (one photo)."""
     input, output = Path(input), Path(output)
     if not input.exists():
         raise BadInputError(f"input not found: {input}")
@@ -37,11 +38,14 @@ def plan_jobs(input: Path, output: Path, compare: Path | None = None) -> Jobs:
             raise BadInputError("--compare is for a single photo")
         if not output.parent.is_dir():
             raise BadInputError(f"output directory does not exist: {output.parent}")
+        if output.exists() and output.resolve() == input.resolve():
+            raise BadInputError(f"the output folder {output} is the input folder: restored photos would be written "
+                                "over (or taken for) the originals; choose another folder")
         # like list_images, but a dangling link is kept so it is reported as a failure, not skipped
         pairs = [(p, output / p.name) for p in sorted(input.iterdir())
                  if (p.is_file() or p.is_symlink()) and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES]
     else:
-        check_output_path(output)
+        check_output_path(output, input, overwrite)
         pairs = [(input, output)]
     if compare is not None:
         check_writable_path(compare)

@@ -98,7 +98,7 @@ def restore(
             progress.advance(task)
 
         batch = restore_batch(jobs, models, opts, compare,
-                              on_photo=lambda src: progress.update(task, description=src.name),
+                              on_photo=lambda src: progress.update(task, description=escape(src.name)),
                               on_stage=lambda src, st: progress.update(task, description=escape(f"{src.name}: {st}")),
                               on_done=done)
     _print_restored(batch.logs, reference)

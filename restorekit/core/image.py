@@ -18,6 +18,8 @@ from restorekit.core.errors import BadInputError
 from restorekit.core.files import atomic_write_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+#: Largest photo read (pixels), checked from the file header before decoding: decompression bombs.
+MAX_PIXELS = 200_000_000
 WRITE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
@@ -37,8 +39,10 @@ class Photo:
         return self.rgb.shape[0], self.rgb.shape[1]
 
 
-def read_image(path: str | os.PathLike) -> Photo:
-    """Decode an image file into a :class:`Photo` (EXIF orientation applied)."""
+def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> Photo:
+    """Decode an image file into a :class:`Photo` (EXIF orientation applied). A file whose header
+    says it has more than ``max_pixels`` (default ``MAX_PIXELS``, or ``$RESTOREKIT_MAX_PIXELS``)
+    is refused before decoding; every decoder failure is one BadInputError naming the file."""
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"image not found: {path}")
@@ -47,12 +51,66 @@ def read_image(path: str | os.PathLike) -> Photo:
     if path.stat().st_size == 0:
         raise BadInputError(f"empty image file: {path}")
     data = np.fromfile(str(path), dtype=np.uint8)
+    limit = max_pixels if max_pixels is not None else int(os.environ.get("RESTOREKIT_MAX_PIXELS", MAX_PIXELS))
+    size = header_size(data)  # checked before decoding: a 60000x60000 PNG can be a few hundred bytes
+    if size is not None and size[0] * size[1] > limit:
+        raise BadInputError(f"image too large: {path} is {size[1]}x{size[0]} ({size[0] * size[1] / 1e6:.0f} MP), "
+                            f"over the {limit / 1e6:.0f} MP limit (RESTOREKIT_MAX_PIXELS raises it)")
     # IMREAD_UNCHANGED keeps 16-bit and alpha but ignores EXIF; ANYDEPTH|ANYCOLOR|COLOR would
     # drop alpha. Decode unchanged, then apply orientation ourselves.
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # OpenCV's own size cap, or a decoder assertion on a malformed file
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise BadInputError(f"cannot decode image {path}: {lines[-1] if lines else 'OpenCV error'}") from None
+    except MemoryError:
+        raise BadInputError(f"not enough memory to decode {path}") from None
     if img is None:
         raise BadInputError(f"cannot decode image (corrupt or unsupported format): {path}")
     return photo_from_array(_apply_exif_orientation(img, data), path=path)
+
+
+def header_size(data: np.ndarray | bytes) -> tuple[int, int] | None:
+    """(height, width) read from a PNG, JPEG, WebP, BMP or TIFF header without decoding, or None
+    when the header is not one of those (the decoder then decides)."""
+    b = bytes(data[:65536]) if isinstance(data, np.ndarray) else bytes(data[:65536])
+    be = lambda o, n: int.from_bytes(b[o:o + n], "big")  # noqa: E731
+    le = lambda o, n: int.from_bytes(b[o:o + n], "little")  # noqa: E731
+    if b[:8] == b"\x89PNG\r\n\x1a\n" and b[12:16] == b"IHDR":
+        return be(20, 4), be(16, 4)
+    if b[:2] == b"BM" and len(b) >= 26:
+        return abs(int.from_bytes(b[22:26], "little", signed=True)), le(18, 4)
+    if b[:4] == b"RIFF" and b[8:12] == b"WEBP":
+        kind = b[12:16]
+        if kind == b"VP8X":
+            return 1 + le(27, 3), 1 + le(24, 3)
+        if kind == b"VP8L" and len(b) >= 25:
+            bits = le(21, 4)
+            return 1 + ((bits >> 14) & 0x3FFF), 1 + (bits & 0x3FFF)
+        if kind == b"VP8 " and len(b) >= 30:
+            return le(28, 2) & 0x3FFF, le(26, 2) & 0x3FFF
+        return None
+    if b[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 <= len(b) and b[i] == 0xFF:
+            marker, length = b[i + 1], be(i + 2, 2)
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+                return be(i + 5, 2), be(i + 7, 2)
+            i += 2 + length
+        return None
+    if b[:4] in (b"II*\x00", b"MM\x00*"):
+        get = le if b[:2] == b"II" else be
+        ifd = get(4, 4)
+        dims = {}
+        for k in range(get(ifd, 2) if ifd + 2 <= len(b) else 0):
+            e = ifd + 2 + 12 * k
+            if e + 12 > len(b):
+                break
+            tag, kind = get(e, 2), get(e + 2, 2)
+            if tag in (256, 257):
+                dims[tag] = get(e + 8, 2) if kind == 3 else get(e + 8, 4)
+        return (dims[257], dims[256]) if len(dims) == 2 else None
+    return None
 
 
 def photo_from_array(img: np.ndarray, path: Path | None = None) -> Photo:

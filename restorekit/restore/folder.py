@@ -9,7 +9,8 @@ from typing import Callable
 
 from restorekit.core.errors import BadInputError, RestorekitError
 from restorekit.core.files import check_writable_path
-from restorekit.core.image import IMAGE_SUFFIXES, check_output_path, read_image, write_image, write_photo
+from restorekit.core.image import (IMAGE_SUFFIXES, WRITE_SUFFIXES, check_output_path, read_image, write_image,
+                                   write_photo)
 from restorekit.restore.models import PipelineModels
 from restorekit.restore.pipeline import RestoreOptions, restore_photo, side_by_side
 
@@ -41,15 +42,41 @@ def plan_jobs(input: Path, output: Path, compare: Path | None = None, overwrite:
         if output.exists() and output.resolve() == input.resolve():
             raise BadInputError(f"the output folder {output} is the input folder: restored photos would be written "
                                 "over (or taken for) the originals; choose another folder")
-        # like list_images, but a dangling link is kept so it is reported as a failure, not skipped
-        pairs = [(p, output / p.name) for p in sorted(input.iterdir())
-                 if (p.is_file() or p.is_symlink()) and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES]
+        # like list_images, but a dangling link or a folder named like a photo is kept, to be reported
+        # as a failure with its reason rather than passed over in silence
+        photos = [p for p in sorted(input.iterdir()) if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES]
+        names = {p.name for p in photos}
+        pairs = [(p, output / output_name(p, names)) for p in photos]
     else:
         check_output_path(output, input, overwrite)
         pairs = [(input, output)]
     if compare is not None:
         check_writable_path(compare)
     return Jobs(pairs, folder, output)
+
+
+def output_name(photo: Path, names: set[str]) -> str:
+    """The output file name of a photo in a folder run: its own name where restorekit writes that
+    format, else ``.png`` in place of a suffix it reads but does not write (``.webp``, ``.bmp``),
+    or after it (``a.webp.png``) when the folder also holds that name."""
+    if photo.suffix.lower() in WRITE_SUFFIXES:
+        return photo.name
+    png = photo.stem + ".png"
+    return png if png not in names else photo.name + ".png"
+
+
+def finished(output: Path) -> bool:
+    """An output a re-run can skip: a non-empty file with a readable image header (outputs are
+    written atomically, so one that reads is whole; a 0-byte or foreign file is redone)."""
+    import numpy as np
+
+    from restorekit.core.image import header_size
+
+    try:
+        return output.is_file() and output.stat().st_size > 0 and header_size(np.fromfile(str(output), np.uint8,
+                                                                                          count=65536)) is not None
+    except OSError:
+        return False
 
 
 @dataclass
@@ -100,7 +127,7 @@ def restore_batch(jobs: Jobs, models: PipelineModels, options: RestoreOptions, c
     for src, dst in jobs.pairs:
         on_photo(src)
         entry = None
-        if jobs.folder and dst.exists():
+        if jobs.folder and finished(dst):
             result.skipped.append(src.name)
         else:
             try:

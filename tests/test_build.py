@@ -42,8 +42,8 @@ def _build(checkpoint: Path, out: Path, precision: str, **kw):
 
 def test_rebuilding_replaces_the_old_bundle_whole(tiny_compact, tmp_path):
     first = _build(tiny_compact, tmp_path, "fp32")[0]
-    (first.path / "stale.txt").write_text("left over from an older build")
     created = read_manifest(first.path).created_at
+    (first.path / "stale.txt").write_text("left over from an older build")  # (unlisted: the bundle no longer loads)
     second = _build(tiny_compact, tmp_path, "fp32")[0]
     assert second.path == first.path and second.passed
     assert not (second.path / "stale.txt").exists()  # replaced whole, not merged

@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -288,3 +289,42 @@ def test_session_fails_when_a_test_writes_an_invalid_manifest(tmp_path):
     assert res.returncode == 1, out
     assert "1 passed" in out and "1 error" in out, out
     assert "'files' is a required property" in out and "test_writes_a_manifest_withou" in out, out
+
+
+# --- wrong types and values are refused at read time, in one line, without jsonschema --------------
+
+def _edited(path: str, value):
+    data = copy.deepcopy(_frozen())
+    *parents, last = path.split(".")
+    node = data
+    for p in parents:
+        node = node[p]
+    node[last] = value
+    return data
+
+
+@pytest.mark.parametrize("path, value, words", [
+    ("scale", "2", "scale must be an integer >= 1"),
+    ("scale", 0, "scale must be an integer >= 1"),
+    ("task", "upscale", "task must be one of"),
+    ("input", "NCHW", "input must be an object"),
+    ("input.layout", "NWHC", "input.layout must be one of"),
+    ("input.dtype", "int8", "input.quant must be {scale > 0, zero_point}"),
+    ("input.shape", [1, 3, "H", None], "input.shape must be a list of 4"),
+    ("output.value_range", [0, 0], "output.value_range must be null or [lo, hi]"),
+    ("output.value_range", "0-1", "output.value_range must be null or [lo, hi]"),
+    ("output.value_range", [0, float("nan")], "output.value_range must be null or [lo, hi]"),
+    ("tiling.overlap", -10, "tiling.overlap must be an integer with 0 <= overlap < tile"),
+    ("tiling.overlap", 256, "tiling.overlap must be an integer with 0 <= overlap < tile"),
+    ("tiling.tile", "256", "tiling.tile must be null or an integer"),
+    ("tiling.multiple_of", 0, "tiling.multiple_of must be an integer >= 1"),
+    ("files", "model.onnx", "files must be a list"),
+    ("metrics", [], "metrics must be an object"),
+])
+def test_read_manifest_refuses_wrong_types_and_values_in_one_line(tmp_path, path, value, words):
+    """These used to be tracebacks deep in a backend or silently wrong images (an overlap of -10 gave
+    NaN seams, a value_range of [0, 0] an almost white image)."""
+    folder = _bundle_with(mark_invalid_on_purpose(tmp_path / "b"), _edited(path, value))
+    with pytest.raises(BadInputError, match=re.escape(words)) as err:
+        read_manifest(folder, verify=False)
+    assert "\n" not in str(err.value)

@@ -6,7 +6,9 @@ Torch-free: the runtime on an edge box reads manifests with only numpy installed
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -74,16 +76,103 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Manifest":
-        """A manifest from its JSON form; a missing required field or an unknown target is refused."""
+        """A manifest from its JSON form; a missing required field, an unknown target or a value of
+        the wrong type or out of range (:func:`check_types`) is refused with one line."""
         missing = [k for k in ("name", "task", "scale", "target", "precision", "input", "output") if k not in d]
         if missing:
             raise BadInputError(f"manifest is missing {', '.join(missing)}")
         if d["target"] not in MODEL_FILES:
             raise BadInputError(f"manifest names an unknown target {d['target']!r}")
+        check_types(d)
         kw = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         kw["input"] = TensorContract.from_dict(d["input"])
         kw["output"] = TensorContract.from_dict(d["output"])
         return cls(**kw)
+
+
+@functools.lru_cache(maxsize=1)
+def _schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def _enum(where: str) -> list[str]:
+    """An enum of the JSON Schema (``"task"``, ``"tensor.layout"``): the lists are declared there once."""
+    schema = _schema()
+    node = schema["$defs"]["tensor"]["properties"] if where.startswith("tensor.") else schema["properties"]
+    return node[where.split(".")[-1]]["enum"]
+
+
+def check_types(d: dict[str, Any]) -> None:
+    """Refuse, in one line, a manifest field of the wrong type or out of range, without ``jsonschema``
+    (the runtime has only numpy): what would otherwise be a traceback deep in a backend, or a silently
+    wrong image (an overlap of -10 gave NaN seams, a value_range of [0, 0] a white image)."""
+    def bad(field: str, want: str) -> BadInputError:
+        return BadInputError(f"manifest field {field} must be {want}, got {_short(_get(d, field))}")
+
+    for key in ("name", "task", "target", "precision"):
+        if not isinstance(d.get(key), str) or not d[key]:
+            raise bad(key, "a non-empty string")
+    for key in ("task", "precision"):
+        if d[key] not in _enum(key):
+            raise bad(key, "one of " + ", ".join(_enum(key)))
+    if not _is_int(d.get("scale"), 1):
+        raise bad("scale", "an integer >= 1")
+    for side in ("input", "output"):
+        t = d.get(side)
+        if not isinstance(t, dict):
+            raise bad(side, "an object")
+        if "name" in t and (not isinstance(t["name"], str) or not t["name"]):
+            raise bad(f"{side}.name", "a non-empty string")
+        for key in ("layout", "dtype", "color_order"):
+            if key in t and t[key] not in _enum(f"tensor.{key}"):
+                raise bad(f"{side}.{key}", "one of " + ", ".join(_enum(f"tensor.{key}")))
+        shape = t.get("shape", [1, 3, None, None])
+        rank = 3 if t.get("layout") == "NPC" else 4
+        if not isinstance(shape, list) or len(shape) != rank or not all(v is None or _is_int(v, 1) for v in shape):
+            raise bad(f"{side}.shape", f"a list of {rank} positive integers or nulls")
+        vr = t.get("value_range", [0.0, 1.0])
+        if vr is not None and not (isinstance(vr, list) and len(vr) == 2 and all(_is_number(v) for v in vr)
+                                   and vr[0] < vr[1]):
+            raise bad(f"{side}.value_range", "null or [lo, hi] with finite lo < hi")
+        quant = t.get("quant")
+        integer = t.get("dtype", "float32") in ("int8", "uint8", "int16")
+        if integer and not (isinstance(quant, dict) and _is_number(quant.get("scale")) and quant["scale"] > 0
+                            and _is_int(quant.get("zero_point"), None)):
+            raise bad(f"{side}.quant", f"{{scale > 0, zero_point}} for a {t.get('dtype')} tensor")
+    tiling = d.get("tiling", {"tile": 256, "overlap": 32, "multiple_of": 1})
+    if not isinstance(tiling, dict):
+        raise bad("tiling", "an object")
+    tile, overlap, mult = tiling.get("tile"), tiling.get("overlap", 32), tiling.get("multiple_of", 1)
+    if tile is not None and not _is_int(tile, 1):
+        raise bad("tiling.tile", "null or an integer >= 1")
+    if not _is_int(overlap, 0) or (tile is not None and overlap >= tile):
+        raise bad("tiling.overlap", f"an integer with 0 <= overlap < tile ({tile})")
+    if not _is_int(mult, 1):
+        raise bad("tiling.multiple_of", "an integer >= 1")
+    for key in ("files",):
+        if key in d and not isinstance(d[key], list):
+            raise bad(key, "a list")
+    for key in ("source", "metrics"):
+        if key in d and not isinstance(d[key], dict):
+            raise bad(key, "an object")
+    if d.get("recipe") is not None and not isinstance(d["recipe"], dict):
+        raise bad("recipe", "an object or null")
+
+
+def _get(d: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+def _is_int(value: Any, minimum: int | None) -> bool:
+    """An int (not a bool) at least ``minimum`` (None: any)."""
+    return isinstance(value, int) and not isinstance(value, bool) and (minimum is None or value >= minimum)
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def file_entries(bundle_dir: Path) -> list[dict[str, Any]]:
@@ -183,7 +272,7 @@ def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
     listed: set[str] = set()
     for entry in manifest.files:
         rel = entry.get("path") if isinstance(entry, dict) else None
-        if not isinstance(rel, str) or not isinstance(entry.get("sha256"), str) or not _is_count(entry.get("bytes")):
+        if not isinstance(rel, str) or not isinstance(entry.get("sha256"), str) or not _is_int(entry.get("bytes"), 0):
             raise BadInputError(f"manifest of {bundle_dir}: each files entry needs a path, a sha256 and a byte count, "
                                 f"got {_short(entry)}")
         if (bundle_dir / rel).is_symlink():
@@ -218,6 +307,3 @@ def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
             raise ChecksumError(f"checksum mismatch for {entry['path']} in {bundle_dir}: the file was modified or corrupted")
 
 
-def _is_count(value: Any) -> bool:
-    """A non-negative int (not a bool)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

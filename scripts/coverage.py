@@ -295,6 +295,8 @@ def write_page(names, targets, plan, results, out: Path, old: tuple | None = Non
     names = [n for n in (ARCHES if old else names) if n in names or n in rows_old]
     results = {(n, t): results.get((n, t), {"status": "pending"}) for n in names for t in targets}
     cmd = "python scripts/coverage.py " + " ".join(a for a in sys.argv[1:] if a != "--update")
+    if "--render" in sys.argv:  # cells measured by a --precisions run: its fp32 bundles are these cells
+        cmd += "  # the fp32 cells of the --precisions run of docs/precisions.md (same bundles)"
     lines, n_both = header(f"{cmd_old}`, then re-running cells: `{cmd}" if old else cmd, targets), 0
     for name in names:
         arch, prev = ARCHES[name], rows_old.get(name)

@@ -67,6 +67,44 @@ def test_exif_orientation_applied(tmp_path):
     assert p.rgb[:15].mean() > 0.9 and p.rgb[25:].mean() < 0.1
 
 
+_TIFF_ORIENTATION_6 = (b"MM\x00\x2a\x00\x00\x00\x08" + b"\x00\x01" + b"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00"
+                       + b"\x00\x00\x00\x00")
+
+
+def _png_with_exif(arr: np.ndarray) -> bytes:
+    import struct
+    import zlib
+
+    ok, png = cv2.imencode(".png", arr)
+    data = png.tobytes()
+    chunk = (struct.pack(">I", len(_TIFF_ORIENTATION_6)) + b"eXIf" + _TIFF_ORIENTATION_6
+             + struct.pack(">I", zlib.crc32(b"eXIf" + _TIFF_ORIENTATION_6)))
+    return data[:33] + chunk + data[33:]  # after the signature (8) and IHDR (25)
+
+
+def _webp_with_exif(arr: np.ndarray) -> bytes:
+    ok, webp = cv2.imencode(".webp", arr, [cv2.IMWRITE_WEBP_QUALITY, 101])
+    data = webp.tobytes()
+    body = data[12:]
+    width, height = arr.shape[1], arr.shape[0]
+    vp8x = b"VP8X" + (10).to_bytes(4, "little") + bytes([0x08, 0, 0, 0]) + (width - 1).to_bytes(3, "little") \
+        + (height - 1).to_bytes(3, "little")
+    exif = b"EXIF" + len(_TIFF_ORIENTATION_6).to_bytes(4, "little") + _TIFF_ORIENTATION_6
+    riff = b"WEBP" + vp8x + body + exif
+    return b"RIFF" + len(riff).to_bytes(4, "little") + riff
+
+
+@pytest.mark.parametrize("kind", ["png", "webp"])
+def test_exif_orientation_of_png_and_webp_is_applied_too(tmp_path, kind):
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:, :20] = 255  # left half white
+    f = tmp_path / f"rot.{kind}"
+    f.write_bytes(_png_with_exif(arr) if kind == "png" else _webp_with_exif(arr))
+    p = read_image(f)
+    assert p.size == (40, 20)
+    assert p.rgb[:15].mean() > 0.9 and p.rgb[25:].mean() < 0.1
+
+
 @pytest.mark.parametrize("content", [b"", b"this is not an image", b"\x89PNG\r\n\x1a\n" + b"\x00" * 30])
 def test_bad_files_are_one_line_errors(tmp_path, content):
     f = tmp_path / "bad.png"

@@ -150,35 +150,58 @@ def photo_from_array(img: np.ndarray, path: Path | None = None) -> Photo:
     return Photo(rgb=rgb, alpha=alpha, bit_depth=bit_depth, was_gray=was_gray, path=path)
 
 
+def _exif_block(buf: bytes) -> bytes | None:
+    """The EXIF TIFF block (starting at ``II*\\0`` / ``MM\\0*``) of a JPEG (APP1), PNG (``eXIf``
+    chunk) or WebP (``EXIF`` chunk) byte stream, or None."""
+    if buf[:2] == b"\xff\xd8":
+        i = 2
+        while i + 4 <= len(buf) and buf[i] == 0xFF:
+            marker, length = buf[i + 1], int.from_bytes(buf[i + 2 : i + 4], "big")
+            if marker == 0xE1 and buf[i + 4 : i + 10] == b"Exif\x00\x00":
+                return buf[i + 10 : i + 2 + length]
+            if marker in (0xDA, 0xD9):  # start of scan / end of image: no EXIF before pixels
+                return None
+            i += 2 + length
+        return None
+    if buf[:8] == b"\x89PNG\r\n\x1a\n":
+        i = 8
+        while i + 8 <= len(buf):
+            length, kind = int.from_bytes(buf[i : i + 4], "big"), buf[i + 4 : i + 8]
+            if kind == b"eXIf":
+                return buf[i + 8 : i + 8 + length]
+            if kind == b"IEND":
+                return None
+            i += 12 + length
+        return None
+    if buf[:4] == b"RIFF" and buf[8:12] == b"WEBP":
+        i = 12
+        while i + 8 <= len(buf):
+            kind, length = buf[i : i + 4], int.from_bytes(buf[i + 4 : i + 8], "little")
+            if kind == b"EXIF":
+                block = buf[i + 8 : i + 8 + length]
+                return block[6:] if block[:6] == b"Exif\x00\x00" else block
+            i += 8 + length + (length & 1)
+        return None
+    return None
+
+
 def _exif_orientation(data: np.ndarray) -> int:
-    """EXIF orientation tag (1-8) of a JPEG byte stream, 1 when absent."""
-    buf = data.tobytes()
-    if buf[:2] != b"\xff\xd8":
+    """EXIF orientation tag (1-8) of a JPEG, PNG or WebP byte stream, 1 when absent."""
+    tiff = _exif_block(data.tobytes())
+    if not tiff or tiff[:2] not in (b"II", b"MM"):
         return 1
-    i = 2
-    while i + 4 <= len(buf):
-        if buf[i] != 0xFF:
-            return 1
-        marker = buf[i + 1]
-        length = int.from_bytes(buf[i + 2 : i + 4], "big")
-        if marker == 0xE1 and buf[i + 4 : i + 10] == b"Exif\x00\x00":
-            tiff = buf[i + 10 : i + 2 + length]
-            order = "little" if tiff[:2] == b"II" else "big"
-            ifd = int.from_bytes(tiff[4:8], order)
-            if ifd + 2 > len(tiff):
-                return 1
-            count = int.from_bytes(tiff[ifd : ifd + 2], order)
-            for k in range(count):
-                e = ifd + 2 + 12 * k
-                if e + 12 > len(tiff):
-                    break
-                if int.from_bytes(tiff[e : e + 2], order) == 0x0112:
-                    value = int.from_bytes(tiff[e + 8 : e + 10], order)
-                    return value if 1 <= value <= 8 else 1
-            return 1
-        if marker in (0xDA, 0xD9):  # start of scan / end of image: no EXIF before pixels
-            return 1
-        i += 2 + length
+    order = "little" if tiff[:2] == b"II" else "big"
+    ifd = int.from_bytes(tiff[4:8], order)
+    if ifd + 2 > len(tiff):
+        return 1
+    count = int.from_bytes(tiff[ifd : ifd + 2], order)
+    for k in range(count):
+        e = ifd + 2 + 12 * k
+        if e + 12 > len(tiff):
+            break
+        if int.from_bytes(tiff[e : e + 2], order) == 0x0112:
+            value = int.from_bytes(tiff[e + 8 : e + 10], order)
+            return value if 1 <= value <= 8 else 1
     return 1
 
 

@@ -81,7 +81,7 @@ class Manifest:
         missing = [k for k in ("name", "task", "scale", "target", "precision", "input", "output") if k not in d]
         if missing:
             raise BadInputError(f"manifest is missing {', '.join(missing)}")
-        if d["target"] not in MODEL_FILES:
+        if not isinstance(d["target"], str) or d["target"] not in MODEL_FILES:
             raise BadInputError(f"manifest names an unknown target {d['target']!r}")
         check_types(d)
         kw = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
@@ -121,7 +121,7 @@ def check_types(d: dict[str, Any]) -> None:
         t = d.get(side)
         if not isinstance(t, dict):
             raise bad(side, "an object")
-        if "name" in t and (not isinstance(t["name"], str) or not t["name"]):
+        if not isinstance(t.get("name"), str) or not t["name"]:
             raise bad(f"{side}.name", "a non-empty string")
         for key in ("layout", "dtype", "color_order"):
             if key in t and t[key] not in _enum(f"tensor.{key}"):

@@ -66,10 +66,12 @@ class Gates:
 
 
 def _gates_from_dict(d: dict, where: str) -> Gates:
+    if not isinstance(d, dict):
+        raise BadInputError(f"{where}: thresholds must be a mapping of gate names to numbers")
     known = {f.name for f in fields(Gates)}
     unknown = set(d) - known
     if unknown:
-        raise BadInputError(f"{where}: unknown gate(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+        raise BadInputError(f"{where}: unknown gate(s) {', '.join(sorted(map(str, unknown)))}; known: {', '.join(sorted(known))}")
     if any(isinstance(v, bool) for v in d.values()):
         raise BadInputError(f"{where}: thresholds must be numbers, not true/false")
     try:
@@ -110,7 +112,10 @@ def load_policy(path: Path, bundle_names: list[str]) -> Gates:
     if not isinstance(data, dict) or not set(data) <= {"default", "bundles"}:
         raise BadInputError(f"policy file {path} must be a mapping with 'default' and/or 'bundles'")
     gates = _gates_from_dict(data.get("default") or {}, f"{path}: default")
-    for pattern, d in (data.get("bundles") or {}).items():
+    bundles = data.get("bundles") or {}
+    if not isinstance(bundles, dict):
+        raise BadInputError(f"policy file {path}: 'bundles' must map bundle-name patterns to thresholds")
+    for pattern, d in bundles.items():
         if any(fnmatch.fnmatchcase(n, str(pattern)) for n in bundle_names):
             gates = gates.merged(_gates_from_dict(d or {}, f"{path}: bundles[{pattern!r}]"))
     return gates

@@ -148,11 +148,11 @@ def _setting(value: Any, where: str) -> LayerSetting | None:
         raise BadInputError(f"recipe {where}: expected a mapping with weights/activations or null, got {value!r}")
     extra = set(value) - {"weights", "activations"}
     if extra:
-        raise BadInputError(f"recipe {where}: unknown key {sorted(extra)[0]!r} (use weights, activations)")
+        raise BadInputError(f"recipe {where}: unknown key {sorted(map(str, extra))[0]!r} (use weights, activations)")
     w, a = value.get("weights"), value.get("activations")
-    if w is not None and w not in WEIGHTS:
+    if w is not None and (not isinstance(w, str) or w not in WEIGHTS):
         raise BadInputError(f"recipe {where}: unknown weights {w!r}: choose from {', '.join(WEIGHTS)} or null")
-    if a is not None and a not in ACTIVATIONS:
+    if a is not None and (not isinstance(a, str) or a not in ACTIVATIONS):
         raise BadInputError(f"recipe {where}: unknown activations {a!r}: choose from {', '.join(ACTIVATIONS)} or null")
     if w is None and a is not None:
         raise BadInputError(f"recipe {where}: activations {a} with float weights is contradictory "
@@ -173,24 +173,29 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
     unknown = set(d) - {"scheme", "op_types", "op_names", "calibration", "budget_psnr", "float_preparation", "finetune",
                         "equalization_alpha", "split_prelus"}
     if unknown:
-        raise BadInputError(f"recipe has unknown key {sorted(unknown)[0]!r}")
+        raise BadInputError(f"recipe has unknown key {sorted(map(str, unknown))[0]!r}")
     scheme = d.get("scheme")
-    if scheme not in SCHEMES:
+    if not isinstance(scheme, str) or scheme not in SCHEMES:
         raise BadInputError(f"recipe scheme {scheme!r} is unknown: choose from {', '.join(SCHEMES)}")
     op_types = {}
-    for k, v in (d.get("op_types") or {}).items():
-        if k not in QUANTIZABLE_TYPES:
+    for k, v in _mapping(d, "op_types").items():
+        if not isinstance(k, str) or k not in QUANTIZABLE_TYPES:
             raise BadInputError(f"recipe op_types: unknown op type {k!r}: choose from {', '.join(QUANTIZABLE_TYPES)}")
         op_types[k] = _setting(v, f"op_types.{k}")
-    op_names = {str(k): _setting(v, f"op_names.{k}") for k, v in (d.get("op_names") or {}).items()}
-    calib = {"method": "minmax", "tiles": 16, **(d.get("calibration") or {})}
+    op_names = {str(k): _setting(v, f"op_names.{k}") for k, v in _mapping(d, "op_names").items()}
+    calib = {"method": "minmax", "tiles": 16, **_mapping(d, "calibration")}
     if set(calib) - {"method", "tiles", "percentile"}:
-        raise BadInputError(f"recipe calibration: unknown key {sorted(set(calib) - {'method', 'tiles', 'percentile'})[0]!r}")
-    if calib["method"] not in CALIBRATION_METHODS:
+        raise BadInputError(f"recipe calibration: unknown key {sorted(map(str, set(calib) - {'method', 'tiles', 'percentile'}))[0]!r}")
+    if not isinstance(calib["method"], str) or calib["method"] not in CALIBRATION_METHODS:
         raise BadInputError(f"recipe calibration method {calib['method']!r}: choose from {', '.join(CALIBRATION_METHODS)}")
-    if not isinstance(calib["tiles"], int) or calib["tiles"] < 1:
+    if not isinstance(calib["tiles"], int) or isinstance(calib["tiles"], bool) or calib["tiles"] < 1:
         raise BadInputError(f"recipe calibration tiles must be a positive integer, got {calib['tiles']!r}")
     budget = d.get("budget_psnr")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                               or not math.isfinite(budget) or budget <= 0):
+        raise BadInputError(f"recipe budget_psnr must be a positive number of dB, got {budget!r}")
+    if not isinstance(d.get("float_preparation", True), bool):
+        raise BadInputError(f"recipe float_preparation: expected true or false, got {d['float_preparation']!r}")
     if budget is not None and scheme != "mixed":
         raise BadInputError(f"recipe budget_psnr applies to scheme mixed, not {scheme}")
     if scheme == "mixed" and budget is None:
@@ -211,6 +216,14 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
                             + (" with float_preparation: false" if SCHEMES[scheme].activations == "int8" else ""))
     return Recipe(scheme, op_types, op_names, calib, None if budget is None else float(budget),
                   bool(d.get("float_preparation", True)), finetune, alpha, split)
+
+
+def _mapping(d: dict[str, Any], key: str) -> dict:
+    """``d[key]`` as a mapping (absent or null: empty); anything else is refused naming the key."""
+    value = d.get(key) or {}
+    if not isinstance(value, dict):
+        raise BadInputError(f"recipe {key} must be a mapping, got {value!r}")
+    return value
 
 
 def _equalization_alpha(d: dict[str, Any], float_preparation: bool, scheme: str) -> float:
@@ -272,8 +285,8 @@ def _finetune(value: Any, scheme: str, float_preparation: bool) -> dict[str, Any
             continue
         try:
             out[k] = FINETUNE_KEYS[k](v)
-        except (TypeError, ValueError):
-            raise BadInputError(f"recipe finetune.{k}: expected a number, got {v!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise BadInputError(f"recipe finetune.{k}: expected a finite number, got {v!r}") from None
         if not math.isfinite(out[k]):
             raise BadInputError(f"recipe finetune.{k} must be a finite number, got {v!r}")
         if out[k] < 0 or (out[k] == 0 and k not in ("seed", "range_lr", "augment")):

@@ -457,9 +457,11 @@ def _simulated_psnr(net, tiles, refs, half: bool = False) -> float:
 def simulate_fp16(module, tiles, refs, recipe: dict | None = None) -> float | None:
     """PSNR of the PyTorch graph run in fp16 vs fp32: how an fp16 program behaves numerically, with
     the modules its fp16 safety check kept in fp32 (``recipe["fp16_kept_float"]``) run in fp32.
-    PyTorch has no CPU fp16 FFT: LaMa's Fourier units are then run as their exact DFT-matmul
-    rewrite (``fft_matmul``), in fp16 like the rest. None when an op still has no CPU fp16 kernel."""
-    from restorekit.convert.rewrites import fft_to_matmul_dft
+    Where the PyTorch model cannot run in half on the CPU (LaMa's FFT has no fp16 kernel,
+    CodeFormer's codebook lookup casts to float) it is run through its exact rewrites
+    (``HALF_SIMULATION_REWRITES``: DFT matmuls, a gather lookup), in fp16 like the rest. None when
+    an op still cannot."""
+    from restorekit.convert.rewrites import apply_rewrites
     from restorekit.quantize.fp16 import half_except
 
     kept = (recipe or {}).get("fp16_kept_float")
@@ -467,13 +469,17 @@ def simulate_fp16(module, tiles, refs, recipe: dict | None = None) -> float | No
         return _simulated_psnr(half_except(module, kept), tiles, refs, half=True)
     except (NotImplementedError, RuntimeError):  # e.g. "Unsupported dtype Half" in torch.fft on CPU
         pass
-    dft, replaced = fft_to_matmul_dft(module)
-    if not replaced:
+    rewritten, applied = apply_rewrites(module, HALF_SIMULATION_REWRITES)
+    if not applied:
         return None
     try:
-        return _simulated_psnr(half_except(dft, kept), tiles, refs, half=True)
+        return _simulated_psnr(half_except(rewritten, kept), tiles, refs, half=True)
     except (NotImplementedError, RuntimeError):
         return None
+
+
+#: Exact (fp32, >= 60 dB) rewrites that let a model run in PyTorch half on the CPU for the fp16 simulation.
+HALF_SIMULATION_REWRITES = ("fft_matmul", "codeformer")
 
 
 def _simulate_module(sim, tiles, refs) -> float:

@@ -209,6 +209,16 @@ def test_a_failed_rebuild_never_replaces_a_bundle_that_passed(tmp_path, monkeypa
     (good,) = bundles.build_bundles("default", tmp_path, **args)
     assert good.passed
     before = sha256_file(good.path / "manifest.json")
+    # a build killed midway leaves its temporary bundle, checksummed and all: never loadable, removed next time
+    import shutil
+
+    from restorekit.core.errors import BadInputError
+    from restorekit.runtime import load_bundle
+
+    abandoned = good.path.parent / f"{bundles.TMP_PREFIX}999999999-onnx-fp32-x1y2"
+    shutil.copytree(good.path, abandoned)
+    with pytest.raises(BadInputError, match="unfinished or replaced build"):
+        load_bundle(abandoned)
     monkeypatch.setattr(bundles, "_validate", lambda *a, **k: (False, "✗ planted failure", {}))
     (bad,) = bundles.build_bundles("default", tmp_path, **args)
     assert not bad.passed and "kept" in bad.detail
@@ -273,6 +283,25 @@ def test_options_are_checked_before_any_work(tmp_path, rgb_photo, args, words):
     assert res.exit_code == 2, res.output
     assert words in res.output + res.stderr
     assert photo.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["dir.png", "in.png"]
+
+
+def test_a_one_pixel_photo_is_refused_by_degrade_and_assessed_into_strict_json(tmp_path):
+    """`degrade --mode second-order` on a 1x1 photo was an OpenCV assertion; `assess --json` wrote NaN
+    (invalid JSON)."""
+    import json
+    import math
+
+    import numpy as np
+
+    one = tmp_path / "one.png"
+    write_image(one, np.full((1, 1, 3), 0.5, np.float32))
+    _fails_cleanly(["degrade", str(one), "-o", str(tmp_path / "d.png"), "--mode", "second-order"],
+                   match="needs at least 32x32")
+    res = runner.invoke(app, ["assess", str(one), "--json", str(tmp_path / "a.json")])
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "a.json").read_text()
+    row = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))["images"][0]
+    assert all(not isinstance(v, float) or math.isfinite(v) for v in row.values())
 
 
 def test_console_script_exit_code_and_single_line(tmp_path):

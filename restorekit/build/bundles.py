@@ -83,6 +83,37 @@ def _for_task(build: BuildPlan, task: str) -> BuildPlan:
     return BuildPlan(keep, notes)
 
 
+#: Prefix of a bundle being built (then the builder's pid): never loadable, removed once its builder is gone.
+TMP_PREFIX = ".tmp-"
+
+
+def remove_abandoned_builds(model_dir: Path) -> list[str]:
+    """Remove the temporary bundle directories under ``model_dir`` whose builder process is gone (a
+    build killed midway); those of a build still running are left alone. Returns their names."""
+    removed = []
+    for d in model_dir.glob(f"{TMP_PREFIX}*"):
+        pid = d.name[len(TMP_PREFIX):].split("-", 1)[0]
+        alive = pid.isdigit() and _process_alive(int(pid))
+        if d.is_dir() and not alive:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d.name)
+    for d in model_dir.glob(".old-*"):  # a bundle moved aside by a replacement that was killed midway
+        shutil.rmtree(d, ignore_errors=True)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _replace_dir(tmp: Path, final: Path) -> None:
     """Move a finished bundle into place; an older bundle at ``final`` is replaced whole."""
     from restorekit.core.files import current_umask
@@ -276,8 +307,9 @@ class _Validation:
 
 
 def _manifest_for(spec, target: str, precision: str, conv, size: int, overlap: int) -> Manifest:
-    """The manifest of a freshly converted model (files and metrics are filled in later)."""
-    tiling = ({"tile": size, "overlap": overlap, "multiple_of": spec.multiple_of} if spec.task != "detect"
+    """The manifest of a freshly converted model (files and metrics are filled in later). The overlap
+    is at most half the tile: tiles overlapping by their whole side would never advance."""
+    tiling = ({"tile": size, "overlap": min(overlap, size // 2), "multiple_of": spec.multiple_of} if spec.task != "detect"
               else {"tile": None if conv.input.shape[2] is None else size, "overlap": 0, "multiple_of": 1})
     return Manifest(
         name=spec.name, task=spec.task, scale=spec.scale, target=target, precision=precision,
@@ -300,6 +332,7 @@ def _write_bundles(model_dir: Path, loaded, pairs, options: dict, validation: _V
     spec = loaded.spec
     created = [d for d in (model_dir.parent, model_dir) if not d.exists()]
     model_dir.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_builds(model_dir)
     results: list[BundleResult] = []
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TimeElapsedColumn(), console=console, transient=False)
@@ -308,7 +341,7 @@ def _write_bundles(model_dir: Path, loaded, pairs, options: dict, validation: _V
         for target, precision in pairs:
             progress.update(job, description=f"{target}-{precision}: converting")
             t0 = time.perf_counter()
-            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target}-{precision}-", dir=model_dir))
+            tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-{target}-{precision}-", dir=model_dir))
             try:
                 conv = convert_model(loaded.module, spec, target, tmp, precision, tile=options["size"],
                                      calib=options["calib"], prepared=options["prepared"], recipe=options["recipe"],

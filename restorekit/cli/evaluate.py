@@ -50,10 +50,9 @@ def eval_(
     provider: ProviderOpt = "cpu",
 ):
     """Fidelity of a bundle vs its fp32 reference, quality, latency; gates exit 1 listing every failure."""
-    import json
 
     from restorekit.core.errors import BadInputError
-    from restorekit.core.files import atomic_write_text, check_writable_path
+    from restorekit.core.files import atomic_write_text, check_writable_path, json_text
     from restorekit.eval.evaluate import evaluate_bundle
     from restorekit.eval.gates import Gates, load_policy
     from restorekit.eval.report import eval_html
@@ -87,7 +86,7 @@ def eval_(
                       f"({lat['bundle_device']}), reference {lat['reference_ms_p50']:.1f}/{lat['reference_ms_p95']:.1f} ms, "
                       f"same run, input {lat['input']}")
     if json_path:
-        atomic_write_text(json_path, json.dumps(data, indent=2) + "\n")
+        atomic_write_text(json_path, json_text(data, indent=2))
         out_console.print(f"wrote {json_path}")
     if html_path:
         atomic_write_text(html_path, eval_html(data, result.panels, failures, gates.active()))
@@ -134,12 +133,11 @@ def bench(
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON.")] = None,
 ):
     """Latency p50/p95/p99, throughput, peak RSS and fraction of CPU peak, bundles and reference in one run."""
-    import json
 
     from rich.progress import Progress
 
     from restorekit.core.errors import RestorekitError
-    from restorekit.core.files import atomic_write_text, check_writable_path
+    from restorekit.core.files import atomic_write_text, check_writable_path, json_text
     from restorekit.eval.bench import bench as run_bench, bench_reference, expand_bundles
 
     if json_path is not None:
@@ -164,7 +162,7 @@ def bench(
     for s in data["skipped"]:
         out_console.print(f"skipped {s['name']}: {s['reason']}")
     if json_path:
-        atomic_write_text(json_path, json.dumps(data, indent=2) + "\n")
+        atomic_write_text(json_path, json_text(data, indent=2))
         out_console.print(f"wrote {json_path}")
     if any("error" in r for r in data["results"]):
         raise RestorekitError("some measurements failed: " + "; ".join(f"{r['name']} {r['size']}: {r['error']}"

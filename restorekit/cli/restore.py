@@ -68,12 +68,11 @@ def restore(
     overwrite: OverwriteOpt = False,
 ):
     """Restore old photos: damage assessment, scratch removal, restoration, faces, tone and colour cast."""
-    import json
 
     from rich.markup import escape
     from rich.progress import Progress
 
-    from restorekit.core.files import atomic_write_text, check_writable_path
+    from restorekit.core.files import atomic_write_text, check_writable_path, json_text
     from restorekit.restore.folder import plan_jobs, restore_batch
     from restorekit.restore.models import load_pipeline_models
     from restorekit.restore.pipeline import RestoreOptions
@@ -103,7 +102,7 @@ def restore(
                               on_done=done)
     _print_restored(batch.logs, reference)
     if json_path:
-        atomic_write_text(json_path, json.dumps(batch.to_json(models), indent=2) + "\n")
+        atomic_write_text(json_path, json_text(batch.to_json(models), indent=2))
     if batch.skipped:
         out_console.print(f"skipped {len(batch.skipped)} already restored: {', '.join(batch.skipped)}")
     if batch.failures:
@@ -118,9 +117,8 @@ def assess(
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the measurements as JSON.")] = None,
 ):
     """Damage assessment: B&W / sepia / colour, fading, colour cast, noise, blur, JPEG blockiness."""
-    import json
 
-    from restorekit.core.files import atomic_write_text, check_writable_path
+    from restorekit.core.files import atomic_write_text, check_writable_path, json_text
     from restorekit.restore.assess import assess_file
 
     if json_path is not None:
@@ -139,8 +137,8 @@ def assess(
                       "99th percentiles (faded < 75); cast: mean a*b* of the mid-tones; noise σ in 8-bit levels; "
                       "blockiness 1 = no JPEG grid", highlight=False)
     if json_path:
-        atomic_write_text(json_path, json.dumps({"schema_version": 1, "kind": "restorekit.assess", "images": rows},
-                                                indent=2) + "\n")
+        atomic_write_text(json_path, json_text({"schema_version": 1, "kind": "restorekit.assess", "images": rows},
+                                               indent=2))
         out_console.print(f"wrote {json_path}")
 
 
@@ -156,13 +154,18 @@ def degrade(
     import numpy as np
 
     from restorekit.core.image import check_output_path, read_image, write_image
-    from restorekit.degrade.preview import SCALED_MODES, check_mode, degrade_preview
+    from restorekit.core.errors import BadInputError
+    from restorekit.degrade.preview import MIN_DEGRADE_SIDE, SCALED_MODES, check_mode, degrade_preview
 
     check_mode(mode, mask is not None)
     check_output_path(output, image)
     if mask is not None:
         check_output_path(mask)
     photo = read_image(image)
+    side = MIN_DEGRADE_SIDE * (scale if mode in SCALED_MODES else 1)
+    if min(photo.size) < side:
+        raise BadInputError(f"{image} is {photo.size[1]}x{photo.size[0]}: --mode {mode}"
+                            + (f" at --scale {scale}" if mode in SCALED_MODES else "") + f" needs at least {side}x{side}")
     result, defects = degrade_preview(photo.rgb, mode, np.random.default_rng(seed), scale)
     if mask is not None:
         write_image(mask, np.repeat(defects[:, :, None], 3, axis=2).astype(np.float32), gray=True)

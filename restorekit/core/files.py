@@ -66,3 +66,21 @@ def check_writable_path(path: str | os.PathLike) -> Path:
     if path.exists() and not os.access(path, os.W_OK) and not os.access(path.parent, os.W_OK):
         raise BadInputError(f"cannot overwrite {path} (permission denied)")
     return path
+
+
+def json_text(data, **kwargs) -> str:
+    """``data`` as strict JSON text (a trailing newline): NaN and infinities, which ``json.dumps``
+    writes as the invalid ``NaN`` / ``Infinity``, become null (a measurement that has no value)."""
+    import json
+    import math
+
+    def finite(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [finite(x) for x in v]
+        return v
+
+    return json.dumps(finite(data), allow_nan=False, **kwargs) + "\n"

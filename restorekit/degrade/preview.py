@@ -11,6 +11,9 @@ from restorekit.core.errors import BadInputError
 MODES = ("damaged", "aged", "print", "pair", "second-order")
 #: Modes whose result is smaller than the photo (the input of an upscaling model).
 SCALED_MODES = ("pair", "second-order")
+#: Smallest photo side the degradations take (per unit of --scale for the scaled modes): their blur
+#: and noise kernels and the downscale need room.
+MIN_DEGRADE_SIDE = 16
 
 
 def check_mode(mode: str, mask: bool = False) -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from restorekit import __version__
-from restorekit.core.files import atomic_write_text
+from restorekit.core.files import atomic_write_text, json_text
 
 
 
@@ -61,7 +60,7 @@ def write_reports(model_dir: Path, spec, results, tiles) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.html`` atomically into ``model_dir``."""
     data = report_dict(spec, results)
     jpath, hpath = model_dir / "report.json", model_dir / "report.html"
-    atomic_write_text(jpath, json.dumps(data, indent=2, default=str) + "\n")
+    atomic_write_text(jpath, json_text(data, indent=2, default=str))
     atomic_write_text(hpath, _html(spec, results, tiles))
     return jpath, hpath
 

@@ -69,6 +69,9 @@ def load_bundle(path: str | os.PathLike, provider: str = "cpu", threads: int | N
     from restorekit.core.errors import BadInputError
 
     path = Path(path)
+    if path.resolve().name.startswith((".tmp-", ".old-")) and not allow_failed:
+        raise BadInputError(f"{path} is an unfinished or replaced build that restorekit left behind (killed "
+                            "midway), not a bundle: build it again (the next build removes it)")
     manifest = read_manifest(path, verify=verify)
     if manifest.metrics.get("gates_passed") is False and not allow_failed:
         raise BadInputError(f"{path} failed its quality gates when it was built (see its report.json, or "

@@ -69,3 +69,15 @@ def test_a_folder_with_bad_files_restores_every_good_photo_and_names_each_bad_on
     res = runner.invoke(app, ["restore", str(src), "-o", str(out), "--stages", "tone,cast"])
     assert read_image(out / "e_good.png").size == (24, 32)
     assert "e_good.png" not in res.output.split("already restored")[-1]
+
+
+def test_a_corrupt_photo_in_a_calibration_or_evaluation_folder_is_named_not_dropped_in_silence(tmp_path):
+    from restorekit.eval.fidelity import eval_tiles
+    from restorekit.quantize.calibration import calibration_tiles
+
+    write_image(tmp_path / "good.png", np.random.default_rng(0).random((40, 40, 3)).astype(np.float32))
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    with pytest.warns(UserWarning, match="calibration photo skipped.*broken.jpg"):
+        assert len(calibration_tiles(tmp_path, tile=16, count=2)) == 2
+    with pytest.warns(UserWarning, match="evaluation photo skipped.*broken.jpg"):
+        assert [t.name for t in eval_tiles(tmp_path, 16, count=4)] == ["good.png"]

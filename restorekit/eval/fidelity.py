@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,12 +27,14 @@ class EvalTile:
 
 
 def _eval_inputs(folder: str | Path, count: int, prepare) -> list[EvalTile]:
-    """``prepare(rgb)`` of up to ``count`` readable photos in ``folder`` (unreadable ones skipped)."""
+    """``prepare(rgb)`` of up to ``count`` readable photos in ``folder`` (unreadable ones skipped, each
+    with a warning naming it)."""
     out = []
     for p in list_images(folder):
         try:
             rgb = read_image(p).rgb
-        except BadInputError:
+        except BadInputError as exc:  # named, never dropped in silence: the gate ran on fewer photos
+            warnings.warn(f"evaluation photo skipped: {exc}", stacklevel=2)
             continue
         out.append(EvalTile(p.name, np.ascontiguousarray(prepare(rgb).transpose(2, 0, 1)[None], dtype=np.float32)))
         if len(out) >= count:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from restorekit.runtime.tiling import pad_to
 def calibration_tiles(folder: str | Path, tile: int = 128, count: int = 32, seed: int = 0) -> list[np.ndarray]:
     """``count`` random ``tile`` x ``tile`` crops (NCHW float32, batch 1) from the photos in ``folder``.
 
-    Crops are spread evenly over the images; unreadable files are skipped; a folder with no
+    Crops are spread evenly over the images; unreadable files are skipped with a warning naming each; a folder with no
     readable image is an error. The first crop is contrast-stretched to the full [0, 1] range so
     that min-max calibration of the input (and of the clamped output) can reach pure black and
     pure white: a calibration set without a white pixel makes white unreachable in int8.
@@ -23,7 +24,8 @@ def calibration_tiles(folder: str | Path, tile: int = 128, count: int = 32, seed
     for p in list_images(folder):
         try:
             photos.append(read_image(p).rgb)
-        except BadInputError:
+        except BadInputError as exc:  # named, never dropped in silence
+            warnings.warn(f"calibration photo skipped: {exc}", stacklevel=2)
             continue
     if not photos:
         raise BadInputError(f"no readable images in calibration folder {folder}")

@@ -304,6 +304,25 @@ def test_a_one_pixel_photo_is_refused_by_degrade_and_assessed_into_strict_json(t
     assert all(not isinstance(v, float) or math.isfinite(v) for v in row.values())
 
 
+@pytest.mark.parametrize("edit, words", [
+    ({"dtype": "int8", "quant": {"scale": 0.0039, "zero_point": 0}}, "the model file has float32"),
+    ({"layout": "NHWC", "shape": [1, None, None, 3]}, "NHWC with 3 channels"),
+])
+def test_a_manifest_contract_the_model_contradicts_is_refused(edge_bundles, tmp_path, rgb_photo, edit, words):
+    """int8 or NHWC declared on an NCHW float model: a traceback or a wrong image before."""
+    import json
+    import shutil
+
+    bad = tmp_path / "b"
+    shutil.copytree(edge_bundles / "onnx-fp32", bad)
+    man = json.loads((bad / "manifest.json").read_text())
+    man["input"].update(edit)
+    (bad / "manifest.json").write_text(json.dumps(man))
+    photo = tmp_path / "in.png"
+    write_image(photo, rgb_photo[:16, :16])
+    _fails_cleanly(["run", str(bad), str(photo), "-o", str(tmp_path / "o.png")], match=words)
+
+
 def test_console_script_exit_code_and_single_line(tmp_path):
     res = subprocess.run([sys.executable, "-m", "restorekit.cli.main", "inspect", str(tmp_path / "x.pth")],
                          capture_output=True, text=True, timeout=120)

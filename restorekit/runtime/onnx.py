@@ -55,6 +55,10 @@ class OnnxSession:
             self._sess = ort.InferenceSession(str(model_path), sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise BadInputError(f"onnxruntime cannot load {model_path}: {str(exc).splitlines()[0]}") from exc
+        from restorekit.runtime.session import ORT_DTYPES, check_model_tensor
+
+        for declared, actual in ((input, self._sess.get_inputs()[0]), (output, self._sess.get_outputs()[0])):
+            check_model_tensor(declared, ORT_DTYPES.get(actual.type, actual.type), list(actual.shape), str(model_path))
         self.input, self.output = input, output
         self._in_name = self._sess.get_inputs()[0].name
         shape = self._sess.get_inputs()[0].shape

@@ -53,3 +53,26 @@ def from_model_output(y: np.ndarray, contract: TensorContract) -> np.ndarray:
     if (lo, hi) != (0.0, 1.0):
         y = (y - lo) / (hi - lo)
     return np.ascontiguousarray(y)
+
+
+#: ONNX Runtime's element type names -> the manifest's dtypes.
+ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int8)": "int8",
+              "tensor(uint8)": "uint8", "tensor(int16)": "int16"}
+
+
+def check_model_tensor(declared: TensorContract, dtype: str | None, shape: list, where: str) -> None:
+    """Refuse (one line) a manifest contract the model file contradicts: another element type, or
+    the channels on another axis than its layout says (NHWC declared on an NCHW model). What would
+    otherwise be a traceback in the runtime, or a silently wrong image."""
+    from restorekit.core.errors import BadInputError
+
+    if dtype is not None and dtype != declared.dtype:
+        raise BadInputError(f"{where}: the manifest says {declared.name} is {declared.dtype}, the model file "
+                            f"has {dtype}")
+    if declared.layout not in ("NCHW", "NHWC") or len(shape) != 4 or len(declared.shape or []) != 4:
+        return
+    axis = 1 if declared.layout == "NCHW" else 3
+    want, got = declared.shape[axis], shape[axis]
+    if isinstance(want, int) and want != got:  # channels are never dynamic: a named dim there is H or W
+        raise BadInputError(f"{where}: the manifest says {declared.name} is {declared.layout} with {want} channels, "
+                            f"the model file's shape is {list(shape)}")

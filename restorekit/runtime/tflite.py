@@ -36,6 +36,10 @@ class TFLiteSession:
             raise BadInputError(f"LiteRT cannot load {model_path}: {str(exc).splitlines()[0]}") from exc
         self._in = self._it.get_input_details()[0]
         self._out = self._it.get_output_details()[0]
+        from restorekit.runtime.session import check_model_tensor
+
+        for declared, details in ((input, self._in), (output, self._out)):  # dtype: the file's (below)
+            check_model_tensor(declared, None, [int(d) for d in details["shape"]], str(model_path))
         # The file is the truth for dtype and quantization; the manifest must agree with it.
         self.input = _contract_from_details(self._in, input)
         self.output = _contract_from_details(self._out, output)

@@ -295,7 +295,12 @@ def write_page(names, targets, plan, results, out: Path, old: tuple | None = Non
     rows_old, cmd_old, targets = old or ({}, "", targets)
     names = [n for n in (ARCHES if old else names) if n in names or n in rows_old]
     results = {(n, t): results.get((n, t), {"status": "pending"}) for n in names for t in targets}
-    cmd = "python scripts/coverage.py " + " ".join(a for a in sys.argv[1:] if a != "--update")
+    shown, skip = [], False
+    for a in sys.argv[1:]:  # without --update and --render FILE (a temporary results file)
+        if not skip and a not in ("--update", "--render"):
+            shown.append(a)
+        skip = a == "--render"
+    cmd = "python scripts/coverage.py " + " ".join(shown)
     if "--render" in sys.argv:  # cells measured by a --precisions run: its fp32 bundles are these cells
         cmd += "  # the fp32 cells of the --precisions run of docs/precisions.md (same bundles)"
     lines, n_both = header(f"{cmd_old}`, then re-running cells: `{cmd}" if old else cmd, targets), 0
@@ -326,6 +331,7 @@ def kept_sections(out: Path) -> str:
     return "" if start is None else "\n" + "\n".join(old[start:]) + "\n"
 
 
+RUNS_NOTE = [""]  # --runs: how a rendered page's results were measured
 PREC_COLUMNS = ("architecture", "config", "target", "precision", "size MB", "size / fp32", "fidelity vs fp32 PyTorch",
                 "fidelity from", "fp16 arithmetic (PyTorch half)", "sanity", "fp16: kept fp32",
                 "latency p50 bundle / PyTorch", "cell wall s")
@@ -406,9 +412,9 @@ def write_precisions_page(names, targets, precs, plan, results, out: Path, updat
     text = out.read_text() if update and out.is_file() else ""
     argv, skip = [], False
     for a in sys.argv[1:]:  # the recorded command: without --update and the results-file options
-        if not skip and a not in ("--update", "--results-json", "--render"):
+        if not skip and a not in ("--update", "--results-json", "--render", "--runs"):
             argv.append(f"'{a}'" if ";" in a else a)
-        skip = a in ("--results-json", "--render")
+        skip = a in ("--results-json", "--render", "--runs")
     cmd = "python scripts/coverage.py " + " ".join(argv)
     cmds = [c for c in (ln[len("- Command: "):].strip() for ln in text.splitlines() if ln.startswith("- Command: "))][:1]
     cmds = [c for c in (cmds[0].split("; then ") if cmds else []) if c.strip("`") != cmd] + [f"`{cmd}`"]
@@ -428,6 +434,7 @@ def write_precisions_page(names, targets, precs, plan, results, out: Path, updat
     lines = [
         "# Precisions of the big networks: size, fidelity, latency", "",
         "- Command(s): " + "; then ".join(cmds),
+        *([f"- Runs: {RUNS_NOTE[0]}"] if RUNS_NOTE[0] else []),
         f"- Date: {__import__('datetime').date.today()}; machine: Linux x86-64, {os.cpu_count()} CPU cores (shared), "
         "no GPU; latency is onnxruntime / LiteRT on these CPU cores",
         f"- Versions: torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
@@ -476,10 +483,12 @@ def main() -> None:
                     help="re-measure the given cells only: the page's other rows and cells are kept")
     ap.add_argument("--results-json", help="also dump the measured cells to this JSON file (after every cell)")
     ap.add_argument("--render", help="run nothing: write the page from a --results-json file (same other options)")
+    ap.add_argument("--runs", help="with --render: how the results were measured (the runs merged), a line on the page")
     ap.add_argument("--save", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.save:
         return save(args.save[0], args.save[1] == "small", Path(args.save[2]))
+    RUNS_NOTE[0] = args.runs or ""
 
     from concurrent.futures import ThreadPoolExecutor
 

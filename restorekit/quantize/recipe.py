@@ -286,7 +286,7 @@ def _finetune(value: Any, scheme: str, float_preparation: bool) -> dict[str, Any
         try:
             out[k] = FINETUNE_KEYS[k](v)
         except (TypeError, ValueError, OverflowError):
-            raise BadInputError(f"recipe finetune.{k}: expected a finite number, got {v!r}") from None
+            raise BadInputError(f"recipe finetune.{k}: expected a number, got {v!r}") from None
         if not math.isfinite(out[k]):
             raise BadInputError(f"recipe finetune.{k} must be a finite number, got {v!r}")
         if out[k] < 0 or (out[k] == 0 and k not in ("seed", "range_lr", "augment")):

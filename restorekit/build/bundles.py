@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from restorekit.bundle.manifest import Manifest, write_manifest
+from restorekit.bundle.manifest import BUILD_TMP_PREFIX, REPLACED_PREFIX, Manifest, write_manifest
 from restorekit.build.convert import convert_model
 from restorekit.core.errors import BadInputError
 from restorekit.core.metrics import psnr_from_mse
@@ -83,8 +83,7 @@ def _for_task(build: BuildPlan, task: str) -> BuildPlan:
     return BuildPlan(keep, notes)
 
 
-#: Prefix of a bundle being built (then the builder's pid): never loadable, removed once its builder is gone.
-TMP_PREFIX = ".tmp-"
+TMP_PREFIX = BUILD_TMP_PREFIX
 
 
 def remove_abandoned_builds(model_dir: Path) -> list[str]:
@@ -97,7 +96,7 @@ def remove_abandoned_builds(model_dir: Path) -> list[str]:
         if d.is_dir() and not alive:
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d.name)
-    for d in model_dir.glob(".old-*"):  # a bundle moved aside by a replacement that was killed midway
+    for d in model_dir.glob(f"{REPLACED_PREFIX}*"):  # a bundle moved aside by a replacement that was killed midway
         shutil.rmtree(d, ignore_errors=True)
     return removed
 
@@ -121,7 +120,7 @@ def _replace_dir(tmp: Path, final: Path) -> None:
     os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700: a bundle is meant to be copied and shared
     old = None
     if final.exists():
-        old = final.with_name(f".old-{final.name}-{time.time_ns()}")
+        old = final.with_name(f"{REPLACED_PREFIX}{final.name}-{time.time_ns()}")
         final.rename(old)
     tmp.rename(final)
     if old is not None:

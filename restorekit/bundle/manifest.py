@@ -20,6 +20,9 @@ from restorekit.core.targets import MODEL_FILES
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+#: Directory prefixes of a bundle being built (then the builder's pid) and of one moved aside while
+#: being replaced: never loadable; removed by the next build (``build.bundles.remove_abandoned_builds``).
+BUILD_TMP_PREFIX, REPLACED_PREFIX = ".tmp-", ".old-"
 #: JSON Schema (draft 2020-12) of ``manifest.json``, shipped as package data (docs/bundle-format.md).
 SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
 

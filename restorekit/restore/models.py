@@ -136,11 +136,10 @@ def load_pipeline_models(options: RestoreOptions, restorer: str | None = None, d
     takes its bundle for ``target`` by task (``bundles_by_task``).
 
     ``reference``: also the full-precision reference of each bundle's stage (restore, defects,
-    face-detect, faces, sr, colorize, inpaint), in PyTorch from the checkpoint the bundle was made from; a stage already
-    run by a PyTorch model is its own reference. ``allow_failed``: also bundles that failed their
+    face-detect, faces, sr, colorize, inpaint), in PyTorch from the checkpoint the bundle was made
+    from; a stage already run by a PyTorch model is its own reference. ``allow_failed``: also bundles that failed their
     build's gates."""
     wants = options.stages
-
     if bundles is not None:
         found = {task: str(path) for task, path in bundles_by_task(bundles, target).items()}
         for task, stage in (("restore", "restore"), ("scratch", "defects")):

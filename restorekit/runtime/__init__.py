@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from restorekit.bundle.manifest import Manifest, read_manifest
+from restorekit.bundle.manifest import BUILD_TMP_PREFIX, REPLACED_PREFIX, Manifest, read_manifest
 from restorekit.core.image import Photo
 from restorekit.runtime.session import Session
 
@@ -69,7 +69,7 @@ def load_bundle(path: str | os.PathLike, provider: str = "cpu", threads: int | N
     from restorekit.core.errors import BadInputError
 
     path = Path(path)
-    if path.resolve().name.startswith((".tmp-", ".old-")) and not allow_failed:
+    if path.resolve().name.startswith((BUILD_TMP_PREFIX, REPLACED_PREFIX)) and not allow_failed:
         raise BadInputError(f"{path} is an unfinished or replaced build that restorekit left behind (killed "
                             "midway), not a bundle: build it again (the next build removes it)")
     manifest = read_manifest(path, verify=verify)

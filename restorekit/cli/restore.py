@@ -30,7 +30,9 @@ def _print_restored(logs: list[dict], reference: bool) -> None:
         faces = next((s["found"] for s in entry["stages"] if s["stage"] == "faces" and s["ran"]), None)
         out_console.print(f"wrote {entry['output']} ({entry['output_size'][1]}x{entry['output_size'][0]}; "
                           f"{', '.join(ran)}" + (f"; faces found {faces['count']}, enhanced {faces['enhanced']}"
-                                                 if faces else "") + ")")
+                                                 if faces else "")
+                          + (f"; colours converted from {entry['metadata']['converted_from']} to sRGB"
+                             if entry["metadata"]["converted_from"] else "") + ")")
     if reference and logs:
         table = Table(title="edge stages vs their full-precision references (same stage input)")
         for col in ("photo", "stage", "edge", "reference", "fidelity", "edge s", "reference s"):
@@ -94,6 +96,8 @@ def restore(
             for st in (entry or {}).get("stages", ()):
                 if st["stage"] == "colorize" and colorize and not st["ran"]:
                     err_console.print(f"{src.name}: colorize skipped: {st['reason']}")
+            for note in (entry or {}).get("metadata", {}).get("notes", ()):
+                err_console.print(f"{src.name}: note: {note}", highlight=False)
             progress.advance(task)
 
         batch = restore_batch(jobs, models, opts, compare,

@@ -42,7 +42,12 @@ def run(
                                  on_tile=lambda d, t: progress.update(task, completed=d, total=t))
     write_photo(output, result)
     h, w = result.size
-    out_console.print(f"wrote {output} ({w}x{h}{', alpha kept' if result.alpha is not None else ''})")
+    meta = result.metadata
+    out_console.print(f"wrote {output} ({w}x{h}{', alpha kept' if result.alpha is not None else ''}"
+                      + (f", colours converted from {meta.converted_from} to sRGB" if meta.converted_from else "")
+                      + (f", kept {'/'.join(meta.summary()['kept']).upper()}" if meta else "") + ")")
+    for note in meta.notes:
+        err_console.print(f"note: {note}")
 
 
 def trt_build(

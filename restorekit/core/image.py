@@ -1,14 +1,16 @@
 """Reading and writing photos: RGB float32 in [0, 1] inside the library, whatever the file.
 
 Handles 8- and 16-bit files, grayscale, gray+alpha, RGB, RGBA (alpha is kept aside and carried
-through), and EXIF orientation. OpenCV is BGR: the conversion happens here and nowhere else.
-Writes are atomic (temporary file in the same directory, then rename).
+through), EXIF orientation, HEIC (pillow-heif), and the photo's metadata: EXIF, XMP, IPTC and ICC
+profile are read with the pixels (core.metadata), pixels in another colour space are converted to
+sRGB, and all of it is written back into the output. OpenCV is BGR: the conversion happens here and
+nowhere else. Writes are atomic (temporary file in the same directory, then rename).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -16,22 +18,27 @@ import numpy as np
 
 from restorekit.core.errors import BadInputError
 from restorekit.core.files import atomic_write_bytes
+from restorekit.core.metadata import (PhotoMetadata, convert_to_srgb, decode_heif, embed_metadata, encode_heif,
+                                      heif_size, is_heif, read_metadata)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+HEIF_SUFFIXES = (".heic", ".heif")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", *HEIF_SUFFIXES)
 #: Largest photo read (pixels), checked from the file header before decoding: decompression bombs.
 MAX_PIXELS = 200_000_000
-WRITE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+WRITE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", *HEIF_SUFFIXES)
 
 
 @dataclass
 class Photo:
-    """A decoded photo: ``rgb`` HxWx3 float32 in [0, 1]; ``alpha`` HxW float32 or None."""
+    """A decoded photo: ``rgb`` HxWx3 float32 in [0, 1] (sRGB); ``alpha`` HxW float32 or None;
+    ``metadata`` what the file said about the photo, written back with it."""
 
     rgb: np.ndarray
     alpha: np.ndarray | None = None
     bit_depth: int = 8
     was_gray: bool = False
     path: Path | None = None
+    metadata: PhotoMetadata = field(default_factory=PhotoMetadata)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -40,7 +47,8 @@ class Photo:
 
 
 def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> Photo:
-    """Decode an image file into a :class:`Photo` (EXIF orientation applied). A file whose header
+    """Decode an image file into a :class:`Photo`: EXIF orientation applied, pixels converted from
+    the embedded ICC profile to sRGB, metadata kept in ``photo.metadata``. A file whose header
     says it has more than ``max_pixels`` (default ``MAX_PIXELS``, or ``$RESTOREKIT_MAX_PIXELS``)
     is refused before decoding; every decoder failure is one BadInputError naming the file."""
     path = Path(path)
@@ -53,9 +61,26 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> Photo:
     data = np.fromfile(str(path), dtype=np.uint8)
     limit = max_pixels if max_pixels is not None else int(os.environ.get("RESTOREKIT_MAX_PIXELS", MAX_PIXELS))
     size = header_size(data)  # checked before decoding: a 60000x60000 PNG can be a few hundred bytes
-    if size is not None and size[0] * size[1] > limit:
+    if size is not None:
+        _check_pixels(path, size, limit)
+    if is_heif(data[:12].tobytes()):
+        img = _decode_heif(path, data, limit)
+    else:
+        img = _decode_opencv(path, data)
+        img = _apply_exif_orientation(img, data)
+    img, metadata = convert_to_srgb(img, read_metadata(data.tobytes()))
+    photo = photo_from_array(img, path=path)
+    photo.metadata = metadata
+    return photo
+
+
+def _check_pixels(path: Path, size: tuple[int, int], limit: int) -> None:
+    if size[0] * size[1] > limit:
         raise BadInputError(f"image too large: {path} is {size[1]}x{size[0]} ({size[0] * size[1] / 1e6:.0f} MP), "
                             f"over the {limit / 1e6:.0f} MP limit (RESTOREKIT_MAX_PIXELS raises it)")
+
+
+def _decode_opencv(path: Path, data: np.ndarray) -> np.ndarray:
     # IMREAD_UNCHANGED keeps 16-bit and alpha but ignores EXIF; ANYDEPTH|ANYCOLOR|COLOR would
     # drop alpha. Decode unchanged, then apply orientation ourselves.
     try:
@@ -67,12 +92,26 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> Photo:
         raise BadInputError(f"not enough memory to decode {path}") from None
     if img is None:
         raise BadInputError(f"cannot decode image (corrupt or unsupported format): {path}")
-    return photo_from_array(_apply_exif_orientation(img, data), path=path)
+    return img
+
+
+def _decode_heif(path: Path, data: np.ndarray, limit: int) -> np.ndarray:
+    raw = data.tobytes()
+    try:
+        _check_pixels(path, heif_size(raw), limit)
+        return decode_heif(raw)
+    except BadInputError:
+        raise
+    except MemoryError:
+        raise BadInputError(f"not enough memory to decode {path}") from None
+    except Exception as exc:  # noqa: BLE001 - libheif's errors (corrupt, unsupported codec) are the file's
+        raise BadInputError(f"cannot decode HEIF image {path}: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}") from None
 
 
 def header_size(data: np.ndarray | bytes) -> tuple[int, int] | None:
     """(height, width) read from a PNG, JPEG, WebP, BMP or TIFF header without decoding, or None
-    when the header is not one of those (the decoder then decides)."""
+    when the header is not one of those (the decoder then decides). For HEIF, the first image
+    extent (``ispe``) found: the primary image's size is checked by libheif before decoding."""
     b = bytes(data[:65536]) if isinstance(data, np.ndarray) else bytes(data[:65536])
     be = lambda o, n: int.from_bytes(b[o:o + n], "big")  # noqa: E731
     le = lambda o, n: int.from_bytes(b[o:o + n], "little")  # noqa: E731
@@ -91,13 +130,7 @@ def header_size(data: np.ndarray | bytes) -> tuple[int, int] | None:
             return le(28, 2) & 0x3FFF, le(26, 2) & 0x3FFF
         return None
     if b[:2] == b"\xff\xd8":
-        i = 2
-        while i + 9 <= len(b) and b[i] == 0xFF:
-            marker, length = b[i + 1], be(i + 2, 2)
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
-                return be(i + 5, 2), be(i + 7, 2)
-            i += 2 + length
-        return None
+        return _jpeg_size(bytes(data) if not isinstance(data, np.ndarray) else data.tobytes())
     if b[:4] in (b"II*\x00", b"MM\x00*"):
         get = le if b[:2] == b"II" else be
         ifd = get(4, 4)
@@ -110,6 +143,34 @@ def header_size(data: np.ndarray | bytes) -> tuple[int, int] | None:
             if tag in (256, 257):
                 dims[tag] = get(e + 8, 2) if kind == 3 else get(e + 8, 4)
         return (dims[257], dims[256]) if len(dims) == 2 else None
+    if is_heif(b[:12]):
+        at = b.find(b"ispe")
+        return (be(at + 12, 4), be(at + 8, 4)) if at > 0 and at + 16 <= len(b) else None
+    return None
+
+
+def _jpeg_size(b: bytes) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's start-of-frame, walking the markers the way libjpeg does: bytes
+    that are not a marker are skipped (libjpeg only warns of "extraneous bytes"), fill bytes too,
+    and the whole file is searched (APP segments before the frame can be many times 64 KB)."""
+    i = 2
+    while i < len(b):
+        while i < len(b) and b[i] != 0xFF:  # extraneous bytes before a marker
+            i += 1
+        while i < len(b) and b[i] == 0xFF:  # fill bytes
+            i += 1
+        if i >= len(b):
+            return None
+        marker = b[i]
+        i += 1
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            continue
+        if marker in (0xD9, 0xDA) or i + 2 > len(b):  # end of image, or the scan before any frame
+            return None
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            return (int.from_bytes(b[i + 3:i + 5], "big"), int.from_bytes(b[i + 5:i + 7], "big")) \
+                if i + 7 <= len(b) else None
+        i += int.from_bytes(b[i:i + 2], "big")
     return None
 
 
@@ -255,8 +316,11 @@ def write_image(
     bit_depth: int = 8,
     jpeg_quality: int = 95,
     gray: bool = False,
+    metadata: PhotoMetadata | None = None,
 ) -> Path:
-    """Encode and write atomically. JPEG drops alpha and 16-bit (it cannot hold them).
+    """Encode and write atomically, with ``metadata`` (EXIF, XMP, IPTC, ICC profile) where the
+    format holds it; what of it could not be written is added to ``metadata.notes``. JPEG drops
+    alpha and 16-bit (it cannot hold them).
 
     ``gray`` writes one luminance channel (used when the input photo was grayscale)."""
     path = check_output_path(path)
@@ -271,17 +335,25 @@ def write_image(
     arr = to_uint(rgb, alpha, bit_depth)
     if gray and alpha is None:
         arr = arr[:, :, 0]
-    ok, encoded = cv2.imencode(suffix, arr, params)
-    if not ok:
-        raise BadInputError(f"could not encode image as {suffix}: {path}")
-    atomic_write_bytes(path, encoded.tobytes())
+    if suffix in HEIF_SUFFIXES:
+        data, notes = encode_heif(arr, metadata, jpeg_quality), []
+    else:
+        ok, encoded = cv2.imencode(suffix, arr, params)
+        if not ok:
+            raise BadInputError(f"could not encode image as {suffix}: {path}")
+        data, notes = embed_metadata(encoded.tobytes(), suffix, metadata, arr.shape[0], arr.shape[1],
+                                     1 if arr.ndim == 2 else 3)
+    atomic_write_bytes(path, data)
+    if metadata is not None:
+        metadata.notes.extend(n for n in notes if n not in metadata.notes)
     return path
 
 
 def write_photo(path: str | os.PathLike, photo: Photo, jpeg_quality: int = 95) -> Path:
-    """Write a :class:`Photo` as it came in: its alpha, 16-bit stays 16-bit, grayscale stays grayscale."""
+    """Write a :class:`Photo` as it came in: its alpha, 16-bit stays 16-bit, grayscale stays
+    grayscale, its metadata kept (what could not be is in ``photo.metadata.notes``)."""
     return write_image(path, photo.rgb, photo.alpha, bit_depth=16 if photo.bit_depth == 16 else 8,
-                       jpeg_quality=jpeg_quality, gray=photo.was_gray)
+                       jpeg_quality=jpeg_quality, gray=photo.was_gray, metadata=photo.metadata)
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

@@ -547,7 +547,7 @@ def _finish(ctx: Context) -> Photo:
     if alpha is not None and alpha.shape != target:
         alpha = cv2.resize(alpha, (target[1], target[0]), interpolation=cv2.INTER_LINEAR)
     return Photo(rgb=np.clip(rgb, 0, 1).astype(np.float32), alpha=alpha, bit_depth=ctx.photo.bit_depth,
-                 was_gray=ctx.photo.was_gray)
+                 was_gray=ctx.photo.was_gray, metadata=ctx.photo.metadata)
 
 
 def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,

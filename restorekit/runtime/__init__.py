@@ -59,7 +59,8 @@ class Bundle:
             if rgb.shape[:2] != alpha.shape:
                 alpha = cv2.resize(alpha, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
             alpha = np.clip(alpha, 0.0, 1.0)
-        return Photo(rgb=rgb, alpha=alpha, bit_depth=photo.bit_depth, was_gray=photo.was_gray)
+        return Photo(rgb=rgb, alpha=alpha, bit_depth=photo.bit_depth, was_gray=photo.was_gray,
+                     metadata=photo.metadata)
 
 
 def load_bundle(path: str | os.PathLike, provider: str = "cpu", threads: int | None = None,

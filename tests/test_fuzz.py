@@ -1,12 +1,12 @@
-"""Seeded mutation fuzzing of the readers of untrusted input: the image reader, the manifest reader,
-the gate-policy parser and the recipe parser. The only exception allowed out of them is a
-RestorekitError (one line to the user, exit 2); anything else — a KeyError, a TypeError, an
-OpenCV assertion, a MemoryError — is a failure naming the input that caused it.
+"""Seeded mutation fuzzing of the readers of untrusted input (tests/fuzz_targets.py): the image
+reader, the manifest reader, the gate-policy and recipe parsers, the checkpoint loader. The only
+exception allowed out of them is a RestorekitError (one line to the user, exit 2); anything else —
+a KeyError, a TypeError, an OpenCV assertion, a MemoryError — is a failure naming the input.
 
-Not coverage-guided (atheris is not a dependency): each target gets FUZZ_CASES mutants of its seed
-corpus (bit flips, truncations, splices, inserted bytes; for structured inputs, values replaced by
-values of other JSON types at random paths), deterministic per seed, a few seconds in all.
-``RESTOREKIT_FUZZ_CASES`` runs a longer campaign (docs/security.md).
+Each target gets FUZZ_CASES mutants of its seed corpus (bit flips, truncations, splices, inserted
+bytes; for structured inputs, values replaced by values of other JSON types at random paths),
+deterministic per seed, a few seconds in all; ``RESTOREKIT_FUZZ_CASES`` runs a longer campaign.
+The coverage-guided fuzzer over the same targets is ``scripts/fuzz.py`` (atheris; docs/security.md).
 """
 
 from __future__ import annotations
@@ -15,40 +15,15 @@ import copy
 import json
 import os
 import random
-import struct
-import zlib
-from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
-from restorekit.core.errors import RestorekitError
+from tests.fuzz_targets import RECIPE_SEED, TARGETS, manifest_seed, policy_seed, prepare_folder, run_target
 
 FUZZ_CASES = int(os.environ.get("RESTOREKIT_FUZZ_CASES", "300"))
-ROOT = Path(__file__).resolve().parents[1]
 #: Values of every JSON type (and the awkward numbers) substituted into structured inputs.
 ODD_VALUES = [None, True, False, 0, -1, 1, 2**63, -(2**63), 0.5, float("nan"), float("inf"), -float("inf"), "",
               "x", "../../etc/passwd", "[/x]", [], [1, 2], [0, 0], [None], {}, {"a": 1}, "1e309", 1e308]
-
-
-def _png_claiming(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
-
-
-def _image_seeds() -> list[bytes]:
-    rng = np.random.default_rng(0)
-    rgb = (rng.random((12, 17, 3)) * 255).astype(np.uint8)
-    seeds = [cv2.imencode(ext, rgb)[1].tobytes() for ext in (".png", ".jpg", ".bmp", ".webp", ".tif")]
-    seeds += [cv2.imencode(".png", rgb[:, :, 0])[1].tobytes(),  # gray
-              cv2.imencode(".png", np.dstack([rgb, rgb[:, :, :1]]))[1].tobytes(),  # RGBA
-              cv2.imencode(".png", rgb.astype(np.uint16) * 257)[1].tobytes(),  # 16-bit
-              _png_claiming(60000, 60000), _png_claiming(0, 5)]
-    return seeds
 
 
 def _mutate_bytes(data: bytes, r: random.Random) -> bytes:
@@ -99,60 +74,78 @@ def _mutate_tree(tree, r: random.Random):
     return tree
 
 
-def _survives(fn, case: str) -> None:
+def _survives(target: str, data: bytes, folder, case: str) -> None:
     try:
-        fn()
-    except RestorekitError as exc:
-        assert "\n" not in str(exc), f"{case}: a multi-line error: {exc!r}"
+        run_target(TARGETS[target], data, folder)
     except Exception as exc:  # noqa: BLE001 - exactly what the fuzzer looks for
-        pytest.fail(f"{case}: {type(exc).__name__}: {exc}")
+        pytest.fail(f"{target} {case} ({len(data)} bytes, starts {data[:40]!r}): {type(exc).__name__}: {exc}")
 
 
-def test_image_reader_only_raises_bad_input(tmp_path):
-    from restorekit.core.image import read_image
-
-    r, seeds = random.Random(1), _image_seeds()
-    f = tmp_path / "fuzz.img"
+def _byte_cases(target: str, r: random.Random):
+    """The seeds of ``target`` as they are, then byte mutants of them."""
+    seeds = list(TARGETS[target].seeds().values())
     for k in range(FUZZ_CASES):
-        data = _mutate_bytes(r.choice(seeds), r) if k >= len(seeds) else seeds[k]
-        f.write_bytes(data)
-        _survives(lambda: read_image(f), f"image case {k} ({len(data)} bytes, starts {data[:12]!r})")
+        yield k, (seeds[k] if k < len(seeds) else _mutate_bytes(r.choice(seeds), r))
+
+
+@pytest.mark.parametrize("target", ["image", "checkpoint"])
+def test_binary_readers_only_raise_bad_input(tmp_path, target):
+    if target == "checkpoint":
+        pytest.importorskip("torch")
+    r = random.Random(1)
+    prepare_folder(tmp_path)
+    for k, data in _byte_cases(target, r):
+        _survives(target, data, tmp_path, f"case {k}")
 
 
 def test_manifest_reader_only_raises_bad_input(tmp_path):
-    from restorekit.bundle.manifest import MANIFEST_NAME, read_manifest
     from tests.conftest import mark_invalid_on_purpose
 
-    r = random.Random(2)
-    seed = json.loads((ROOT / "tests" / "fixtures" / "manifest_v1.json").read_text())
+    r, seed = random.Random(2), manifest_seed()
     folder = mark_invalid_on_purpose(tmp_path / "b")
-    (folder / "model.onnx").write_bytes(b"not a model")
-    for k in range(FUZZ_CASES):
-        data = _mutate_tree(seed, r)
-        text = json.dumps(data)
-        if k % 5 == 0:
-            text = _mutate_bytes(text.encode(), r).decode("utf-8", "replace")
-        (folder / MANIFEST_NAME).write_text(text)
-        _survives(lambda: read_manifest(folder, verify=True), f"manifest case {k}: {text[:300]}")
+    prepare_folder(folder)
+    for k, data in _byte_cases("manifest", r):
+        if k % 2:  # every other case a structural mutant: values of other types at random paths
+            data = json.dumps(_mutate_tree(seed, r)).encode()
+        _survives("manifest", data, folder, f"case {k}")
 
 
 def test_policy_and_recipe_parsers_only_raise_bad_input(tmp_path):
     import yaml
 
-    from restorekit.eval.gates import load_policy
-    from restorekit.quantize.recipe import load_recipe
-
     r = random.Random(3)
-    policy = yaml.safe_load((ROOT / "docs" / "gates.example.yaml").read_text())
-    recipe = {"scheme": "w8a8", "op_types": {"Linear": None}, "op_names": {"conv3": {"weights": "int8",
-              "activations": "int16"}}, "calibration": {"tiles": 16}, "budget_psnr": 40.0, "float_preparation": True,
-              "finetune": {"steps": 10}, "equalization_alpha": 0.5, "split_prelus": False}
-    for k in range(FUZZ_CASES):
-        for name, seed, load in (("gates.yaml", policy, lambda p: load_policy(p, ["onnx-int8", "m/onnx-int8"])),
-                                 ("recipe.yaml", recipe, load_recipe)):
-            text = yaml.safe_dump(_mutate_tree(seed, r), allow_unicode=True)
-            if k % 5 == 0:
-                text = _mutate_bytes(text.encode(), r).decode("utf-8", "replace")
-            path = tmp_path / name
-            path.write_text(text)
-            _survives(lambda: load(path), f"{name} case {k}: {text[:300]}")
+    prepare_folder(tmp_path)
+    for target, seed in (("policy", policy_seed()), ("recipe", RECIPE_SEED)):
+        for k, data in _byte_cases(target, r):
+            if k % 2:
+                data = yaml.safe_dump(_mutate_tree(seed, r), allow_unicode=True).encode()
+            _survives(target, data, tmp_path, f"case {k}")
+
+
+def test_checked_in_corpus_holds_every_seed():
+    """scripts/fuzz.py starts from tests/fuzz_corpus: it must hold each target's seeds (rewrite it
+    with ``python scripts/fuzz.py --write-corpus`` when the seeds change)."""
+    from tests.fuzz_targets import CORPUS
+
+    for name, target in TARGETS.items():
+        assert {p.name for p in (CORPUS / name).iterdir()} == set(target.seeds()), name
+
+
+def test_a_target_lets_anything_but_a_one_line_refusal_out(tmp_path):
+    from restorekit.core.errors import BadInputError
+    from tests.fuzz_targets import Target
+
+    def reader(path):
+        data = path.read_bytes()
+        if data == b"refuse":
+            raise BadInputError("not a photo")
+        if data == b"two lines":
+            raise BadInputError("not\na photo")
+        raise KeyError(data)
+
+    target = Target("t", reader, dict, lambda data: "x.bin")
+    assert run_target(target, b"refuse", tmp_path) == "not a photo"
+    with pytest.raises(AssertionError, match="multi-line"):
+        run_target(target, b"two lines", tmp_path)
+    with pytest.raises(KeyError):
+        run_target(target, b"other", tmp_path)

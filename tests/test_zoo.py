@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             srv.cut_after = 0
             self.close_connection = True
             return
+        if srv.delay:  # a slow link: 4 KiB at a time
+            try:
+                for i in range(0, len(body), 4096):
+                    self.wfile.write(body[i:i + 4096])
+                    self.wfile.flush()
+                    time.sleep(srv.delay)
+            except OSError:  # the client was killed
+                pass
+            return
         self.wfile.write(body)
 
     def log_message(self, *args):
@@ -70,7 +80,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.seen, srv.ignore_range, srv.cut_after = [], False, 0
+    srv.seen, srv.ignore_range, srv.cut_after, srv.delay = [], False, 0, 0.0
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield srv
@@ -187,6 +197,39 @@ def test_interrupted_download_resumes_on_the_next_fetch(server, cache, monkeypat
     assert part.stat().st_size == 120_000 and zoo.cached_path("test-model") is None
     path = zoo.fetch("test-model", progress=False)
     assert server.seen == [None, "bytes=120000-"] and path.read_bytes() == PAYLOAD
+
+
+def test_zoo_fetch_killed_twice_mid_download_resumes_and_installs_the_verified_file(server, cache, monkeypatch):
+    """SIGKILL of `restorekit zoo fetch` at two points of the download; the same command again
+    resumes from what was written and installs the file only once its sha256 matches."""
+    import signal
+    import subprocess
+    import sys
+
+    server.delay = 0.01
+    url = _url(server)
+    _register(monkeypatch, url)
+    fetch_cmd = ("import dataclasses, sys; from restorekit.models import zoo; from restorekit.cli.main import main; "
+                 "e = dataclasses.replace(zoo.get_entry('realesr-general-x4v3'), name='test-model', "
+                 f"filename='test-model.pth', url={url!r}, sha256={hashlib.sha256(PAYLOAD).hexdigest()!r}, "
+                 f"size={len(PAYLOAD)}, also_sha256=()); zoo.REGISTRY[e.name] = e; "
+                 "sys.argv = ['restorekit', 'zoo', 'fetch', 'test-model']; main()")
+    part = cache / "models" / "test-model.pth.part"
+    for at in (60_000, 180_000):
+        proc = subprocess.Popen([sys.executable, "-c", fetch_cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not (part.exists() and part.stat().st_size >= at):
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                f"the download ended before the crash point ({at}): {server.seen}, {sorted(p.name for p in (cache / 'models').iterdir()) if (cache / 'models').exists() else None}"
+            time.sleep(0.002)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert zoo.cached_path("test-model") is None and not (cache / "models" / "test-model.pth").exists()
+    server.delay = 0.0
+    have = part.stat().st_size
+    path = zoo.fetch("test-model", progress=False)
+    assert path.read_bytes() == PAYLOAD and not part.exists()
+    assert server.seen[0] is None and server.seen[1].startswith("bytes=") and server.seen[-1] == f"bytes={have}-"
 
 
 def test_fetch_restarts_when_server_ignores_range(server, cache, monkeypatch):

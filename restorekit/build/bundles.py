@@ -15,6 +15,7 @@ import numpy as np
 from restorekit.bundle.manifest import BUILD_TMP_PREFIX, REPLACED_PREFIX, Manifest, write_manifest
 from restorekit.build.convert import convert_model
 from restorekit.core.errors import BadInputError
+from restorekit.core.files import process_alive
 from restorekit.core.metrics import psnr_from_mse
 from restorekit.core.targets import CALIBRATED, MIN_FIDELITY_DB, PRECISIONS, TARGETS, check_target, targets_for
 from restorekit.quantize.recipe import INT8_FINETUNE, INT8_SPLIT_PRELUS
@@ -92,25 +93,13 @@ def remove_abandoned_builds(model_dir: Path) -> list[str]:
     removed = []
     for d in model_dir.glob(f"{TMP_PREFIX}*"):
         pid = d.name[len(TMP_PREFIX):].split("-", 1)[0]
-        alive = pid.isdigit() and _process_alive(int(pid))
+        alive = pid.isdigit() and process_alive(int(pid))
         if d.is_dir() and not alive:
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d.name)
     for d in model_dir.glob(f"{REPLACED_PREFIX}*"):  # a bundle moved aside by a replacement that was killed midway
         shutil.rmtree(d, ignore_errors=True)
     return removed
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:

@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
+
+
+def read_user_text(path: str | os.PathLike, what: str) -> str:
+    """A user's text file (policy, recipe, JSON result) as UTF-8; bytes that are not UTF-8 are a
+    BadInputError naming ``what`` and the offset, not a UnicodeDecodeError."""
+    from restorekit.core.errors import BadInputError
+
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -21,9 +34,11 @@ def sha256_file(path: str | os.PathLike) -> str:
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write(file)`` on a temporary file in ``path``'s directory, then rename it onto
     ``path``: readers see the old file or the new one, never half of one. The new file gets the
-    usual mode (0666 less the umask); on any error the temporary file is removed."""
+    usual mode (0666 less the umask); on any error the temporary file is removed. The temporary
+    file is hidden and carries the writer's pid: one left by a killed process is removed by
+    :func:`remove_abandoned_temps`."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=str(path.parent))
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -33,6 +48,39 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+TEMP_SUFFIX = ".tmp"
+#: An atomic write's temporary file: ``.<name>.<pid>.<random>.tmp``.
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (this one counts; another user's process too)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_abandoned_temps(folder: str | os.PathLike) -> list[str]:
+    """Remove the temporary files of atomic writes in ``folder`` whose writer process is gone (it
+    was killed mid-write); those of a live writer stay. Returns the names removed."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        m = _TEMP_NAME.match(entry.name)
+        if m and entry.is_file() and not entry.is_symlink() and not process_alive(int(m["pid"])):
+            entry.unlink(missing_ok=True)
+            removed.append(entry.name)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from restorekit.core.errors import BadInputError
+from restorekit.core.files import read_user_text
 from restorekit.eval.sanity import sanity_failures
 
 
@@ -98,7 +99,7 @@ def load_policy(path: Path, bundle_names: list[str]) -> Gates:
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"policy file not found: {path}")
-    text = path.read_text()
+    text = read_user_text(path, "policy file")
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
@@ -127,7 +128,7 @@ def load_result(path: Path) -> dict:
     if not path.is_file():
         raise BadInputError(f"baseline not found: {path}")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_user_text(path, "baseline"))
     except json.JSONDecodeError as exc:
         raise BadInputError(f"baseline {path} is not JSON: {exc}") from exc
     if not isinstance(data, dict) or data.get("kind") != "restorekit.eval" or "per_image" not in data:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from restorekit.core.errors import BadInputError
-from restorekit.core.files import atomic_write, atomic_write_text, sha256_file
+from restorekit.core.files import atomic_write, atomic_write_text, remove_abandoned_temps, sha256_file
 from restorekit.core.targets import TASKS
 
 #: Tasks the zoo holds teachers for: every task but the scratch detector, which ships built in.
@@ -358,7 +358,7 @@ def _download(entry: ZooEntry, part: Path, progress: bool, timeout: float) -> No
         got = 0
         try:
             with open(part, "ab" if resumed else "wb") as fh:
-                while chunk := resp.read(_CHUNK):
+                while chunk := resp.read1(_CHUNK):  # what has arrived: progress and resumable bytes as they come
                     fh.write(chunk)
                     got += len(chunk)
                     if bar is not None:
@@ -381,6 +381,7 @@ def fetch(name: str, progress: bool = True, *, trust_unverified: bool = False, t
         return done
     dest = models_dir() / entry.filename
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_temps(dest.parent)  # an install that was killed mid-copy
     part = dest.with_name(dest.name + ".part")
     _download(entry, part, progress, timeout)
     digest = sha256_file(part)
@@ -403,6 +404,7 @@ def install_from(name: str, file: str | os.PathLike, *, trust_unverified: bool =
         raise BadInputError(f"file not found: {src}")
     dest = models_dir() / entry.filename
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_temps(dest.parent)  # an install that was killed mid-copy
     digest = ""
 
     def copy_verified(out) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from restorekit.core.errors import BadInputError
+from restorekit.core.files import read_user_text
 from restorekit.core.targets import TARGETS
 
 WEIGHTS = ("fp16", "int8", "palette4", "palette6", "palette8")
@@ -359,7 +360,7 @@ def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"recipe file not found: {path}")
-    text = path.read_text()
+    text = read_user_text(path, "recipe file")
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from restorekit.core.errors import BadInputError, RestorekitError
-from restorekit.core.files import check_writable_path
+from restorekit.core.files import check_writable_path, remove_abandoned_temps
 from restorekit.core.image import (IMAGE_SUFFIXES, WRITE_SUFFIXES, check_output_path, read_image, write_image,
                                    write_photo)
 from restorekit.restore.models import PipelineModels
@@ -107,7 +107,7 @@ def _restore_one(src: Path, dst: Path, models: PipelineModels, options: RestoreO
     write_photo(dst, result.photo)
     if compare is not None:
         write_image(compare, side_by_side(photo.rgb, result.photo.rgb))
-    return {"input": str(src), "output": str(dst), **result.log}
+    return {"input": str(src), "output": str(dst), **result.log, "metadata": result.photo.metadata.summary()}
 
 
 def restore_batch(jobs: Jobs, models: PipelineModels, options: RestoreOptions, compare: Path | None = None,
@@ -123,6 +123,7 @@ def restore_batch(jobs: Jobs, models: PipelineModels, options: RestoreOptions, c
     on_done = on_done or (lambda src, entry: None)
     if jobs.folder:
         jobs.output.mkdir(exist_ok=True)  # only now that every model loaded: a failed start leaves nothing behind
+        remove_abandoned_temps(jobs.output)  # half-written outputs of a run that was killed
     result = BatchResult()
     for src, dst in jobs.pairs:
         on_photo(src)

@@ -184,11 +184,13 @@ def checkpoint_seeds() -> dict[str, bytes]:
 
             return (os.getcwd, ())
 
-    evil = io.BytesIO()
+    evil, odd_keys = io.BytesIO(), io.BytesIO()
     torch.save({"w": torch.zeros(1), "x": Runs()}, evil)
+    # found by scripts/fuzz.py: a key with a newline made the "unsupported architecture" error two lines
+    torch.save({"body.0.b\nias": torch.zeros(1), "\x1b[2Jclear": torch.zeros(1)}, odd_keys)
     return {"state_dict.pth": buf.getvalue(), "state_dict.safetensors": save_safetensors(sd),
             "code.pth": evil.getvalue(), "raw_pickle.pth": pickle.dumps(Runs(), protocol=2),
-            "huge_header.safetensors": struct.pack("<Q", 2**60) + b"{}"}
+            "huge_header.safetensors": struct.pack("<Q", 2**60) + b"{}", "control_chars_in_keys.pth": odd_keys.getvalue()}
 
 
 # ------------------------------------------------------------------------------------------ targets

@@ -108,7 +108,7 @@ def test_matmul_fourier_unit_matches_the_orthonormal_fft():
         assert float((out - ref).abs().max()) < 1e-4 * float(ref.abs().max())
 
 
-def test_gfpgan_rewrite_is_exact_in_pytorch():
+def test_gfpgan_rewrite_is_exact_in_pytorch():  # its TFLite conversion: tests/test_coverage.py [GFPGAN-tflite]
     model, _ = _small("GFPGAN")
     new, done = gfpgan_to_static_ops(model)
     assert done[0] == "model" and isinstance(new.model, ReshapeGFPGAN)
@@ -117,15 +117,6 @@ def test_gfpgan_rewrite_is_exact_in_pytorch():
     x = _photo(64)
     ref, out = _run(model, x), _run(new, x)
     assert np.abs(out - ref).max() < 1e-4 and psnr(out, ref) >= MIN_DB
-
-
-@pytest.mark.slow
-def test_gfpgan_converts_to_tflite(tmp_path):
-    model, spec = _small("GFPGAN")
-    x = _photo(64)
-    y, recipe = _tflite(model, spec, x, tmp_path, 64)
-    assert recipe["rewrites"]["gfpgan"] > 1
-    assert psnr(y, _run(model, x)) >= MIN_DB
 
 
 @pytest.fixture(scope="module")

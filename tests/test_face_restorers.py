@@ -36,21 +36,38 @@ def _gfpgan(**kw):
 
 
 @pytest.fixture(scope="module")
-def gfpgan_file(tmp_path_factory):
-    return _save(_gfpgan(out_size=512, num_style_feat=512, channel_multiplier=2, num_mlp=8),
-                 tmp_path_factory.mktemp("gfpgan") / "GFPGANv1.4-random.safetensors")
+def gfpgan(tmp_path_factory):
+    """The published GFPGAN v1.4 (80 M params) from the registry, saved as the official checkpoint
+    (``GFPGANv1.4.pth``, state dict under ``params_ema``): (the in-code module, the file)."""
+    from restorekit.models.arches import ARCHES
+
+    torch.manual_seed(0)
+    model = ARCHES["GFPGAN"].build(small=False)
+    return model, Path(ARCHES["GFPGAN"].save_checkpoint(model, tmp_path_factory.mktemp("gfpgan"), small=False))
+
+
+@pytest.fixture(scope="module")
+def gfpgan_file(gfpgan):
+    return gfpgan[1]
 
 
 @pytest.mark.slow  # a full-size GFPGAN v1.4 (80 M params) at 512x512
-def test_gfpgan_checkpoint_loads_as_a_512_face_model_with_unit_range_io(gfpgan_file):
-    loaded = load_model(gfpgan_file)
-    spec = loaded.spec
+def test_gfpgan_checkpoint_loads_as_a_512_face_model_with_unit_range_io(gfpgan):
+    """The published configuration through the loader (its small one is refused:
+    tests/test_loader_path.py): the registry's spec, the same computation, [0, 1] io."""
+    from restorekit.models.arches import ARCHES
+
+    model, path = gfpgan
+    loaded = load_model(path)
+    spec, registry = loaded.spec, ARCHES["GFPGAN"].spec(small=False)
     assert (spec.architecture, spec.task, spec.scale, spec.fixed_size) == ("GFPGAN", "face", 1, 512)
+    assert (spec.in_channels, spec.out_channels) == (registry.in_channels, registry.out_channels)
     assert isinstance(loaded.module, FaceNetIO)
     x = torch.rand(1, 3, 512, 512, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         a = loaded.module(x)
         raw = loaded.module.model(x * 2 - 1, return_rgb=False, randomize_noise=False)[0]
+        assert torch.allclose(a, model(x), rtol=1e-5, atol=1e-5)  # what the in-code network computes
     assert a.shape == (1, 3, 512, 512)
     assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
     # the wrapper maps [0, 1] to the network's [-1, 1] and back, with the stored noise buffers: a

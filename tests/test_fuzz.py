@@ -140,12 +140,23 @@ def test_a_target_lets_anything_but_a_one_line_refusal_out(tmp_path):
         if data == b"refuse":
             raise BadInputError("not a photo")
         if data == b"two lines":
-            raise BadInputError("not\na photo")
+            raise BadInputError("not\na photo")  # escaped to one line by RestorekitError itself
         raise KeyError(data)
 
     target = Target("t", reader, dict, lambda data: "x.bin")
     assert run_target(target, b"refuse", tmp_path) == "not a photo"
-    with pytest.raises(AssertionError, match="multi-line"):
-        run_target(target, b"two lines", tmp_path)
+    assert run_target(target, b"two lines", tmp_path) == "not\\na photo"
     with pytest.raises(KeyError):
         run_target(target, b"other", tmp_path)
+
+
+def test_user_text_in_an_error_is_escaped_to_one_line(tmp_path):
+    """A file name or checkpoint key with a newline or a terminal escape sequence cannot split the
+    one-line error or act on the terminal: control characters are written as escapes."""
+    from restorekit.core.errors import BadInputError
+    from restorekit.core.image import read_image
+
+    with pytest.raises(BadInputError) as exc:
+        read_image(tmp_path / "scan\n\x1b[2J.png")
+    assert "\n" not in str(exc.value) and "\x1b" not in str(exc.value)
+    assert "scan\\n\\x1b[2J.png" in str(exc.value)

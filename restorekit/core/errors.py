@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import re
+
+#: Control characters (newlines, escape sequences) that user text — file names, checkpoint keys,
+#: manifest fields — may carry into a message.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control character written as its escape (``\\n``, ``\\x1b``): one line,
+    and nothing a terminal would act on."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
 
 class RestorekitError(Exception):
-    """Bad usage or bad input: the CLI prints the message and exits with code 2."""
+    """Bad usage or bad input: the CLI prints the message (one line) and exits with code 2."""
 
     exit_code = 2
+
+    def __init__(self, message: str = "", *args):
+        super().__init__(one_line(str(message)), *args)
 
 
 class BadInputError(RestorekitError):

@@ -207,3 +207,27 @@ def test_unreadable_metadata_never_stops_a_photo(tmp_path):
     assert photo.size == (64, 96) and photo.metadata.exif is None
     write_image(tmp_path / "c.png", photo.rgb, metadata=photo.metadata)
     assert read_image(tmp_path / "c.png").size == (64, 96)
+
+
+def test_keep_profile_writes_the_photo_back_in_its_own_profile(tmp_path, edge_bundles):
+    """``--keep-profile``: the output carries the Adobe RGB profile and Adobe RGB numbers, and shows
+    the same colours as the sRGB output of the same run."""
+    chart = colour_chart()
+    adobe = _to_adobe(chart)
+    archive_jpeg(tmp_path / "adobe.jpg", adobe, icc=adobe_rgb_profile())
+    for name, extra in (("srgb.png", []), ("kept.png", ["--keep-profile"])):
+        res = runner.invoke(app, ["restore", str(tmp_path / "adobe.jpg"), "-o", str(tmp_path / name), "--stages", "tone",
+                                  *extra])
+        assert res.exit_code == 0, res.output
+    assert read_metadata((tmp_path / "kept.png").read_bytes()).icc == adobe_rgb_profile()
+    assert read_metadata((tmp_path / "srgb.png").read_bytes()).icc == srgb_profile()
+    kept, srgb = read_image(tmp_path / "kept.png"), read_image(tmp_path / "srgb.png")  # both read back in sRGB
+    assert _delta_e(kept.rgb, srgb.rgb).max() < 1
+    import cv2
+
+    raw = cv2.imread(str(tmp_path / "kept.png"), cv2.IMREAD_UNCHANGED)[:, :, ::-1] / 255.0  # the numbers in the file
+    assert _delta_e(raw, adobe / 255.0).max() < _delta_e(raw, chart / 255.0).max()  # Adobe RGB numbers, not sRGB
+    res = runner.invoke(app, ["run", str(edge_bundles / "onnx-fp32"), str(tmp_path / "adobe.jpg"), "-o",
+                              str(tmp_path / "run.tif"), "--keep-profile"])
+    assert res.exit_code == 0 and "and back" in res.output
+    assert read_metadata((tmp_path / "run.tif").read_bytes()).icc == adobe_rgb_profile()

@@ -97,5 +97,6 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
         sizes.append(size)
     return sizes
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Allow the output to be the input photo (it is replaced).")]
+KeepProfileOpt = Annotated[bool, typer.Option("--keep-profile", help="Write a photo that came in another colour profile (Adobe RGB, a scanner's) back in that profile, not in sRGB.")]
 AllowUnvalidatedOpt = Annotated[bool, typer.Option(
     "--allow-unvalidated", help="Run a bundle even though it failed its quality gates when it was built.")]

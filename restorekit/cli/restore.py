@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from restorekit.cli.common import (AllowUnvalidatedOpt, OverwriteOpt, ProviderOpt, ThreadsOpt, err_console, out_console,
-                                   split_list)
+from restorekit.cli.common import (AllowUnvalidatedOpt, KeepProfileOpt, OverwriteOpt, ProviderOpt, ThreadsOpt,
+                                   err_console, out_console, split_list)
 
 
 def _stage_fidelity(v: dict) -> str:
@@ -68,6 +68,7 @@ def restore(
     threads: ThreadsOpt = None,
     allow_unvalidated: AllowUnvalidatedOpt = False,
     overwrite: OverwriteOpt = False,
+    keep_profile: KeepProfileOpt = False,
 ):
     """Restore old photos: damage assessment, scratch removal, restoration, faces, tone and colour cast."""
 
@@ -81,7 +82,7 @@ def restore(
 
     opts = RestoreOptions(stages=tuple(split_list(stages, "--stages") or ()), scale=scale, colorize=colorize is not None,
                           face_strength=strength)
-    jobs = plan_jobs(input, output, compare, overwrite)
+    jobs = plan_jobs(input, output, compare, overwrite, keep_profile)
     if json_path is not None:
         check_writable_path(json_path)
     models = load_pipeline_models(opts, restorer=bundle, detector=detector, face_detector=face_detector,

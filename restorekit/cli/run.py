@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from restorekit.cli.common import (AllowUnvalidatedOpt, BundleArg, OverwriteOpt, ProviderOpt, ThreadsOpt,
-                                   err_console, out_console)
+from restorekit.cli.common import (AllowUnvalidatedOpt, BundleArg, KeepProfileOpt, OverwriteOpt, ProviderOpt,
+                                   ThreadsOpt, err_console, out_console)
 
 
 def run(
@@ -21,8 +21,9 @@ def run(
     threads: ThreadsOpt = None,
     allow_unvalidated: AllowUnvalidatedOpt = False,
     overwrite: OverwriteOpt = False,
+    keep_profile: KeepProfileOpt = False,
 ):
-    """Run a bundle on one photo, tiled with feathered blending."""
+    """Run a bundle on one photo, tiled with feathered blending; the photo's metadata kept."""
     from rich.markup import escape
     from rich.progress import Progress
 
@@ -40,11 +41,12 @@ def run(
         task = progress.add_task(escape(f"{b.manifest.name} ({b.session.device})"), total=None)
         result = b.restore_photo(photo, tile=tile, overlap=overlap,
                                  on_tile=lambda d, t: progress.update(task, completed=d, total=t))
-    write_photo(output, result)
+    write_photo(output, result, keep_profile=keep_profile)
     h, w = result.size
     meta = result.metadata
     out_console.print(f"wrote {output} ({w}x{h}{', alpha kept' if result.alpha is not None else ''}"
-                      + (f", colours converted from {meta.converted_from} to sRGB" if meta.converted_from else "")
+                      + (f", colours converted from {meta.converted_from} to sRGB"
+                         + (" and back" if keep_profile else "") if meta.converted_from else "")
                       + (f", kept {'/'.join(meta.summary()['kept']).upper()}" if meta else "") + ")")
     for note in meta.notes:
         err_console.print(f"note: {note}")

@@ -18,8 +18,8 @@ import numpy as np
 
 from restorekit.core.errors import BadInputError
 from restorekit.core.files import atomic_write_bytes
-from restorekit.core.metadata import (PhotoMetadata, convert_to_srgb, decode_heif, embed_metadata, encode_heif,
-                                      heif_size, is_heif, read_metadata)
+from restorekit.core.metadata import (PhotoMetadata, back_to_source_profile, convert_to_srgb, decode_heif,
+                                      embed_metadata, encode_heif, heif_size, is_heif, read_metadata)
 
 HEIF_SUFFIXES = (".heic", ".heif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", *HEIF_SUFFIXES)
@@ -349,11 +349,19 @@ def write_image(
     return path
 
 
-def write_photo(path: str | os.PathLike, photo: Photo, jpeg_quality: int = 95) -> Path:
+def write_photo(path: str | os.PathLike, photo: Photo, jpeg_quality: int = 95, keep_profile: bool = False) -> Path:
     """Write a :class:`Photo` as it came in: its alpha, 16-bit stays 16-bit, grayscale stays
-    grayscale, its metadata kept (what could not be is in ``photo.metadata.notes``)."""
-    return write_image(path, photo.rgb, photo.alpha, bit_depth=16 if photo.bit_depth == 16 else 8,
-                       jpeg_quality=jpeg_quality, gray=photo.was_gray, metadata=photo.metadata)
+    grayscale, its metadata kept (what could not be is in ``photo.metadata.notes``). Pixels that
+    were converted to sRGB are written in sRGB with the sRGB profile, or with ``keep_profile``
+    back in the profile they came in."""
+    rgb, metadata = photo.rgb, photo.metadata
+    if keep_profile and not photo.was_gray:
+        rgb, metadata = back_to_source_profile(rgb, metadata)
+    path = write_image(path, rgb, photo.alpha, bit_depth=16 if photo.bit_depth == 16 else 8,
+                       jpeg_quality=jpeg_quality, gray=photo.was_gray, metadata=metadata)
+    if metadata is not photo.metadata:
+        photo.metadata.notes[:] = metadata.notes
+    return path
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

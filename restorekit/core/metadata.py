@@ -46,13 +46,15 @@ class PhotoMetadata:
     """What a photo file says about itself. ``exif`` is the TIFF-structured EXIF block (orientation
     already applied to the pixels and reset to 1), ``iptc`` the IPTC-IIM records, ``icc`` the
     profile of the pixels as held (sRGB's own when they were converted), ``converted_from`` the
-    description of the source profile the pixels were converted from, ``notes`` what could not be kept."""
+    description of the source profile the pixels were converted from and ``source_icc`` that
+    profile (for ``--keep-profile``), ``notes`` what could not be kept."""
 
     exif: bytes | None = None
     xmp: bytes | None = None
     iptc: bytes | None = None
     icc: bytes | None = None
     converted_from: str | None = None
+    source_icc: bytes | None = None
     notes: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
@@ -249,7 +251,17 @@ def convert_to_srgb(bgr: np.ndarray, meta: PhotoMetadata) -> tuple[np.ndarray, P
     converted = out[:, :, ::-1]
     if bgr.shape[2] == 4:
         converted = np.concatenate([converted, bgr[:, :, 3:]], axis=2)
-    return np.ascontiguousarray(converted), replace(meta, icc=srgb, converted_from=profile_name(meta.icc))
+    return np.ascontiguousarray(converted), replace(meta, icc=srgb, converted_from=profile_name(meta.icc),
+                                                    source_icc=meta.icc)
+
+
+def back_to_source_profile(rgb: np.ndarray, meta: PhotoMetadata) -> tuple[np.ndarray, PhotoMetadata]:
+    """Float RGB in [0, 1] (sRGB) converted back into the profile the photo came in, with that
+    profile as the one to write (``--keep-profile``); unchanged when the photo was not converted."""
+    if not meta.source_icc or rgb.ndim != 3:
+        return rgb, meta
+    out = _apply_lut(rgb, _lut(srgb_profile(), meta.source_icc))
+    return out, replace(meta, icc=meta.source_icc, notes=list(meta.notes))
 
 
 # ---------------------------------------------------------------------------------------- writing

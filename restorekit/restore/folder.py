@@ -19,14 +19,17 @@ LOG_KIND, LOG_SCHEMA_VERSION = "restorekit.restore", 1
 
 @dataclass
 class Jobs:
-    """The (input, output) pairs of one run; ``folder`` when the input is a folder (then ``output`` is one too)."""
+    """The (input, output) pairs of one run; ``folder`` when the input is a folder (then ``output`` is one too);
+    ``keep_profile``: outputs written back in their photo's own colour profile rather than sRGB."""
 
     pairs: list[tuple[Path, Path]]
     folder: bool
     output: Path
+    keep_profile: bool = False
 
 
-def plan_jobs(input: Path, output: Path, compare: Path | None = None, overwrite: bool = False) -> Jobs:
+def plan_jobs(input: Path, output: Path, compare: Path | None = None, overwrite: bool = False,
+              keep_profile: bool = False) -> Jobs:
     """The photos to restore and where each goes, checked before any model loads; ``compare`` (an
     original | result image) is for a single photo. The output is never the input (a folder's
     restored photos would replace or be taken for its originals) unless ``overwrite`` (one photo)."""
@@ -52,7 +55,7 @@ def plan_jobs(input: Path, output: Path, compare: Path | None = None, overwrite:
         pairs = [(input, output)]
     if compare is not None:
         check_writable_path(compare)
-    return Jobs(pairs, folder, output)
+    return Jobs(pairs, folder, output, keep_profile)
 
 
 def output_name(photo: Path, names: set[str]) -> str:
@@ -97,14 +100,14 @@ class BatchResult:
 
 
 def _restore_one(src: Path, dst: Path, models: PipelineModels, options: RestoreOptions, compare: Path | None,
-                 on_stage: Callable[[str], None]) -> dict:
+                 on_stage: Callable[[str], None], keep_profile: bool = False) -> dict:
     """Restore ``src`` into ``dst`` (and the side-by-side ``compare``); the photo's log entry."""
     photo = read_image(src)
     result = restore_photo(photo, models.restorer, models.detector, options, on_stage=on_stage,
                            face_detector=models.face_detector, references=models.references,
                            upscaler=models.upscaler, face_restorer=models.face_restorer,
                            colorizer=models.colorizer, inpainter=models.inpainter)
-    write_photo(dst, result.photo)
+    write_photo(dst, result.photo, keep_profile=keep_profile)
     if compare is not None:
         write_image(compare, side_by_side(photo.rgb, result.photo.rgb))
     return {"input": str(src), "output": str(dst), **result.log, "metadata": result.photo.metadata.summary()}
@@ -132,7 +135,8 @@ def restore_batch(jobs: Jobs, models: PipelineModels, options: RestoreOptions, c
             result.skipped.append(src.name)
         else:
             try:
-                entry = _restore_one(src, dst, models, options, compare, lambda stage, src=src: on_stage(src, stage))
+                entry = _restore_one(src, dst, models, options, compare, lambda stage, src=src: on_stage(src, stage),
+                                     jobs.keep_profile)
                 result.logs.append(entry)
             except RestorekitError as exc:
                 if not jobs.folder:

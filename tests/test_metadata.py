@@ -122,6 +122,10 @@ def test_metadata_survives_every_output_format_with_orientation_applied(tmp_path
         assert np.abs(back.rgb - photo.rgb).mean() < (0.03 if name.endswith(("jpg", "heic")) else 1e-3), name
     assert read_image(tmp_path / "o16.tif").bit_depth == 16
     assert "IPTC not kept (PNG has no place for it)" in photo.metadata.notes
+    heic_only = read_image(src)
+    write_photo(tmp_path / "only.heic", heic_only)
+    assert heic_only.metadata.summary()["kept"] == ["exif", "xmp", "icc"]  # HEIF holds no IPTC, and says so
+    assert heic_only.metadata.notes == ["IPTC not kept (HEIF has no place for it)"]
 
 
 def _patches(rgb: np.ndarray) -> np.ndarray:

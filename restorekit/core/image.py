@@ -336,7 +336,8 @@ def write_image(
     if gray and alpha is None:
         arr = arr[:, :, 0]
     if suffix in HEIF_SUFFIXES:
-        data, notes = encode_heif(arr, metadata, jpeg_quality), []
+        data = encode_heif(arr, metadata, jpeg_quality)
+        notes = ["IPTC not kept (HEIF has no place for it)"] if metadata and metadata.iptc else []
     else:
         ok, encoded = cv2.imencode(suffix, arr, params)
         if not ok:

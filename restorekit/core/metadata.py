@@ -62,7 +62,8 @@ class PhotoMetadata:
 
     def summary(self) -> dict:
         """What a log says of it: the parts carried, the colour conversion, what was not kept."""
-        return {"kept": [k for k in ("exif", "xmp", "iptc", "icc") if getattr(self, k)],
+        dropped = {n.split()[0].lower() for n in self.notes if " not kept" in n}
+        return {"kept": [k for k in ("exif", "xmp", "iptc", "icc") if getattr(self, k) and k not in dropped],
                 "converted_from": self.converted_from, "notes": list(self.notes)}
 
 

@@ -184,30 +184,26 @@ def photo_from_array(img: np.ndarray, path: Path | None = None) -> Photo:
         bit_depth, scale = 32, 1.0
     else:
         raise BadInputError(f"unsupported pixel type {img.dtype} in {path or 'image'}")
-    f = img.astype(np.float32) / scale
-    if f.ndim == 3 and f.shape[2] == 1:
-        f = f[:, :, 0]
-    alpha = None
-    was_gray = False
-    if f.ndim == 2:
-        rgb = np.repeat(f[:, :, None], 3, axis=2)
-        was_gray = True
-    elif f.shape[2] == 2:  # gray + alpha
-        rgb = np.repeat(f[:, :, :1], 3, axis=2)
-        alpha = f[:, :, 1]
-        was_gray = True
-    elif f.shape[2] == 3:
-        rgb = f[:, :, ::-1]
-    elif f.shape[2] == 4:
-        rgb = f[:, :, 2::-1]
-        alpha = f[:, :, 3]
-    else:
-        raise BadInputError(f"unsupported channel count {f.shape[2]} in {path or 'image'}")
-    if min(rgb.shape[:2]) < 1:
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    channels = 1 if img.ndim == 2 else img.shape[2]
+    if channels not in (1, 2, 3, 4):
+        raise BadInputError(f"unsupported channel count {channels} in {path or 'image'}")
+    if min(img.shape[:2]) < 1:
         raise BadInputError(f"image has no pixels: {path}")
-    rgb = np.clip(np.ascontiguousarray(rgb, dtype=np.float32), 0.0, 1.0)
-    if alpha is not None:
-        alpha = np.clip(np.ascontiguousarray(alpha, dtype=np.float32), 0.0, 1.0)
+    was_gray = channels <= 2
+    # one float32 RGB array, filled straight from the decoded pixels (no intermediate float copies)
+    rgb = np.empty((*img.shape[:2], 3), np.float32)
+    rgb[...] = (img if channels == 1 else img[:, :, 0])[:, :, None] if was_gray else img[:, :, 2::-1]
+    rgb /= scale
+    alpha = None
+    if channels in (2, 4):
+        alpha = img[:, :, channels - 1].astype(np.float32)
+        alpha /= scale
+    if scale == 1.0:  # float files may hold values outside [0, 1]
+        np.clip(rgb, 0.0, 1.0, out=rgb)
+        if alpha is not None:
+            np.clip(alpha, 0.0, 1.0, out=alpha)
     return Photo(rgb=rgb, alpha=alpha, bit_depth=bit_depth, was_gray=was_gray, path=path)
 
 

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from restorekit.bundle.manifest import BUILD_TMP_PREFIX, REPLACED_PREFIX, Manifest, read_manifest
+from restorekit.core.errors import BadInputError
 from restorekit.core.image import Photo
 from restorekit.runtime.session import Session
 
@@ -40,9 +41,11 @@ class Bundle:
         from restorekit.runtime.tiling import run_tiled
 
         t = self.manifest.tiling
+        tile = t.get("tile") if tile is None else tile
+        if overlap is not None:
+            check_overlap(overlap, self.session.fixed_size[0] if self.session.fixed_size else tile)
         return run_tiled(
-            self.session, rgb, self.manifest.scale,
-            tile=t.get("tile") if tile is None else tile,
+            self.session, rgb, self.manifest.scale, tile=tile,
             overlap=t.get("overlap", 32) if overlap is None else overlap,
             multiple_of=t.get("multiple_of", 1), on_tile=on_tile,
         )
@@ -63,11 +66,21 @@ class Bundle:
                      metadata=photo.metadata)
 
 
+def check_overlap(overlap: int, tile: int | None) -> None:
+    """Refuse an overlap of more than half the tile: tiles then start fewer than ``tile - overlap``
+    pixels apart and each pixel runs through about ``(tile / (tile - overlap))**2`` tiles (``--tile
+    32 --overlap 31``: 1024 times, 256 times the work at overlap 16)."""
+    if tile and 2 * overlap > tile:
+        per_pixel = (tile / max(tile - overlap, 1)) ** 2
+        raise BadInputError(f"overlap {overlap} is more than half the tile ({tile}): each pixel would run through "
+                            f"about {per_pixel:.0f} tiles, {per_pixel / 4:.0f}x the work at overlap {tile // 2}; "
+                            f"use an overlap of at most {tile // 2}")
+
+
 def load_bundle(path: str | os.PathLike, provider: str = "cpu", threads: int | None = None,
                 verify: bool = True, allow_failed: bool = False) -> Bundle:
     """Read and checksum-verify a bundle's manifest, then open its model. A bundle that failed its
     build's gates (``metrics.gates_passed`` false) is refused unless ``allow_failed`` (eval, bench)."""
-    from restorekit.core.errors import BadInputError
 
     path = Path(path)
     if path.resolve().name.startswith((BUILD_TMP_PREFIX, REPLACED_PREFIX)) and not allow_failed:

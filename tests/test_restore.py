@@ -141,3 +141,16 @@ def test_scale_beyond_the_models_is_refused(tmp_path):
     res = runner.invoke(app, ["restore", str(SAMPLES / "coffee.png"), "-o", str(tmp_path / "x.png"), "--scale", "4"])
     assert res.exit_code == 2 and "needs an upscaler of at least that scale" in res.output
     assert not (tmp_path / "x.png").exists()
+
+
+def test_profile_splits_each_stage_into_model_time_and_the_rest(tmp_path):
+    src, log = tmp_path / "p.png", tmp_path / "p.json"
+    write_image(src, read_image(SAMPLES / "coffee.png").rgb[::3, ::3].copy())
+    res = runner.invoke(app, ["restore", str(src), "-o", str(tmp_path / "o.png"), "--profile", "--json", str(log)])
+    assert res.exit_code == 0, res.output
+    assert "where the time goes" in res.output and "all stages" in res.output
+    st = _stages(json.loads(log.read_text())["photos"][0])
+    ran = [s for s in st.values() if s["ran"]]
+    assert all(0 <= s["model_seconds"] <= s["seconds"] + 1e-3 for s in ran)
+    assert st["restore"]["model_seconds"] > 0 and st["defects"]["model_seconds"] > 0  # the restorer, the detector
+    assert all(st[n]["model_seconds"] == 0 for n in ("assess", "tone", "cast") if n in st and st[n]["ran"])  # no model

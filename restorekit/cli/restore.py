@@ -46,6 +46,21 @@ def _print_restored(logs: list[dict], reference: bool) -> None:
         out_console.print(table)
 
 
+def _print_profile(logs: list[dict]) -> None:
+    """Per photo, each stage's wall time split into the models' time and the rest (``--profile``)."""
+    for entry in logs:
+        table = Table(title=f"{Path(entry['input']).name}: where the time goes")
+        for col in ("stage", "wall s", "model s", "other s"):
+            table.add_column(col, justify="left" if col == "stage" else "right")
+        ran = [st for st in entry["stages"] if st["ran"]]
+        for st in ran:
+            table.add_row(st["stage"], f"{st['seconds']:.2f}", f"{st['model_seconds']:.2f}",
+                          f"{st['seconds'] - st['model_seconds']:.2f}")
+        wall, model = sum(st["seconds"] for st in ran), sum(st["model_seconds"] for st in ran)
+        table.add_row("all stages", f"{wall:.2f}", f"{model:.2f}", f"{wall - model:.2f}")
+        out_console.print(table)
+
+
 def restore(
     input: Annotated[Path, typer.Argument(help="A photo, or a folder of photos.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output image, or output folder for a folder input.")],
@@ -69,6 +84,7 @@ def restore(
     allow_unvalidated: AllowUnvalidatedOpt = False,
     overwrite: OverwriteOpt = False,
     keep_profile: KeepProfileOpt = False,
+    profile: Annotated[bool, typer.Option("--profile", help="Print, per photo, each stage's wall time split into model time and the rest (also in --json: seconds, model_seconds).")] = False,
 ):
     """Restore old photos: damage assessment, scratch removal, restoration, faces, tone and colour cast."""
 
@@ -106,6 +122,8 @@ def restore(
                               on_stage=lambda src, st: progress.update(task, description=escape(f"{src.name}: {st}")),
                               on_done=done)
     _print_restored(batch.logs, reference)
+    if profile:
+        _print_profile(batch.logs)
     if json_path:
         atomic_write_text(json_path, json_text(batch.to_json(models), indent=2))
     if batch.skipped:

@@ -49,7 +49,7 @@ from restorekit.core.image import Photo
 from restorekit.restore.assess import Assessment, assess, lab, neutral_cast
 from restorekit.restore.defects import INPAINT_TILE, detect_defects, inpaint, inpaint_with_model
 from restorekit.runtime.detect import Face
-from restorekit.runtime.session import Session
+from restorekit.runtime.session import Session, TimedSession
 from restorekit.runtime.tiling import run_tiled
 
 STAGES = ("defects", "restore", "faces", "tone", "cast", "sr")
@@ -564,18 +564,24 @@ def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
     detector) and both latencies."""
     opts = options or RestoreOptions()
     check_scale(opts, restorer, upscaler)
-    models = PipelineModels(restorer=restorer, detector=detector, face_detector=face_detector,
-                            upscaler=upscaler, face_restorer=face_restorer, colorizer=colorizer,
-                            inpainter=inpainter, references=references or {})
+    clock = {"seconds": 0.0}  # model time of the edge models (references excluded), read around each stage
+
+    def timed(model: Model | None) -> Model | None:
+        return None if model is None else dataclasses.replace(model, session=TimedSession(model.session, clock))
+
+    models = PipelineModels(restorer=timed(restorer), detector=timed(detector), face_detector=timed(face_detector),
+                            upscaler=timed(upscaler), face_restorer=timed(face_restorer), colorizer=timed(colorizer),
+                            inpainter=timed(inpainter), references=references or {})
     ctx = Context(photo, opts, photo.rgb.astype(np.float32), models)
     say = on_stage or (lambda name: None)
     stages: list[dict] = []
     for stage in PIPELINE:
-        t0 = time.perf_counter()
+        t0, m0 = time.perf_counter(), clock["seconds"]
         if stage.applies(ctx):
             say(stage.name)
             info = stage.run(ctx)
-            stages.append({"stage": stage.name, "ran": True, "seconds": round(time.perf_counter() - t0, 3), **info})
+            stages.append({"stage": stage.name, "ran": True, "seconds": round(time.perf_counter() - t0, 3),
+                           "model_seconds": round(clock["seconds"] - m0, 3), **info})
         else:
             why = stage.reason(ctx)
             if why is not None:

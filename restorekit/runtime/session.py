@@ -28,6 +28,27 @@ class Session(Protocol):
         ...
 
 
+class TimedSession:
+    """A session whose runs add their wall time to ``clock["seconds"]`` (shared by the sessions of
+    one pipeline run): the model time in a log, next to each stage's wall time."""
+
+    def __init__(self, session: Session, clock: dict):
+        self.session, self.clock = session, clock
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """The wrapped session's ``run``, timed."""
+        import time
+
+        t0 = time.perf_counter()
+        try:
+            return self.session.run(x)
+        finally:
+            self.clock["seconds"] += time.perf_counter() - t0
+
+    def __getattr__(self, name):  # backend, fixed_size, device, and whatever else the backend offers
+        return getattr(self.session, name)
+
+
 def to_model_input(x: np.ndarray, contract: TensorContract) -> np.ndarray:
     """NCHW float32 in [0, 1] -> the tensor the model file expects (layout, dtype, quantization)."""
     lo, hi = contract.value_range or (0.0, 1.0)

@@ -130,9 +130,16 @@ def read_metadata(data: bytes) -> PhotoMetadata:
             return meta
         from PIL import Image
 
-        with warnings.catch_warnings():  # the pixel limit is restorekit's (checked before decoding)
+        # the pixel limit is restorekit's, checked before decoding: Pillow's own (178 MP) would drop
+        # the metadata of a photo between it and RESTOREKIT_MAX_PIXELS
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as im:
+            try:
+                im = Image.open(io.BytesIO(data))
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
+            with im:
                 info = im.info
                 meta.icc = info.get("icc_profile") or None
                 xmp = info.get("xmp") or info.get("XML:com.adobe.xmp")

@@ -105,8 +105,13 @@ def stretch_tone(rgb: np.ndarray) -> tuple[np.ndarray, dict]:
     L = lab(rgb)
     lo, hi = np.percentile(L[:, :, 0], [0.5, 99.5])
     gain = min((98.0 - 2.0) / max(hi - lo, 1e-3), MAX_TONE_GAIN)
-    L[:, :, 0] = np.clip((L[:, :, 0] - lo) * gain + 2.0, 0, 100)
-    out = np.clip(cv2.cvtColor(L, cv2.COLOR_Lab2RGB), 0, 1)
+    light = L[:, :, 0]  # in place: a new photo-sized array costs more than the arithmetic
+    light -= lo
+    light *= gain
+    light += 2.0
+    np.clip(light, 0, 100, out=light)
+    out = cv2.cvtColor(L, cv2.COLOR_Lab2RGB)
+    np.clip(out, 0, 1, out=out)
     return out, {"L_low": round(float(lo), 2), "L_high": round(float(hi), 2), "gain": round(float(gain), 3)}
 
 
@@ -122,7 +127,9 @@ def remove_cast(rgb: np.ndarray, strength: float = 0.7, max_shift: float = 10.0)
         da, db = da * max_shift / norm, db * max_shift / norm
     L[:, :, 1] += da
     L[:, :, 2] += db
-    return np.clip(cv2.cvtColor(L, cv2.COLOR_Lab2RGB), 0, 1), {"shift_a": round(da, 2), "shift_b": round(db, 2)}
+    out = cv2.cvtColor(L, cv2.COLOR_Lab2RGB)
+    np.clip(out, 0, 1, out=out)
+    return out, {"shift_a": round(da, 2), "shift_b": round(db, 2)}
 
 
 def check_scale(options: RestoreOptions, restorer: Model | None, upscaler: Model | None) -> None:
@@ -136,9 +143,10 @@ def check_scale(options: RestoreOptions, restorer: Model | None, upscaler: Model
 
 
 def _tiled(model: Model, rgb: np.ndarray) -> np.ndarray:
-    """``model`` run on ``rgb`` in its tiles, clipped to [0, 1]."""
-    return np.clip(run_tiled(model.session, rgb, model.scale, tile=model.tile, overlap=model.overlap,
-                             multiple_of=model.multiple_of), 0, 1)
+    """``model`` run on ``rgb`` in its tiles, clipped to [0, 1] (in place: the output is new)."""
+    out = run_tiled(model.session, rgb, model.scale, tile=model.tile, overlap=model.overlap,
+                    multiple_of=model.multiple_of)
+    return np.clip(out, 0, 1, out=out)
 
 
 def _versus(ref: Model, edge_out: np.ndarray, t0: float, run_ref: Callable[[], np.ndarray]) -> tuple[dict, np.ndarray]:

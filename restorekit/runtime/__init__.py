@@ -55,7 +55,8 @@ class Bundle:
         """Restore a Photo; alpha is resized to the output size and carried through."""
         import cv2
 
-        rgb = np.clip(self.upscale(photo.rgb, tile, overlap, on_tile), 0.0, 1.0)
+        rgb = self.upscale(photo.rgb, tile, overlap, on_tile)
+        np.clip(rgb, 0.0, 1.0, out=rgb)  # in place: the output is new
         alpha = None
         if photo.alpha is not None:
             alpha = photo.alpha

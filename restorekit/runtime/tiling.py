@@ -99,12 +99,21 @@ def run_tiled(
     ph, pw = padded.shape[:2]
     ys, xs = tile_starts(ph, th, overlap), tile_starts(pw, tw, overlap)
     out = None  # allocated at the first tile, with the model's output channels
-    wsum = np.zeros((ph * scale, pw * scale, 1), dtype=np.float32)
+    # The tiles form a grid and each tile's weight is wy (its row) x wx (its column), so the sum of
+    # the weights at a pixel is (sum of the rows' wy) x (sum of the columns' wx): two 1-D sums, not
+    # an output-sized buffer.
+    ramps_y = {y0: edge_ramp(th * scale, overlap * scale, y0 == 0, y0 + th >= ph) for y0 in ys}
+    ramps_x = {x0: edge_ramp(tw * scale, overlap * scale, x0 == 0, x0 + tw >= pw) for x0 in xs}
+    wsum_y, wsum_x = np.zeros(ph * scale, np.float32), np.zeros(pw * scale, np.float32)
+    for y0, wy in ramps_y.items():
+        wsum_y[y0 * scale:(y0 + th) * scale] += wy
+    for x0, wx in ramps_x.items():
+        wsum_x[x0 * scale:(x0 + tw) * scale] += wx
     total, done = len(ys) * len(xs), 0
     for y0 in ys:
-        wy = edge_ramp(th * scale, overlap * scale, y0 == 0, y0 + th >= ph)
+        wy = ramps_y[y0]
         for x0 in xs:
-            wx = edge_ramp(tw * scale, overlap * scale, x0 == 0, x0 + tw >= pw)
+            wx = ramps_x[x0]
             patch = padded[y0 : y0 + th, x0 : x0 + tw]
             x = np.ascontiguousarray(patch.transpose(2, 0, 1)[None], dtype=np.float32)
             y = session.run(x)[0].transpose(1, 2, 0)
@@ -117,9 +126,10 @@ def run_tiled(
             weight = (wy[:, None] * wx[None, :])[:, :, None]
             ys_, xs_ = slice(y0 * scale, (y0 + th) * scale), slice(x0 * scale, (x0 + tw) * scale)
             out[ys_, xs_] += y * weight
-            wsum[ys_, xs_] += weight
             done += 1
             if on_tile:
                 on_tile(done, total)
-    out /= wsum
-    return out[: h * scale, : w * scale]
+    out /= wsum_y[:, None, None]
+    out /= wsum_x[None, :, None]
+    out = out[: h * scale, : w * scale]
+    return out if out.flags.c_contiguous else np.ascontiguousarray(out)

@@ -100,9 +100,18 @@ class RestoreResult:
     log: dict = field(default_factory=dict)
 
 
-def stretch_tone(rgb: np.ndarray) -> tuple[np.ndarray, dict]:
-    """Stretch L* so its 0.5-99.5th percentiles span 2-98 (gain capped), keeping a*b*."""
-    L = lab(rgb)
+def _lab_of(rgb: np.ndarray, in_place: bool) -> np.ndarray:
+    """CIELAB of ``rgb``; with ``in_place`` (a float32 array the caller owns) in ``rgb``'s own
+    memory: a photo-sized allocation saved, which costs more than the conversion."""
+    if in_place and rgb.dtype == np.float32 and rgb.flags.c_contiguous and rgb.flags.writeable:
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB, dst=rgb)
+    return lab(rgb)
+
+
+def stretch_tone(rgb: np.ndarray, in_place: bool = False) -> tuple[np.ndarray, dict]:
+    """Stretch L* so its 0.5-99.5th percentiles span 2-98 (gain capped), keeping a*b*; with
+    ``in_place``, in ``rgb``'s memory."""
+    L = _lab_of(rgb, in_place)
     lo, hi = np.percentile(L[:, :, 0], [0.5, 99.5])
     gain = min((98.0 - 2.0) / max(hi - lo, 1e-3), MAX_TONE_GAIN)
     light = L[:, :, 0]  # in place: a new photo-sized array costs more than the arithmetic
@@ -110,16 +119,17 @@ def stretch_tone(rgb: np.ndarray) -> tuple[np.ndarray, dict]:
     light *= gain
     light += 2.0
     np.clip(light, 0, 100, out=light)
-    out = cv2.cvtColor(L, cv2.COLOR_Lab2RGB)
+    out = cv2.cvtColor(L, cv2.COLOR_Lab2RGB, dst=L)
     np.clip(out, 0, 1, out=out)
     return out, {"L_low": round(float(lo), 2), "L_high": round(float(hi), 2), "gain": round(float(gain), 3)}
 
 
-def remove_cast(rgb: np.ndarray, strength: float = 0.7, max_shift: float = 10.0) -> tuple[np.ndarray, dict]:
+def remove_cast(rgb: np.ndarray, strength: float = 0.7, max_shift: float = 10.0,
+                in_place: bool = False) -> tuple[np.ndarray, dict]:
     """Shift a*b* so the likely-neutral mid-tones (``neutral_cast``) move ``strength`` of the way
     to neutral, by at most ``max_shift`` a*b* units (a scene that really is one colour is not
-    pushed to its complement)."""
-    L = lab(rgb)
+    pushed to its complement); with ``in_place``, in ``rgb``'s memory."""
+    L = _lab_of(rgb, in_place)
     ca, cb = neutral_cast(L)
     da, db = -strength * ca, -strength * cb
     norm = float(np.hypot(da, db))
@@ -127,7 +137,7 @@ def remove_cast(rgb: np.ndarray, strength: float = 0.7, max_shift: float = 10.0)
         da, db = da * max_shift / norm, db * max_shift / norm
     L[:, :, 1] += da
     L[:, :, 2] += db
-    out = cv2.cvtColor(L, cv2.COLOR_Lab2RGB)
+    out = cv2.cvtColor(L, cv2.COLOR_Lab2RGB, dst=L)
     np.clip(out, 0, 1, out=out)
     return out, {"shift_a": round(da, 2), "shift_b": round(db, 2)}
 
@@ -425,7 +435,7 @@ class Tone(Stage):
 
     def run(self, ctx: Context) -> dict:
         """Stretch L*."""
-        ctx.rgb, info = stretch_tone(ctx.rgb)
+        ctx.rgb, info = stretch_tone(ctx.rgb, in_place=True)  # the pipeline's own working copy
         return {"settings": info, "found": {"tonal_range": round(ctx.found.tonal_range, 2),
                                             "contrast": round(ctx.found.contrast, 2)}}
 
@@ -446,7 +456,7 @@ class Cast(Stage):
 
     def run(self, ctx: Context) -> dict:
         """Shift a*b* towards neutral."""
-        ctx.rgb, info = remove_cast(ctx.rgb)
+        ctx.rgb, info = remove_cast(ctx.rgb, in_place=True)  # the pipeline's own working copy
         return {"settings": info, "found": {"cast": round(ctx.found.cast, 2)}}
 
     def reason(self, ctx: Context) -> str | None:

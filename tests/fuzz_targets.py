@@ -14,6 +14,7 @@ import io
 import json
 import pickle
 import struct
+import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +87,7 @@ def image_seeds() -> dict[str, bytes]:
 
     meta = PhotoMetadata(exif=exif.tobytes()[6:], xmp=b"<x:xmpmeta>t</x:xmpmeta>", iptc=b"\x1c\x02\x00\x00\x02\x00\x04",
                          icc=srgb_profile())
-    tmp = Path(__import__("tempfile").mkdtemp(prefix="restorekit-seeds-"))
+    tmp = Path(tempfile.mkdtemp(prefix="restorekit-seeds-"))
     for ext in (".jpg", ".png", ".tif", ".heic"):
         path = tmp / f"record{ext}"
         write_image(path, rgb / 255.0, metadata=PhotoMetadata(**{**meta.__dict__, "notes": []}))

@@ -19,7 +19,7 @@ import numpy as np
 from restorekit.core.errors import BadInputError
 from restorekit.core.files import atomic_write_bytes
 from restorekit.core.metadata import (PhotoMetadata, back_to_source_profile, convert_to_srgb, decode_heif,
-                                      embed_metadata, encode_heif, heif_size, is_heif, read_metadata)
+                                      embed_metadata, encode_heif, heif_size, is_heif, open_heif, read_metadata)
 
 HEIF_SUFFIXES = (".heic", ".heif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", *HEIF_SUFFIXES)
@@ -58,17 +58,19 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> Photo:
         raise BadInputError(f"not a file: {path}")
     if path.stat().st_size == 0:
         raise BadInputError(f"empty image file: {path}")
-    data = np.fromfile(str(path), dtype=np.uint8)
+    raw = path.read_bytes()
+    data = np.frombuffer(raw, dtype=np.uint8)
     limit = max_pixels if max_pixels is not None else int(os.environ.get("RESTOREKIT_MAX_PIXELS", MAX_PIXELS))
-    size = header_size(data)  # checked before decoding: a 60000x60000 PNG can be a few hundred bytes
+    size = header_size(raw)  # checked before decoding: a 60000x60000 PNG can be a few hundred bytes
     if size is not None:
         _check_pixels(path, size, limit)
-    if is_heif(data[:12].tobytes()):
-        img = _decode_heif(path, data, limit)
+    heif = None
+    if is_heif(raw[:12]):
+        img, heif = _decode_heif(path, raw, limit)
     else:
         img = _decode_opencv(path, data)
-        img = _apply_exif_orientation(img, data)
-    img, metadata = convert_to_srgb(img, read_metadata(data.tobytes()))
+        img = _apply_exif_orientation(img, raw)
+    img, metadata = convert_to_srgb(img, read_metadata(raw, heif))
     photo = photo_from_array(img, path=path)
     photo.metadata = metadata
     return photo
@@ -95,11 +97,12 @@ def _decode_opencv(path: Path, data: np.ndarray) -> np.ndarray:
     return img
 
 
-def _decode_heif(path: Path, data: np.ndarray, limit: int) -> np.ndarray:
-    raw = data.tobytes()
+def _decode_heif(path: Path, raw: bytes, limit: int):
+    """The pixels of a HEIF file (size checked from its header first) and the opened file."""
     try:
-        _check_pixels(path, heif_size(raw), limit)
-        return decode_heif(raw)
+        heif = open_heif(raw)
+        _check_pixels(path, heif_size(heif), limit)
+        return decode_heif(heif), heif
     except BadInputError:
         raise
     except MemoryError:
@@ -130,7 +133,7 @@ def header_size(data: np.ndarray | bytes) -> tuple[int, int] | None:
             return le(28, 2) & 0x3FFF, le(26, 2) & 0x3FFF
         return None
     if b[:2] == b"\xff\xd8":
-        return _jpeg_size(bytes(data) if not isinstance(data, np.ndarray) else data.tobytes())
+        return _jpeg_size(data if isinstance(data, bytes) else bytes(data))
     if b[:4] in (b"II*\x00", b"MM\x00*"):
         get = le if b[:2] == b"II" else be
         ifd = get(4, 4)
@@ -242,9 +245,9 @@ def _exif_block(buf: bytes) -> bytes | None:
     return None
 
 
-def _exif_orientation(data: np.ndarray) -> int:
+def _exif_orientation(data: bytes) -> int:
     """EXIF orientation tag (1-8) of a JPEG, PNG or WebP byte stream, 1 when absent."""
-    tiff = _exif_block(data.tobytes())
+    tiff = _exif_block(data)
     if not tiff or tiff[:2] not in (b"II", b"MM"):
         return 1
     order = "little" if tiff[:2] == b"II" else "big"
@@ -262,7 +265,7 @@ def _exif_orientation(data: np.ndarray) -> int:
     return 1
 
 
-def _apply_exif_orientation(img: np.ndarray, data: np.ndarray) -> np.ndarray:
+def _apply_exif_orientation(img: np.ndarray, data: bytes) -> np.ndarray:
     o = _exif_orientation(data)
     if o == 1:
         return img

@@ -69,20 +69,31 @@ class PhotoMetadata:
 
 # ---------------------------------------------------------------------------------------- reading
 
+def _photo_tags(exif) -> dict:
+    """The tags of a Pillow ``Exif`` that describe the photo, not its pixel layout: the first
+    directory's (structure tags left out) and the EXIF and GPS directories, each as a dict."""
+    tags = {tag: value for tag, value in exif.items()
+            if tag not in TIFF_STRUCTURE_TAGS and tag not in (EXIF_IFD, GPS_IFD)}
+    for ifd_tag in (EXIF_IFD, GPS_IFD):
+        sub = exif.get_ifd(ifd_tag)
+        if sub:
+            tags[ifd_tag] = dict(sub)
+    return tags
+
+
 def _clean_exif(exif) -> bytes | None:
     """A Pillow ``Exif`` as a TIFF block with orientation 1 and no pixel-structure tags, or None."""
     from PIL import Image
 
-    out = Image.Exif()
-    for tag, value in exif.items():
-        if tag not in TIFF_STRUCTURE_TAGS and tag not in (EXIF_IFD, GPS_IFD):
-            out[tag] = value
-    for ifd_tag in (EXIF_IFD, GPS_IFD):
-        sub = exif.get_ifd(ifd_tag)
-        if sub:
-            out.get_ifd(ifd_tag).update(sub)
-    if not len(out) and not any(out.get_ifd(t) for t in (EXIF_IFD, GPS_IFD)):
+    tags = _photo_tags(exif)
+    if not tags:
         return None
+    out = Image.Exif()
+    for tag, value in tags.items():
+        if tag in (EXIF_IFD, GPS_IFD):
+            out.get_ifd(tag).update(value)
+        else:
+            out[tag] = value
     if ORIENTATION in out:
         out[ORIENTATION] = 1
     return out.tobytes()[len(EXIF_HEADER):]
@@ -113,13 +124,14 @@ def photoshop_from_iptc(iptc: bytes) -> bytes:
     return PHOTOSHOP_HEADER + b"8BIM" + struct.pack(">HHI", IPTC_RESOURCE, 0, len(iptc)) + iptc + pad
 
 
-def read_metadata(data: bytes) -> PhotoMetadata:
-    """The metadata of an encoded JPEG, PNG, TIFF, WebP or HEIC file. Unreadable metadata never
-    stops a photo: it is left out and said in ``notes``."""
+def read_metadata(data: bytes, heif=None) -> PhotoMetadata:
+    """The metadata of an encoded JPEG, PNG, TIFF, WebP or HEIC file (``heif``: the HEIF file
+    already opened by :func:`open_heif`). Unreadable metadata never stops a photo: it is left out
+    and said in ``notes``."""
     meta = PhotoMetadata()
     try:
-        if is_heif(data):
-            info = _heif_info(data)
+        if heif is not None or is_heif(data):
+            info = (heif or open_heif(data)).info
             exif, meta.icc, meta.xmp = info.get("exif"), info.get("icc_profile") or None, info.get("xmp") or None
             if exif:
                 from PIL import Image
@@ -347,13 +359,8 @@ def _embed_tiff(data: bytes, meta: PhotoMetadata, exif, icc: bytes | None) -> by
             ifd.tagtype[tag] = tags.tagtype[tag]
     ifd[273] = tuple(int(v) for v in np.cumsum([0] + [len(s) for s in strips[:-1]]))  # relative to the strips' start
     if exif is not None:
-        for tag, value in exif.items():
-            if tag not in TIFF_STRUCTURE_TAGS and tag not in (EXIF_IFD, GPS_IFD):
-                ifd[tag] = value
-        for ifd_tag in (EXIF_IFD, GPS_IFD):
-            sub = exif.get_ifd(ifd_tag)
-            if sub:
-                ifd[ifd_tag] = dict(sub)
+        for tag, value in _photo_tags(exif).items():  # the EXIF and GPS directories as nested ones
+            ifd[tag] = value
     if icc:
         ifd[TIFF_ICC] = icc
         ifd.tagtype[TIFF_ICC] = 7  # UNDEFINED
@@ -408,21 +415,20 @@ def _heif_module():
     return pillow_heif
 
 
-def _heif_info(data: bytes) -> dict:
-    heif = _heif_module().open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
-    return dict(heif.info)
+def open_heif(data: bytes):
+    """A HEIF file opened from its header (pillow-heif's ``HeifFile``; pixels decoded on demand)."""
+    return _heif_module().open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
 
 
-def heif_size(data: bytes) -> tuple[int, int]:
-    """(height, width) of a HEIF file's primary image, from its header."""
-    w, h = _heif_module().open_heif(io.BytesIO(data), convert_hdr_to_8bit=False).size
+def heif_size(heif) -> tuple[int, int]:
+    """(height, width) of an opened HEIF file's primary image, from its header."""
+    w, h = heif.size
     return h, w
 
 
-def decode_heif(data: bytes) -> np.ndarray:
-    """A HEIF file's primary image as an OpenCV-order array (BGR/BGRA, uint8 or uint16); its
-    rotation and mirroring (``irot``/``imir``) applied by libheif."""
-    heif = _heif_module().open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
+def decode_heif(heif) -> np.ndarray:
+    """An opened HEIF file's primary image as an OpenCV-order array (BGR/BGRA, uint8 or uint16);
+    its rotation and mirroring (``irot``/``imir``) applied by libheif."""
     arr = np.asarray(heif)
     if arr.ndim == 3 and arr.shape[2] in (3, 4):
         arr = np.concatenate([arr[:, :, 2::-1], arr[:, :, 3:]], axis=2)

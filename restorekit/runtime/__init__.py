@@ -38,7 +38,7 @@ class Bundle:
     def upscale(self, rgb: np.ndarray, tile: int | None = None, overlap: int | None = None,
                 on_tile: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Run the bundle over an HxWx3 float image with the manifest's tiling (or overrides)."""
-        from restorekit.runtime.tiling import run_tiled
+        from restorekit.runtime.tiling import check_overlap, run_tiled
 
         t = self.manifest.tiling
         tile = t.get("tile") if tile is None else tile
@@ -65,17 +65,6 @@ class Bundle:
             alpha = np.clip(alpha, 0.0, 1.0)
         return Photo(rgb=rgb, alpha=alpha, bit_depth=photo.bit_depth, was_gray=photo.was_gray,
                      metadata=photo.metadata)
-
-
-def check_overlap(overlap: int, tile: int | None) -> None:
-    """Refuse an overlap of more than half the tile: tiles then start fewer than ``tile - overlap``
-    pixels apart and each pixel runs through about ``(tile / (tile - overlap))**2`` tiles (``--tile
-    32 --overlap 31``: 1024 times, 256 times the work at overlap 16)."""
-    if tile and 2 * overlap > tile:
-        per_pixel = (tile / max(tile - overlap, 1)) ** 2
-        raise BadInputError(f"overlap {overlap} is more than half the tile ({tile}): each pixel would run through "
-                            f"about {per_pixel:.0f} tiles, {per_pixel / 4:.0f}x the work at overlap {tile // 2}; "
-                            f"use an overlap of at most {tile // 2}")
 
 
 def load_bundle(path: str | os.PathLike, provider: str = "cpu", threads: int | None = None,

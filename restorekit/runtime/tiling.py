@@ -64,6 +64,17 @@ def pad_to(img: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.pad(img, ((0, max(ph, 0)), (0, max(pw, 0)), (0, 0)), mode="symmetric")
 
 
+def check_overlap(overlap: int, tile: int | None) -> None:
+    """Refuse an overlap of more than half the tile: tiles then start fewer than ``tile - overlap``
+    pixels apart and each pixel runs through about ``(tile / (tile - overlap))**2`` tiles (``--tile
+    32 --overlap 31``: 1024 times, 256 times the work at overlap 16)."""
+    if tile and 2 * overlap > tile:
+        per_pixel = (tile / max(tile - overlap, 1)) ** 2
+        raise BadInputError(f"overlap {overlap} is more than half the tile ({tile}): each pixel would run through "
+                            f"about {per_pixel:.0f} tiles, {per_pixel / 4:.0f}x the work at overlap {tile // 2}; "
+                            f"use an overlap of at most {tile // 2}")
+
+
 def run_tiled(
     session: Session,
     rgb: np.ndarray,

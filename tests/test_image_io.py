@@ -168,3 +168,26 @@ def test_write_photo_keeps_16_bits_alpha_and_gray(tmp_path):
     cv2.imwrite(str(tmp_path / "gray.png"), gray)
     out = write_photo(tmp_path / "gray_out.png", read_image(tmp_path / "gray.png"))
     assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).ndim == 2
+
+
+@pytest.mark.parametrize("kind", ["rgb8", "rgb16", "gray8", "rgba8", "jpeg"])
+def test_integer_photos_write_the_same_files_as_float_ones(tmp_path, kind):
+    """``read_image(integer=True)`` keeps uint8/uint16 samples (what `run` streams into) and
+    ``write_photo`` writes them exactly as the float photo of the same file, leaving the photo's
+    own samples unchanged (the in-place BGR swap for the encoder is undone)."""
+    rng = np.random.default_rng(3)
+    dtype = np.uint16 if kind == "rgb16" else np.uint8
+    shape = {"gray8": (21, 17), "rgba8": (21, 17, 4)}.get(kind, (21, 17, 3))
+    arr = rng.integers(0, np.iinfo(dtype).max, shape, endpoint=True).astype(dtype)
+    src = _write(tmp_path / ("in.jpg" if kind == "jpeg" else "in.png"), arr)
+    as_int, as_float = read_image(src, integer=True), read_image(src)
+    assert as_int.rgb.dtype == dtype and as_float.rgb.dtype == np.float32
+    assert np.abs(as_int.rgb / np.iinfo(dtype).max - as_float.rgb).max() < 1e-6
+    before = as_int.rgb.copy()
+    suffix = ".jpg" if kind == "jpeg" else ".png"
+    write_photo(tmp_path / f"i{suffix}", as_int)
+    write_photo(tmp_path / f"f{suffix}", as_float)
+    assert np.array_equal(as_int.rgb, before)
+    a = cv2.imread(str(tmp_path / f"i{suffix}"), cv2.IMREAD_UNCHANGED)
+    b = cv2.imread(str(tmp_path / f"f{suffix}"), cv2.IMREAD_UNCHANGED)
+    assert a.dtype == b.dtype == dtype and a.shape == b.shape == arr.shape and np.array_equal(a, b)

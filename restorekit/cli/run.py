@@ -31,7 +31,7 @@ def run(
     from restorekit.runtime import load_bundle
 
     check_output_path(output, input, overwrite)
-    photo = read_image(input)
+    photo = read_image(input, integer=True)  # samples stay uint8/uint16: tiles are converted one by one
     b = load_bundle(bundle_dir, provider=provider, threads=threads, allow_failed=allow_unvalidated)
     if provider == "tensorrt":
         from restorekit.runtime.tensorrt import check_tile

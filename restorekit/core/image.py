@@ -46,11 +46,13 @@ class Photo:
         return self.rgb.shape[0], self.rgb.shape[1]
 
 
-def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> Photo:
+def read_image(path: str | os.PathLike, max_pixels: int | None = None, integer: bool = False) -> Photo:
     """Decode an image file into a :class:`Photo`: EXIF orientation applied, pixels converted from
     the embedded ICC profile to sRGB, metadata kept in ``photo.metadata``. A file whose header
     says it has more than ``max_pixels`` (default ``MAX_PIXELS``, or ``$RESTOREKIT_MAX_PIXELS``)
-    is refused before decoding; every decoder failure is one BadInputError naming the file."""
+    is refused before decoding; every decoder failure is one BadInputError naming the file.
+    ``integer`` keeps 8- and 16-bit samples as they are (uint8 / uint16, a quarter or half of
+    float32's memory) for stages that convert tile by tile."""
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"image not found: {path}")
@@ -71,7 +73,7 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> Photo:
         img = _decode_opencv(path, data)
         img = _apply_exif_orientation(img, raw)
     img, metadata = convert_to_srgb(img, read_metadata(raw, heif))
-    photo = photo_from_array(img, path=path)
+    photo = photo_from_array(img, path=path, integer=integer)
     photo.metadata = metadata
     return photo
 
@@ -177,8 +179,9 @@ def _jpeg_size(b: bytes) -> tuple[int, int] | None:
     return None
 
 
-def photo_from_array(img: np.ndarray, path: Path | None = None) -> Photo:
-    """Build a Photo from an OpenCV-style array (HxW, HxWx1, HxWx3 BGR, HxWx4 BGRA)."""
+def photo_from_array(img: np.ndarray, path: Path | None = None, integer: bool = False) -> Photo:
+    """Build a Photo from an OpenCV-style array (HxW, HxWx1, HxWx3 BGR, HxWx4 BGRA); with
+    ``integer``, 8/16-bit samples stay uint8/uint16 (float files are float either way)."""
     if img.dtype == np.uint8:
         bit_depth, scale = 8, 255.0
     elif img.dtype == np.uint16:
@@ -195,10 +198,12 @@ def photo_from_array(img: np.ndarray, path: Path | None = None) -> Photo:
     if min(img.shape[:2]) < 1:
         raise BadInputError(f"image has no pixels: {path}")
     was_gray = channels <= 2
-    # one float32 RGB array, filled straight from the decoded pixels (no intermediate float copies)
-    rgb = np.empty((*img.shape[:2], 3), np.float32)
+    keep = integer and bit_depth in (8, 16)
+    # one RGB array, filled straight from the decoded pixels (no intermediate float copies)
+    rgb = np.empty((*img.shape[:2], 3), img.dtype if keep else np.float32)
     rgb[...] = (img if channels == 1 else img[:, :, 0])[:, :, None] if was_gray else img[:, :, 2::-1]
-    rgb /= scale
+    if not keep:
+        rgb /= scale
     alpha = None
     if channels in (2, 4):
         alpha = img[:, :, channels - 1].astype(np.float32)
@@ -299,13 +304,34 @@ def check_output_path(path: str | os.PathLike, input: str | os.PathLike | None =
     return path
 
 
+#: Rows converted at once by :func:`to_uint`: its float temporaries stay a few MB, not photo-sized.
+TO_UINT_ROWS = 256
+
+
 def to_uint(rgb: np.ndarray, alpha: np.ndarray | None = None, bit_depth: int = 8) -> np.ndarray:
-    """RGB(+alpha) float in [0, 1] -> OpenCV BGR(A) uint8/uint16 array."""
+    """RGB(+alpha) float in [0, 1] (or already uint8/uint16 samples) -> OpenCV BGR(A) uint8/uint16
+    array, converted a band of rows at a time."""
     dtype, scale = (np.uint16, 65535.0) if bit_depth == 16 else (np.uint8, 255.0)
-    bgr = rgb[:, :, ::-1]
-    if alpha is not None:
-        bgr = np.concatenate([bgr, alpha[:, :, None]], axis=2)
-    return np.clip(np.rint(bgr * scale), 0, scale).astype(dtype)
+    h, w = rgb.shape[:2]
+    out = np.empty((h, w, 3 if alpha is None else 4), dtype)
+    for top in range(0, h, TO_UINT_ROWS):
+        rows = slice(top, top + TO_UINT_ROWS)
+        for c, plane in enumerate([rgb[rows, :, 2], rgb[rows, :, 1], rgb[rows, :, 0]]
+                                  + ([] if alpha is None else [alpha[rows]])):
+            out[rows, :, c] = _samples(plane, dtype, scale)
+    return out
+
+
+def _samples(plane: np.ndarray, dtype, scale: float) -> np.ndarray:
+    """One plane as ``dtype`` samples: float in [0, 1] scaled, rounded and clipped; integers rescaled
+    when their depth differs (8 <-> 16 bit)."""
+    if plane.dtype == dtype:
+        return plane
+    if plane.dtype.kind == "u":
+        plane = plane.astype(np.float32) / np.float32(np.iinfo(plane.dtype).max)
+    v = plane * np.float32(scale)
+    np.rint(v, out=v)
+    return np.clip(v, 0, scale, out=v)
 
 
 def write_image(
@@ -328,25 +354,40 @@ def write_image(
     if suffix in (".jpg", ".jpeg"):
         alpha, bit_depth = None, 8
         params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+    dtype, scale = (np.uint16, 65535.0) if bit_depth == 16 else (np.uint8, 255.0)
+    swapped = False  # ``rgb`` itself turned into BGR for the encoder (and back after it)
     if gray:  # one luminance channel; with alpha, gray is replicated into BGRA (no 2-channel PNG in OpenCV)
-        luma = cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.float32), cv2.COLOR_RGB2GRAY)
-        rgb = np.repeat(luma[:, :, None], 3, axis=2)
-    arr = to_uint(rgb, alpha, bit_depth)
-    if gray and alpha is None:
-        arr = arr[:, :, 0]
-    if suffix in HEIF_SUFFIXES:
-        data = encode_heif(arr, metadata, jpeg_quality)
-        notes = ["IPTC not kept (HEIF has no place for it)"] if metadata and metadata.iptc else []
+        luma = cv2.cvtColor(np.ascontiguousarray(rgb if rgb.dtype.kind == "u" else rgb.astype(np.float32, copy=False)),
+                            cv2.COLOR_RGB2GRAY)
+        arr = _samples(luma, dtype, scale) if alpha is None \
+            else to_uint(np.broadcast_to(luma[:, :, None], (*luma.shape, 3)), alpha, bit_depth)
+    elif alpha is None and rgb.dtype == dtype and rgb.flags.c_contiguous and rgb.flags.writeable:
+        arr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR, dst=rgb)  # in place: no second photo-sized array
+        swapped = True
     else:
-        ok, encoded = cv2.imencode(suffix, arr, params)
-        if not ok:
-            raise BadInputError(f"could not encode image as {suffix}: {path}")
-        data, notes = embed_metadata(encoded.tobytes(), suffix, metadata, arr.shape[0], arr.shape[1],
-                                     1 if arr.ndim == 2 else 3)
+        arr = to_uint(rgb, alpha, bit_depth)
+    try:
+        data, notes = _encode(path, suffix, arr, metadata, jpeg_quality, params)
+    finally:
+        if swapped:
+            cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB, dst=rgb)
     atomic_write_bytes(path, data)
     if metadata is not None:
         metadata.notes.extend(n for n in notes if n not in metadata.notes)
     return path
+
+
+def _encode(path: Path, suffix: str, arr: np.ndarray, metadata: PhotoMetadata | None, jpeg_quality: int,
+            params: list[int]) -> tuple[bytes, list[str]]:
+    """The encoded file (OpenCV, or libheif for HEIC) with the metadata placed in it, and notes."""
+    if suffix in HEIF_SUFFIXES:
+        data = encode_heif(arr, metadata, jpeg_quality)
+        return data, ["IPTC not kept (HEIF has no place for it)"] if metadata and metadata.iptc else []
+    ok, encoded = cv2.imencode(suffix, arr, params)
+    if not ok:
+        raise BadInputError(f"could not encode image as {suffix}: {path}")
+    return embed_metadata(encoded.data if not metadata else encoded.tobytes(), suffix, metadata, arr.shape[0],
+                          arr.shape[1], 1 if arr.ndim == 2 else 3)
 
 
 def write_photo(path: str | os.PathLike, photo: Photo, jpeg_quality: int = 95, keep_profile: bool = False) -> Path:

@@ -222,11 +222,13 @@ def _lut(src: bytes, dst: bytes) -> np.ndarray:
 
 
 def _apply_lut(rgb: np.ndarray, lut: np.ndarray, rows: int = 256) -> np.ndarray:
-    """Trilinear interpolation of ``lut`` at HxWx3 float ``rgb`` in [0, 1], a band of rows at a time."""
+    """Trilinear interpolation of ``lut`` at HxWx3 ``rgb`` (float in [0, 1], or uint8/uint16 samples),
+    a band of rows at a time; float32 out."""
     n = lut.shape[0] - 1
     out = np.empty(rgb.shape, np.float32)
+    full = float(np.iinfo(rgb.dtype).max) if rgb.dtype.kind == "u" else 1.0
     for r0 in range(0, rgb.shape[0], rows):
-        x = np.clip(rgb[r0:r0 + rows], 0.0, 1.0).astype(np.float32) * n
+        x = np.clip(rgb[r0:r0 + rows] / np.float32(full), 0.0, 1.0).astype(np.float32) * n
         i = np.minimum(x.astype(np.int64), n - 1)
         f = x - i
         acc = np.zeros(x.shape, np.float32)
@@ -276,7 +278,7 @@ def convert_to_srgb(bgr: np.ndarray, meta: PhotoMetadata) -> tuple[np.ndarray, P
 
 
 def back_to_source_profile(rgb: np.ndarray, meta: PhotoMetadata) -> tuple[np.ndarray, PhotoMetadata]:
-    """Float RGB in [0, 1] (sRGB) converted back into the profile the photo came in, with that
+    """RGB (float in [0, 1] or integer samples; sRGB) converted back into the profile the photo came in, with that
     profile as the one to write (``--keep-profile``); unchanged when the photo was not converted."""
     if not meta.source_icc or rgb.ndim != 3:
         return rgb, meta

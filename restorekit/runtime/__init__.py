@@ -36,8 +36,9 @@ class Bundle:
     session: Session
 
     def upscale(self, rgb: np.ndarray, tile: int | None = None, overlap: int | None = None,
-                on_tile: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """Run the bundle over an HxWx3 float image with the manifest's tiling (or overrides)."""
+                on_tile: Callable[[int, int], None] | None = None, out_dtype=np.float32) -> np.ndarray:
+        """Run the bundle over an HxWx3 image (float, or uint8/uint16 samples) with the manifest's
+        tiling (or overrides); the output is ``out_dtype`` (float32 unclipped, or clipped samples)."""
         from restorekit.runtime.tiling import check_overlap, run_tiled
 
         t = self.manifest.tiling
@@ -47,16 +48,20 @@ class Bundle:
         return run_tiled(
             self.session, rgb, self.manifest.scale, tile=tile,
             overlap=t.get("overlap", 32) if overlap is None else overlap,
-            multiple_of=t.get("multiple_of", 1), on_tile=on_tile,
+            multiple_of=t.get("multiple_of", 1), on_tile=on_tile, out_dtype=out_dtype,
         )
 
     def restore_photo(self, photo: Photo, tile: int | None = None, overlap: int | None = None,
                       on_tile: Callable[[int, int], None] | None = None) -> Photo:
-        """Restore a Photo; alpha is resized to the output size and carried through."""
+        """Restore a Photo; alpha is resized to the output size and carried through. A photo kept
+        in integer samples (``read_image(..., integer=True)``) gives integer samples of the same
+        depth, streamed into the output tile row by tile row (no float copy of the output)."""
         import cv2
 
-        rgb = self.upscale(photo.rgb, tile, overlap, on_tile)
-        np.clip(rgb, 0.0, 1.0, out=rgb)  # in place: the output is new
+        integer = photo.rgb.dtype.kind == "u"
+        rgb = self.upscale(photo.rgb, tile, overlap, on_tile, out_dtype=photo.rgb.dtype if integer else np.float32)
+        if not integer:
+            np.clip(rgb, 0.0, 1.0, out=rgb)  # in place: the output is new
         alpha = None
         if photo.alpha is not None:
             alpha = photo.alpha

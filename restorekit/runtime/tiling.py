@@ -75,6 +75,10 @@ def check_overlap(overlap: int, tile: int | None) -> None:
                             f"use an overlap of at most {tile // 2}")
 
 
+#: Full-scale value of each integer sample type a photo can be kept in (its float value is sample / scale).
+INTEGER_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
 def run_tiled(
     session: Session,
     rgb: np.ndarray,
@@ -83,15 +87,25 @@ def run_tiled(
     overlap: int = 32,
     multiple_of: int = 1,
     on_tile: Callable[[int, int], None] | None = None,
+    out_dtype: type | np.dtype = np.float32,
 ) -> np.ndarray:
-    """Run ``session`` over an HxWx3 float image in tiles; returns (H*scale)x(W*scale)xC float32,
-    C the model's output channels (3 for restoration, 1 for a mask).
+    """Run ``session`` over an HxWx3 image in tiles; returns (H*scale)x(W*scale)xC, C the model's
+    output channels (3 for restoration, 1 for a mask).
+
+    ``rgb`` is float in [0, 1] or integer samples (uint8 / uint16: each tile is converted to float
+    on its own). The output is ``out_dtype``: float32 (unclipped), or uint8 / uint16 (clipped,
+    rounded). Tiles run row by row and each finished band of output rows is blended into the
+    output at once, so beyond the output itself memory holds one band of tiles (``tile * scale``
+    rows of float32), not a float copy of the whole output.
 
     ``tile`` None (or 0) runs the whole image at once when the session accepts any size.
     ``on_tile(done, total)`` is called after each tile (for progress bars).
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise BadInputError(f"expected an HxWx3 image, got shape {rgb.shape}")
+    in_scale = INTEGER_SCALE.get(rgb.dtype)
+    out_dtype = np.dtype(out_dtype)
+    out_scale = INTEGER_SCALE.get(out_dtype)
     h, w = rgb.shape[:2]
     if session.fixed_size is not None:
         th, tw = session.fixed_size
@@ -109,7 +123,6 @@ def run_tiled(
     padded = pad_to(rgb, max(h, th), max(w, tw))
     ph, pw = padded.shape[:2]
     ys, xs = tile_starts(ph, th, overlap), tile_starts(pw, tw, overlap)
-    out = None  # allocated at the first tile, with the model's output channels
     # The tiles form a grid and each tile's weight is wy (its row) x wx (its column), so the sum of
     # the weights at a pixel is (sum of the rows' wy) x (sum of the columns' wx): two 1-D sums, not
     # an output-sized buffer.
@@ -120,27 +133,40 @@ def run_tiled(
         wsum_y[y0 * scale:(y0 + th) * scale] += wy
     for x0, wx in ramps_x.items():
         wsum_x[x0 * scale:(x0 + tw) * scale] += wx
+    out = band = None  # allocated at the first tile, with the model's output channels
+    band_rows = th * scale  # the band holds the output rows of one row of tiles, from its first row
     total, done = len(ys) * len(xs), 0
-    for y0 in ys:
+    for i, y0 in enumerate(ys):
         wy = ramps_y[y0]
         for x0 in xs:
             wx = ramps_x[x0]
-            patch = padded[y0 : y0 + th, x0 : x0 + tw]
-            x = np.ascontiguousarray(patch.transpose(2, 0, 1)[None], dtype=np.float32)
+            x = padded[y0 : y0 + th, x0 : x0 + tw].transpose(2, 0, 1)[None].astype(np.float32)
+            if in_scale:
+                x /= in_scale
             y = session.run(x)[0].transpose(1, 2, 0)
             if y.shape[:2] != (th * scale, tw * scale):
                 raise BadInputError(
                     f"model returned {y.shape[1]}x{y.shape[0]} for a {tw}x{th} tile; expected scale {scale}"
                 )
             if out is None:
-                out = np.zeros((ph * scale, pw * scale, y.shape[2]), dtype=np.float32)
-            weight = (wy[:, None] * wx[None, :])[:, :, None]
-            ys_, xs_ = slice(y0 * scale, (y0 + th) * scale), slice(x0 * scale, (x0 + tw) * scale)
-            out[ys_, xs_] += y * weight
+                out = np.empty((h * scale, w * scale, y.shape[2]), dtype=out_dtype)
+                band = np.zeros((band_rows, pw * scale, y.shape[2]), dtype=np.float32)
+            band[:, x0 * scale:(x0 + tw) * scale] += y * (wy[:, None] * wx[None, :])[:, :, None]
             done += 1
             if on_tile:
                 on_tile(done, total)
-    out /= wsum_y[:, None, None]
-    out /= wsum_x[None, :, None]
-    out = out[: h * scale, : w * scale]
-    return out if out.flags.c_contiguous else np.ascontiguousarray(out)
+        # rows above the next row of tiles get nothing more: blend them into the output, keep the rest
+        finished = (ys[i + 1] - y0) * scale if i + 1 < len(ys) else band_rows
+        top, bottom = y0 * scale, min(y0 * scale + finished, h * scale)
+        if bottom > top:
+            rows = band[: bottom - top, : w * scale]
+            rows /= wsum_y[top:bottom, None, None]
+            rows /= wsum_x[None, : w * scale, None]
+            if out_scale:
+                rows *= out_scale
+                np.rint(rows, out=rows)
+                np.clip(rows, 0.0, out_scale, out=rows)
+            out[top:bottom] = rows
+        band[: band_rows - finished] = band[finished:].copy()
+        band[band_rows - finished:] = 0.0
+    return out

@@ -14,6 +14,9 @@ is readable and the choices of the restore pipeline (``restore.pipeline``) can b
 * ``blur``: variance of the Laplacian of the gray image on the 8-bit scale (sharp > 100);
 * ``blockiness``: gradient energy across the 8x8 JPEG grid over that elsewhere (1 = none);
 * ``defects``: fraction of pixels the scratch/dust detector marks.
+
+The colour measures (tone to cast) of a photo over ``STATISTICS_PIXELS`` (2 MP) are taken on an
+area-averaged copy of 2 MP; noise, blur and blockiness always on every pixel.
 """
 
 from __future__ import annotations
@@ -46,9 +49,16 @@ class Assessment:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
+def in_unit_range(rgb: np.ndarray) -> np.ndarray:
+    """``rgb`` as float32 in [0, 1]: itself when it already is (no photo-sized copy), else clipped."""
+    if rgb.dtype == np.float32 and (rgb.size == 0 or (rgb.min() >= 0.0 and rgb.max() <= 1.0)):
+        return rgb
+    return np.clip(rgb, 0, 1).astype(np.float32, copy=False)
+
+
 def lab(rgb: np.ndarray) -> np.ndarray:
     """Float CIELAB (L* 0-100, a*, b* about -128..127) of an RGB float image in [0, 1]."""
-    return cv2.cvtColor(np.clip(rgb, 0, 1).astype(np.float32), cv2.COLOR_RGB2Lab)
+    return cv2.cvtColor(in_unit_range(rgb), cv2.COLOR_RGB2Lab)
 
 
 def neutral_cast(L: np.ndarray) -> tuple[float, float]:
@@ -63,34 +73,74 @@ def neutral_cast(L: np.ndarray) -> tuple[float, float]:
     return float(a[sel].mean()), float(b[sel].mean())
 
 
+IMMERKAER_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+
+
 def noise_sigma(gray255: np.ndarray) -> float:
     """Immerkær (1996): noise std from the response to a Laplacian-difference kernel."""
-    k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-    h, w = gray255.shape
-    conv = cv2.filter2D(gray255.astype(np.float32), -1, k)[1:-1, 1:-1]
-    return float(np.sqrt(np.pi / 2) * np.abs(conv).sum() / (6 * (w - 2) * (h - 2)))
+    return float(_immerkaer(gray255.astype(np.float32, copy=False))[0])
+
+
+def _immerkaer(img: np.ndarray, band: int = 256) -> np.ndarray:
+    """Immerkær's noise std of each channel of an HxW or HxWxC float32 image, filtered a band of
+    rows at a time into one reused buffer (no photo-sized copy)."""
+    h, w = img.shape[:2]
+    channels = 1 if img.ndim == 2 else img.shape[2]
+    sums = np.zeros(channels, np.float64)
+    buf = None
+    for top in range(1, h - 1, band):
+        bottom = min(top + band, h - 1)
+        rows = img[top - 1:bottom + 1]  # one row of context above and below: the border is never used
+        if buf is None or buf.shape != rows.shape:
+            buf = np.empty(rows.shape, np.float32)
+        cv2.filter2D(rows, -1, IMMERKAER_KERNEL, dst=buf)
+        np.abs(buf, out=buf)
+        sums += np.array(cv2.sumElems(np.ascontiguousarray(buf[1:-1, 1:-1]))[:channels])
+    return np.sqrt(np.pi / 2) * sums / (6 * (w - 2) * (h - 2))
 
 
 def blockiness(gray255: np.ndarray) -> float:
     """Mean |horizontal + vertical gradient| on 8-px block boundaries over that off them."""
-    g = gray255.astype(np.float32)
-    dx, dy = np.abs(np.diff(g, axis=1)), np.abs(np.diff(g, axis=0))
-    on_x, on_y = dx[:, 7::8].mean() if dx.shape[1] > 8 else 0.0, dy[7::8, :].mean() if dy.shape[0] > 8 else 0.0
-    off_x = np.delete(dx, np.s_[7::8], axis=1).mean()
-    off_y = np.delete(dy, np.s_[7::8], axis=0).mean()
+    g = gray255.astype(np.float32, copy=False)
+    means = []
+    for axis in (1, 0):
+        d = np.diff(g, axis=axis)
+        np.abs(d, out=d)  # in place: one difference image at a time
+        on = d[:, 7::8] if axis == 1 else d[7::8, :]
+        total, n_on = float(d.sum(dtype=np.float64)), on.size
+        on_sum = float(on.sum(dtype=np.float64))
+        means.append((on_sum / n_on if d.shape[axis] > 8 else 0.0,
+                      (total - on_sum) / (d.size - n_on) if d.size > n_on else float("nan")))
+        del d
+    (on_x, off_x), (on_y, off_y) = means
     return float((on_x + on_y) / max(off_x + off_y, 1e-6))
 
 
+#: The colour measures (tone, chroma, tonal range, contrast, cast) are taken on a copy of at most
+#: this many pixels, area-averaged from a larger photo; noise, blur and blockiness on every pixel.
+STATISTICS_PIXELS = 2_000_000
+
+
+def statistics_copy(rgb: np.ndarray, pixels: int = STATISTICS_PIXELS) -> np.ndarray:
+    """``rgb`` itself when it has at most ``pixels``, else an area-averaged copy of about that many."""
+    h, w = rgb.shape[:2]
+    if h * w <= pixels:
+        return rgb
+    f = (pixels / (h * w)) ** 0.5
+    return cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+
+
 def assess(rgb: np.ndarray, defect_mask: np.ndarray | None = None) -> Assessment:
-    """Measure an RGB float photo (HxWx3 in [0, 1])."""
-    L = lab(rgb)
+    """Measure an RGB float photo (HxWx3 in [0, 1]); colour measures on :func:`statistics_copy`."""
+    rgb = in_unit_range(rgb)
+    L = lab(statistics_copy(rgb))
     l, a, b = L[:, :, 0], L[:, :, 1], L[:, :, 2]
     chroma = np.hypot(a, b)
     chroma_p95 = float(np.percentile(chroma, 95))
     coloured = chroma > 3
-    if coloured.mean() > 0.02:
-        hue = np.arctan2(b[coloured], a[coloured])
-        spread = float(np.sqrt(-2 * np.log(max(np.hypot(np.cos(hue).mean(), np.sin(hue).mean()), 1e-6))))
+    if coloured.mean() > 0.02:  # circular spread of the hue angle: cos = a / chroma, sin = b / chroma
+        c = chroma[coloured]
+        spread = float(np.sqrt(-2 * np.log(max(np.hypot((a[coloured] / c).mean(), (b[coloured] / c).mean()), 1e-6))))
     else:
         spread = 0.0
     mean_hue = np.degrees(np.arctan2(b.mean(), a.mean()))
@@ -102,12 +152,14 @@ def assess(rgb: np.ndarray, defect_mask: np.ndarray | None = None) -> Assessment
         tone = "colour"
     lo, hi = np.percentile(l, [1, 99])
     ca, cb = neutral_cast(L)
-    gray255 = cv2.cvtColor(np.clip(rgb, 0, 1).astype(np.float32), cv2.COLOR_RGB2GRAY) * 255.0
+    del chroma, coloured
+    gray255 = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    gray255 *= 255.0
     return Assessment(
         tone=tone, chroma_p95=chroma_p95, hue_spread=spread, tonal_range=float(hi - lo), contrast=float(l.std()),
         cast_a=ca, cast_b=cb, cast=float(np.hypot(ca, cb)),
-        noise_sigma=float(np.median([noise_sigma(np.clip(rgb[:, :, c], 0, 1) * 255.0) for c in range(3)])),
-        blur=float(cv2.Laplacian(gray255, cv2.CV_32F).var()), blockiness=blockiness(gray255),
+        noise_sigma=float(np.median(_immerkaer(rgb)) * 255.0),
+        blur=float(cv2.meanStdDev(cv2.Laplacian(gray255, cv2.CV_32F))[1][0, 0] ** 2), blockiness=blockiness(gray255),
         defects=None if defect_mask is None else float(np.mean(defect_mask)),
     )
 

@@ -24,15 +24,17 @@ def detect_defects(session: Session, rgb: np.ndarray, tile: int = 512, overlap: 
     return np.clip(prob[:, :, 0], 0.0, 1.0)
 
 
-def inpaint(rgb: np.ndarray, mask: np.ndarray, radius: int = 3, method: str = "telea") -> np.ndarray:
+def inpaint(rgb: np.ndarray, mask: np.ndarray, radius: int = 3, method: str = "telea",
+            in_place: bool = False) -> np.ndarray:
     """Fill the ``mask`` pixels from their surroundings (OpenCV Telea or Navier-Stokes); the
-    rest of the image is returned unchanged, at full float precision."""
+    rest of the image is returned unchanged, at full float precision. With ``in_place`` the
+    filled pixels are written into ``rgb`` itself (an array the caller owns)."""
     if not mask.any():
         return rgb
     flag = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}[method]
     src = np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
     filled = cv2.inpaint(np.ascontiguousarray(src[:, :, ::-1]), mask.astype(np.uint8), radius, flag)[:, :, ::-1]
-    out = rgb.copy()
+    out = rgb if in_place else rgb.copy()
     out[mask] = filled[mask].astype(np.float32) / 255.0
     return out
 

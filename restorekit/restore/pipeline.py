@@ -325,7 +325,8 @@ class Defects(Stage):
         hole = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         filler, vs_inpaint = ctx.models.inpainter, None
         if filler is None:
-            ctx.rgb, how = inpaint(rgb, hole), "OpenCV Telea, radius 3, mask grown 1 px"
+            # in place: the pipeline's own working copy (the reference detector already ran on it)
+            ctx.rgb, how = inpaint(rgb, hole, in_place=True), "OpenCV Telea, radius 3, mask grown 1 px"
         else:
             t1 = time.perf_counter()
             ctx.rgb = inpaint_with_model(filler.session, rgb, hole, filler.tile or INPAINT_TILE, filler.multiple_of)
@@ -564,7 +565,11 @@ def _finish(ctx: Context) -> Photo:
     alpha = ctx.photo.alpha
     if alpha is not None and alpha.shape != target:
         alpha = cv2.resize(alpha, (target[1], target[0]), interpolation=cv2.INTER_LINEAR)
-    return Photo(rgb=np.clip(rgb, 0, 1).astype(np.float32), alpha=alpha, bit_depth=ctx.photo.bit_depth,
+    rgb = rgb.astype(np.float32, copy=False)  # the pipeline's own array: clipped in place, not copied
+    if rgb is ctx.photo.rgb:
+        rgb = rgb.copy()
+    np.clip(rgb, 0, 1, out=rgb)
+    return Photo(rgb=rgb, alpha=alpha, bit_depth=ctx.photo.bit_depth,
                  was_gray=ctx.photo.was_gray, metadata=ctx.photo.metadata)
 
 

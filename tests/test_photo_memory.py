@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 
 import cv2
 import numpy as np
 import pytest
 
+from restorekit.eval.bench_worker import run_cli_peak
+
 
 def _peak_rss_mb(*args: str) -> float:
-    """Peak resident memory (MB) of ``restorekit ARGS`` run as its own process."""
-    proc = subprocess.Popen([sys.executable, "-m", "restorekit.cli.main", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    assert os.waitstatus_to_exitcode(status) == 0, err
-    return usage.ru_maxrss / 1024  # Linux: KB
+    """Peak resident memory (MB) of ``restorekit ARGS`` alone (VmHWM since exec: the forking test
+    process's own memory is not counted, as ``ru_maxrss`` would)."""
+    code, _, peak, err = run_cli_peak(list(args))
+    assert code == 0, err
+    return peak
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss is in KB on Linux only")

@@ -33,6 +33,37 @@ def _rss_kb() -> int:
     return int(peak // 1024) if sys.platform == "darwin" else int(peak)  # bytes on macOS, KiB on Linux
 
 
+#: ``python -c CLI_PEAK_WRAPPER ARGS``: ``restorekit ARGS`` run in this process, then its peak resident
+#: memory since exec (VmHWM) printed last on stderr as ``peak_rss_kb=N`` (Linux only). Self-contained, so
+#: it measures whatever ``restorekit`` the child imports (another checkout through PYTHONPATH too).
+CLI_PEAK_WRAPPER = """
+import runpy, sys
+sys.argv = ["restorekit", *sys.argv[1:]]
+code = 0
+try:
+    runpy.run_module("restorekit.cli.main", run_name="__main__")
+except SystemExit as exc:
+    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+hwm = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(f"peak_rss_kb={hwm}", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def run_cli_peak(args: list[str], env: dict | None = None, cwd: str | None = None) -> tuple[int, float, float, str]:
+    """``restorekit ARGS`` in a process of its own (Linux): (exit code, wall seconds, peak RSS in MB
+    of that program alone, its stderr)."""
+    import subprocess
+
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", CLI_PEAK_WRAPPER, *args], env=env, cwd=cwd,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
+    wall = time.perf_counter() - t0
+    lines = res.stderr.rstrip().splitlines()
+    peak = float(lines[-1].split("=", 1)[1]) / 1024 if lines and lines[-1].startswith("peak_rss_kb=") else float("nan")
+    return res.returncode, wall, peak, "\n".join(lines[:-1])
+
+
 #: A one-node ONNX model, C = MatMul(A, B) with dynamic float32 [M, K] x [K, N] (ir 8, opset 17),
 #: serialized so that a runtime-only install (no ``onnx`` package) can measure the CPU's practical
 #: fp32 peak. ``tests/test_bench.py`` rebuilds it with ``onnx.helper`` and compares the bytes.

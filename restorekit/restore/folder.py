@@ -3,6 +3,7 @@ re-run skips the outputs already written (they are written atomically: present m
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -102,11 +103,19 @@ class BatchResult:
 def _restore_one(src: Path, dst: Path, models: PipelineModels, options: RestoreOptions, compare: Path | None,
                  on_stage: Callable[[str], None], keep_profile: bool = False) -> dict:
     """Restore ``src`` into ``dst`` (and the side-by-side ``compare``); the photo's log entry."""
-    photo = read_image(src)
-    result = restore_photo(photo, models.restorer, models.detector, options, on_stage=on_stage,
-                           face_detector=models.face_detector, references=models.references,
-                           upscaler=models.upscaler, face_restorer=models.face_restorer,
-                           colorizer=models.colorizer, inpainter=models.inpainter)
+    return _write_one(src, dst, *_restore_read(read_image(src), models, options, on_stage), compare, keep_profile)
+
+
+def _restore_read(photo, models: PipelineModels, options: RestoreOptions, on_stage: Callable[[str], None]):
+    """The pipeline on a decoded photo: (the photo, the pipeline's result)."""
+    return photo, restore_photo(photo, models.restorer, models.detector, options, on_stage=on_stage,
+                                face_detector=models.face_detector, references=models.references,
+                                upscaler=models.upscaler, face_restorer=models.face_restorer,
+                                colorizer=models.colorizer, inpainter=models.inpainter)
+
+
+def _write_one(src: Path, dst: Path, photo, result, compare: Path | None, keep_profile: bool) -> dict:
+    """Encode and write a restored photo (and ``compare``); its log entry."""
     write_photo(dst, result.photo, keep_profile=keep_profile)
     if compare is not None:
         write_image(compare, side_by_side(photo.rgb, result.photo.rgb))
@@ -120,27 +129,64 @@ def restore_batch(jobs: Jobs, models: PipelineModels, options: RestoreOptions, c
     """Restore every job. In a folder, a finished output is skipped and a photo that fails is
     recorded and the run goes on; a single photo's failure raises. ``on_photo(src)`` is called as
     a photo starts, ``on_stage(src, stage)`` as each stage starts, ``on_done(src, log or None)``
-    when it is done, skipped or failed."""
+    when it is done, skipped or failed (in the order of the photos).
+
+    In a folder the next photo is decoded and the previous one encoded and written on two helper
+    threads while the models work on the current one (at most one photo ahead and one behind:
+    three photos in memory at most)."""
     on_photo = on_photo or (lambda src: None)
     on_stage = on_stage or (lambda src, stage: None)
     on_done = on_done or (lambda src, entry: None)
-    if jobs.folder:
-        jobs.output.mkdir(exist_ok=True)  # only now that every model loaded: a failed start leaves nothing behind
-        remove_abandoned_temps(jobs.output)  # half-written outputs of a run that was killed
     result = BatchResult()
-    for src, dst in jobs.pairs:
-        on_photo(src)
-        entry = None
-        if jobs.folder and finished(dst):
-            result.skipped.append(src.name)
-        else:
+    if not jobs.folder:
+        for src, dst in jobs.pairs:
+            on_photo(src)
+            entry = _restore_one(src, dst, models, options, compare, lambda stage, src=src: on_stage(src, stage),
+                                 jobs.keep_profile)
+            result.logs.append(entry)
+            on_done(src, entry)
+        return result
+    jobs.output.mkdir(exist_ok=True)  # only now that every model loaded: a failed start leaves nothing behind
+    remove_abandoned_temps(jobs.output)  # half-written outputs of a run that was killed
+    todo = jobs.pairs
+    unfinished = [not finished(dst) for _, dst in todo]  # decided once, at the start of the run
+    with ThreadPoolExecutor(1, thread_name_prefix="restorekit-decode") as decoder, \
+            ThreadPoolExecutor(1, thread_name_prefix="restorekit-encode") as encoder:
+        behind: tuple[Path, Future] | None = None  # the previous photo, being written
+
+        def settle() -> None:
+            nonlocal behind
+            if behind is None:
+                return
+            src, writing = behind
+            behind, entry = None, None
             try:
-                entry = _restore_one(src, dst, models, options, compare, lambda stage, src=src: on_stage(src, stage),
-                                     jobs.keep_profile)
+                entry = writing.result()
                 result.logs.append(entry)
             except RestorekitError as exc:
-                if not jobs.folder:
-                    raise
                 result.failures.append((src.name, str(exc)))
-        on_done(src, entry)
+            on_done(src, entry)
+
+        ahead: tuple[Path, Future] | None = None  # the next photo to restore, being decoded
+        for i, (src, dst) in enumerate(todo):
+            on_photo(src)
+            if not unfinished[i]:
+                settle()
+                result.skipped.append(src.name)
+                on_done(src, None)
+                continue
+            decoding = ahead[1] if ahead is not None and ahead[0] == src else decoder.submit(read_image, src)
+            nxt = next((todo[j][0] for j in range(i + 1, len(todo)) if unfinished[j]), None)
+            ahead = None if nxt is None else (nxt, decoder.submit(read_image, nxt))
+            try:
+                restored = _restore_read(decoding.result(), models, options,
+                                         lambda stage, src=src: on_stage(src, stage))
+            except RestorekitError as exc:
+                settle()
+                result.failures.append((src.name, str(exc)))
+                on_done(src, None)
+                continue
+            settle()  # one photo behind at most
+            behind = (src, encoder.submit(_write_one, src, dst, *restored, None, jobs.keep_profile))
+        settle()
     return result

@@ -22,6 +22,7 @@ import numpy as np
 from restorekit import __version__
 from restorekit.bundle.manifest import MANIFEST_NAME, read_manifest
 from restorekit.core.errors import BadInputError, RestorekitError
+from restorekit.runtime.threads import available_cores
 
 BENCH_SCHEMA_VERSION = 1
 WORKER_TIMEOUT_S = 1800
@@ -92,7 +93,7 @@ def cpu_peak() -> CpuPeak:
         ghz, source = mhz / 1e3, "/proc/cpuinfo cpu MHz"
     if ghz is None:
         ghz, source = 2.0, "unknown clock, assumed 2.0 GHz"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = available_cores()
     how = f"{cores} cores x {ghz:.2f} GHz ({source}) x {fpc} fp32 FLOP/cycle ({isa}, 2 FMA pipes)"
     return CpuPeak(isa=isa, flops_per_cycle=fpc, ghz=round(ghz, 3), cores=cores, how=how)
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from restorekit.bundle.manifest import Manifest, TensorContract
 from restorekit.core.errors import BadInputError, require
+from restorekit.runtime.threads import session_threads
 
 PROVIDER_CHAINS = {
     "cpu": ["CPUExecutionProvider"],
@@ -45,8 +46,8 @@ class OnnxSession:
         # (measured on 2 cores: the PyTorch reference timed between bundle runs takes 136 ms with
         # spinning, 88 ms without) and bring no speed to back-to-back tiles (47.7 vs 47.9 ms p50 at 256x256).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if threads:
-            opts.intra_op_num_threads = int(threads)
+        opts.intra_op_num_threads = session_threads(threads)  # the cores this process may use, not the machine's
+        opts.inter_op_num_threads = 1  # one graph at a time (sequential execution): no second pool
         if trt_options and "TensorrtExecutionProvider" in providers:
             Path(trt_options["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
             providers = [("TensorrtExecutionProvider", trt_options) if p == "TensorrtExecutionProvider" else p

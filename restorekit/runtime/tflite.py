@@ -6,13 +6,13 @@ interpreter's tensor details (the manifest records the same values).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from restorekit.bundle.manifest import Manifest, TensorContract
 from restorekit.core.errors import BadInputError, require
+from restorekit.runtime.threads import session_threads
 
 
 class TFLiteSession:
@@ -27,7 +27,7 @@ class TFLiteSession:
 
         # Every core unless told otherwise, as ONNX Runtime does: the interpreter's own default runs
         # XNNPACK on one thread (measured on 2 cores: the built-in fp32 model 225 vs 114 ms).
-        self.threads = int(threads) if threads else (os.cpu_count() or 1)
+        self.threads = session_threads(threads)
         try:
             with captured_native_output():  # the interpreter logs "Created ... delegate" to stderr
                 self._it = interp_mod.Interpreter(model_path=str(model_path), num_threads=self.threads)

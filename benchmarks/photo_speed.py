@@ -89,9 +89,11 @@ def run_in_process(bundle_dir: Path, photo: Path, out: Path) -> tuple[float, flo
     """`run` of a bundle on a photo in this process: (wall seconds from decoding to the written
     file, seconds inside the model's session)."""
     from restorekit.core.image import read_image, write_photo
+    from restorekit.core.memory import photo_arrays_on_small_pages
     from restorekit.runtime import load_bundle
     from restorekit.runtime.session import TimedSession
 
+    photo_arrays_on_small_pages()  # as the CLI does
     bundle = load_bundle(bundle_dir)
     clock = {"seconds": 0.0}
     bundle.session = TimedSession(bundle.session, clock)
@@ -135,7 +137,9 @@ def compare(a: Path, b: Path) -> str:
     if x.shape != y.shape:
         return f"sizes differ: {x.shape} vs {y.shape}"
     diff = int(np.abs(x.astype(np.int16) - y.astype(np.int16)).max())
-    return f"outputs differ by at most {diff} levels ({psnr(x / 255.0, y / 255.0):.1f} dB)"
+    if diff == 0:
+        return "outputs identical"
+    return f"outputs differ by at most {diff} level{'s' if diff > 1 else ''} ({psnr(x / 255.0, y / 255.0):.1f} dB)"
 
 
 def main(argv=None) -> int:

@@ -48,6 +48,9 @@ def main() -> None:
     """Console-script entry point."""
     import warnings
 
+    from restorekit.core.memory import photo_arrays_on_small_pages
+
+    photo_arrays_on_small_pages()  # new photo-sized arrays fault in fast (restorekit.core.memory)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
         app()

@@ -75,6 +75,23 @@ def check_overlap(overlap: int, tile: int | None) -> None:
                             f"use an overlap of at most {tile // 2}")
 
 
+def _weigh(y: np.ndarray, wy: np.ndarray, wx: np.ndarray) -> None:
+    """Multiply a CxHxW tile by its blending weight ``wy (x) wx``, in place and only where the
+    weights are not 1: the ramps at the tile's edges (most of a tile keeps weight 1)."""
+    for axis, ramp in ((1, wy), (2, wx)):
+        ramped = np.flatnonzero(ramp != 1.0)
+        if ramped.size == 0:
+            continue
+        n = ramp.size
+        head = ramped[ramped < n // 2]
+        tail = ramped[ramped >= n // 2]
+        for part in (slice(0, head[-1] + 1) if head.size else None, slice(tail[0], n) if tail.size else None):
+            if part is None:
+                continue
+            view = y[:, part] if axis == 1 else y[:, :, part]
+            view *= ramp[part][:, None] if axis == 1 else ramp[part][None, :]
+
+
 #: Full-scale value of each integer sample type a photo can be kept in (its float value is sample / scale).
 INTEGER_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
@@ -135,23 +152,26 @@ def run_tiled(
         wsum_x[x0 * scale:(x0 + tw) * scale] += wx
     out = band = None  # allocated at the first tile, with the model's output channels
     band_rows = th * scale  # the band holds the output rows of one row of tiles, from its first row
+    row_scale = out_scale or 1.0
     total, done = len(ys) * len(xs), 0
     for i, y0 in enumerate(ys):
         wy = ramps_y[y0]
         for x0 in xs:
-            wx = ramps_x[x0]
             x = padded[y0 : y0 + th, x0 : x0 + tw].transpose(2, 0, 1)[None].astype(np.float32)
             if in_scale:
                 x /= in_scale
-            y = session.run(x)[0].transpose(1, 2, 0)
-            if y.shape[:2] != (th * scale, tw * scale):
+            y = session.run(x)[0]  # C x th*scale x tw*scale: blended in the model's own layout
+            if y.shape[1:] != (th * scale, tw * scale):
                 raise BadInputError(
-                    f"model returned {y.shape[1]}x{y.shape[0]} for a {tw}x{th} tile; expected scale {scale}"
+                    f"model returned {y.shape[2]}x{y.shape[1]} for a {tw}x{th} tile; expected scale {scale}"
                 )
             if out is None:
-                out = np.empty((h * scale, w * scale, y.shape[2]), dtype=out_dtype)
-                band = np.zeros((band_rows, pw * scale, y.shape[2]), dtype=np.float32)
-            band[:, x0 * scale:(x0 + tw) * scale] += y * (wy[:, None] * wx[None, :])[:, :, None]
+                out = np.empty((h * scale, w * scale, y.shape[0]), dtype=out_dtype)
+                band = np.zeros((y.shape[0], band_rows, pw * scale), dtype=np.float32)
+            if not y.flags.writeable or y.dtype != np.float32:
+                y = y.astype(np.float32)
+            _weigh(y, wy, ramps_x[x0])
+            band[:, :, x0 * scale:(x0 + tw) * scale] += y
             done += 1
             if on_tile:
                 on_tile(done, total)
@@ -159,14 +179,13 @@ def run_tiled(
         finished = (ys[i + 1] - y0) * scale if i + 1 < len(ys) else band_rows
         top, bottom = y0 * scale, min(y0 * scale + finished, h * scale)
         if bottom > top:
-            rows = band[: bottom - top, : w * scale]
-            rows /= wsum_y[top:bottom, None, None]
-            rows /= wsum_x[None, : w * scale, None]
+            rows = band[:, : bottom - top, : w * scale]
+            rows *= (row_scale / wsum_y[top:bottom])[:, None] / wsum_x[None, : w * scale]
             if out_scale:
-                rows *= out_scale
                 np.rint(rows, out=rows)
                 np.clip(rows, 0.0, out_scale, out=rows)
-            out[top:bottom] = rows
-        band[: band_rows - finished] = band[finished:].copy()
-        band[band_rows - finished:] = 0.0
+            out[top:bottom] = rows.transpose(1, 2, 0)
+        keep = band_rows - finished
+        band[:, :keep] = band[:, finished:]  # numpy buffers the copy itself when the two overlap
+        band[:, keep:] = 0.0
     return out

@@ -7,10 +7,11 @@ job) and ``scratch_unet/onnx-fp32`` (the scratch detector's bundle). Test photos
 ``../shared/photos/old/bopb_old_a.png`` enlarged (bicubic) to 4000x3000 and 6000x4000 (JPEG, a
 phone photo) and 3600x2400 (PNG, a 600 DPI scan of a 6x4 inch print). Cases:
 
-1. `run` of the int8 ONNX bundle on the 4000x3000 photo, in this process: wall time from decoding
-   to the written file (start-up excluded) over the sum of its model calls; and the same model in
-   PyTorch through a plain tiled loop (Real-ESRGAN's own scripts: tiles of 256 with 10 px of
-   context, pasted without blending; decode and encode with OpenCV), same photo, same run.
+1. `run` of the int8 ONNX bundle on the 4000x3000 photo (a fresh process, as the CLI sets it up):
+   wall time from decoding to the written file (start-up excluded) over the sum of its model calls;
+   and the same model in PyTorch through a plain tiled loop in another fresh process (Real-ESRGAN's
+   ``RealESRGANer``: torch tensors, tiles of 256 with 10 px of context pasted without blending;
+   decode and encode with OpenCV), same photo, same run.
 2. `restorekit run` on the 6000x4000 photo, its own process: wall time and peak RSS.
 3. `restorekit restore` of the 3600x2400 scan at ``--scale 2`` with the bundles, its own process:
    wall time and peak RSS.
@@ -104,8 +105,9 @@ def run_in_process(bundle_dir: Path, photo: Path, out: Path) -> tuple[float, flo
 
 
 def pytorch_tiled_loop(bundle_dir: Path, photo: Path, out: Path, tile: int = 256, pad: int = 10) -> float:
-    """The bundle's PyTorch reference through a plain tiled loop (Real-ESRGAN's inference script:
-    tiles with ``pad`` px of context, the centre pasted), decode to written file: wall seconds."""
+    """The bundle's PyTorch reference through a plain tiled loop, as Real-ESRGAN's ``RealESRGANer``
+    does it (input and output held as torch tensors, tiles with ``pad`` px of context whose centre is
+    pasted, then clamp -> numpy -> x255 -> round -> uint8), decode to written file: wall seconds."""
     import torch
 
     from restorekit.bundle.manifest import read_manifest
@@ -115,20 +117,36 @@ def pytorch_tiled_loop(bundle_dir: Path, photo: Path, out: Path, tile: int = 256
     model, scale = load_model(default_reference(manifest)).module.eval(), manifest.scale
     t0 = time.perf_counter()
     img = cv2.imread(str(photo))[:, :, ::-1].astype(np.float32) / 255.0
-    h, w = img.shape[:2]
-    result = np.zeros((h * scale, w * scale, 3), np.float32)
+    x = torch.from_numpy(np.transpose(img, (2, 0, 1)).copy()).unsqueeze(0)
+    _, _, h, w = x.shape
+    output = x.new_zeros((1, 3, h * scale, w * scale))
     with torch.inference_mode():
         for y0 in range(0, h, tile):
             for x0 in range(0, w, tile):
                 y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
                 ya, xa, yb, xb = max(y0 - pad, 0), max(x0 - pad, 0), min(y1 + pad, h), min(x1 + pad, w)
-                x = torch.from_numpy(np.ascontiguousarray(img[ya:yb, xa:xb].transpose(2, 0, 1)))[None]
-                y = model(x)[0].numpy().transpose(1, 2, 0)
+                y = model(x[:, :, ya:yb, xa:xb])
                 oy, ox = (y0 - ya) * scale, (x0 - xa) * scale
-                result[y0 * scale:y1 * scale, x0 * scale:x1 * scale] = y[oy:oy + (y1 - y0) * scale,
-                                                                         ox:ox + (x1 - x0) * scale]
-    cv2.imwrite(str(out), (np.clip(result, 0, 1) * 255.0).round().astype(np.uint8)[:, :, ::-1])
+                output[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
+                    y[:, :, oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale]
+    result = output.squeeze(0).float().clamp_(0, 1).numpy()
+    result = np.transpose(result[[2, 1, 0], :, :], (1, 2, 0))
+    cv2.imwrite(str(out), (result * 255.0).round().astype(np.uint8))
     return time.perf_counter() - t0
+
+
+def in_fresh_process(function: str, *args: str) -> tuple[float, ...]:
+    """``function(*args)`` of this script run in a new Python process (no state shared with this
+    one or with the other case): the numbers it returns."""
+    code = (f"import sys; sys.argv = ['photo_speed']; sys.path.insert(0, {str(ROOT)!r}); "
+            f"import runpy; ns = runpy.run_path({str(Path(__file__).resolve())!r}); "
+            f"from pathlib import Path; r = ns[{function!r}](*[Path(a) for a in {list(args)!r}]); "
+            "print('RESULT', *(r if isinstance(r, tuple) else (r,)))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    line = next((ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if res.returncode != 0 or line is None:
+        raise SystemExit(f"{function} failed:\n{res.stderr[-2000:]}")
+    return tuple(float(v) for v in line.split()[1:])
 
 
 def compare(a: Path, b: Path) -> str:
@@ -160,8 +178,10 @@ def main(argv=None) -> int:
                            check=True, capture_output=True)
     rows = []
 
-    wall, model = run_in_process(restorer, photos["run4000.jpg"], args.work / "run4000_out.jpg")
-    torch_wall = pytorch_tiled_loop(restorer, photos["run4000.jpg"], args.work / "run4000_torch.jpg")
+    wall, model = in_fresh_process("run_in_process", str(restorer), str(photos["run4000.jpg"]),
+                                   str(args.work / "run4000_out.jpg"))
+    (torch_wall,) = in_fresh_process("pytorch_tiled_loop", str(restorer), str(photos["run4000.jpg"]),
+                                     str(args.work / "run4000_torch.jpg"))
     rows.append(("`run`, int8 ONNX, 4000x3000 JPEG: wall (decode to written file) over its model calls",
                  "<= 1.25x", f"{wall / model:.2f}x ({wall:.1f} s / {model:.1f} s)", wall / model <= 1.25))
     rows.append(("the same photo, the model in PyTorch through a plain tiled loop, over `run`",

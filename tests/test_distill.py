@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -20,9 +21,10 @@ from restorekit.training.loop import checkpoint_path  # noqa: E402
 from restorekit.core.errors import BadInputError, RestorekitError  # noqa: E402
 from restorekit.models.builtin import read_safetensors_metadata  # noqa: E402
 from restorekit.models.students import STUDENTS, build_student, student_names  # noqa: E402
+from restorekit.training.workers import SampleWorkers  # noqa: E402
 from tests.conftest import REALESR, ROOT, SAMPLES, need_shared  # noqa: E402
 
-TINY = dict(batch_size=2, patch_size=12, val_every=3, val_crops=2, progress=False, device="cpu")
+TINY = dict(batch_size=2, patch_size=12, val_every=3, val_crops=2, progress=False, device="cpu", workers=0)
 
 
 @pytest.fixture(scope="module")
@@ -74,25 +76,26 @@ def test_interrupted_runs_resume_bit_exactly_and_qat_is_recorded(teacher, tmp_pa
     assert meta["qat"] == "true" and meta["qat_steps"] == "2" and len(ref.losses) == 5
     assert "psnr_fakequant" in ref.val[-1] and "QAT" in ref.card.read_text()
 
-    real, seen = distill_mod.distill_batch, []
+    real, seen = SampleWorkers.get, []
 
     def interrupting(stop):
-        def batch(images, seed, step, *args, **kwargs):
+        def get(self, words):
+            step = words[0][1]
             seen.append(step)
             if step == stop:
                 raise KeyboardInterrupt
-            return real(images, seed, step, *args, **kwargs)
-        return batch
+            return real(self, words)
+        return get
 
     out = tmp_path / "m.safetensors"
     for stop in (1, 4):  # once in the float phase, once in the QAT phase
-        monkeypatch.setattr(distill_mod, "distill_batch", interrupting(stop))
-        with pytest.raises(KeyboardInterrupt):
-            distill(teacher, "edge-s-x4", [SAMPLES], out, **kw)
+        monkeypatch.setattr(SampleWorkers, "get", interrupting(stop))
+        with pytest.raises(KeyboardInterrupt):  # samples made by a worker process here (the reference: in-process)
+            distill(teacher, "edge-s-x4", [SAMPLES], out, **{**kw, "workers": 1})
         assert torch.load(checkpoint_path(out), weights_only=True)["step"] == stop and not out.exists()
-    monkeypatch.setattr(distill_mod, "distill_batch", interrupting(-1))
+    monkeypatch.setattr(SampleWorkers, "get", interrupting(-1))
     seen.clear()
-    res = distill(teacher, "edge-s-x4", [SAMPLES], out, **kw)
+    res = distill(teacher, "edge-s-x4", [SAMPLES], out, **{**kw, "workers": 1})
     assert seen == [4]  # only the missing step ran
     assert res.losses == ref.losses and res.val == ref.val
     assert out.read_bytes() == ref.out.read_bytes()  # same weights and metadata, bit for bit
@@ -281,3 +284,33 @@ def test_qat_trains_against_the_int8_onnx_model(tmp_path):
     # only after each ReLU) agree with the same kind of export to 60.7 dB, no closer than the float
     # student itself (60.7 dB): the bar sits between.
     assert agreement > 65.0, agreement
+
+
+def test_samples_are_the_same_whatever_the_number_of_workers():
+    """Sample ``words`` is a pure function of its words: made in this process, by one worker or by
+    four, the (LR, HR) pairs are bit-identical, in the order asked (also when asked ahead)."""
+    rng = np.random.default_rng(5)
+    images = [rng.random((40, 56, 3), dtype=np.float32), rng.random((48, 48, 3), dtype=np.float32)]
+    words = [[7, step, i] for step in range(3) for i in range(4)]
+    made = {}
+    for workers in (0, 1, 4):
+        with SampleWorkers(images, 8, 2, "second-order", workers=workers) as samples:
+            samples.ahead(words[4:])  # some made ahead, the first ones on demand
+            made[workers] = samples.get(words)
+    for workers in (1, 4):
+        for (lr0, hr0), (lr, hr) in zip(made[0], made[workers]):
+            assert lr.shape == (8, 8, 3) and hr.shape == (16, 16, 3)
+            assert np.array_equal(lr0, lr) and np.array_equal(hr0, hr)
+    assert not np.array_equal(made[0][0][0], made[0][1][0])  # different words, different samples
+
+
+def test_a_negative_worker_count_is_refused_before_training(tmp_path):
+    with pytest.raises(BadInputError, match="workers must be >= 0"):
+        SampleWorkers([np.zeros((32, 32, 3), np.float32)], 8, 2, "classic", workers=-1)
+    from typer.testing import CliRunner
+
+    from restorekit.cli.main import app
+
+    res = CliRunner().invoke(app, ["distill", "--teacher", "x.pth", "--data", str(tmp_path), "--out",
+                                   str(tmp_path / "s.safetensors"), "--workers", "-1"])
+    assert res.exit_code == 2 and "--workers" in res.output

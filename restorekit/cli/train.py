@@ -77,6 +77,7 @@ def distill(
     resume: Annotated[bool, typer.Option("--resume/--restart", help="Continue from <out>.ckpt.pt when present.")] = True,
     pool_size: Annotated[int, typer.Option("--pool-size", min=0, help="Train from a pool of this many cached teacher outputs (0: degrade and run the teacher for every sample of every step).")] = 0,
     pool_refresh: Annotated[int, typer.Option("--pool-refresh", min=1, help="New samples replacing the oldest in the pool each step.")] = 1,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="Processes that make the degraded samples ahead of the steps (default: on CUDA the cores less one, on a CPU 0: training takes the cores there). The samples are the same whatever the count.")] = None,
 ):
     """Distil a teacher into a small edge student on degraded photos (resumable, deterministic, torchrun-ready)."""
     from restorekit.models.students import student_spec
@@ -92,4 +93,4 @@ def distill(
                        patch_size=patch_size, lr=lr, degradation=degradation, gt_weight=gt_weight,
                        edge_weight=edge_weight, val_every=val_every, holdout=holdout, qat=qat, qat_steps=qat_steps,
                        resume=resume, device=None if device == "auto" else device, pool_size=pool_size,
-                       pool_refresh=pool_refresh)
+                       pool_refresh=pool_refresh, workers=workers)

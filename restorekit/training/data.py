@@ -106,6 +106,9 @@ def augment(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.ascontiguousarray(patch)
 
 
+augment_patch = augment  # the name sample_pair uses: its own ``augment`` argument switches it off
+
+
 def random_patch(images: Sequence[np.ndarray], rng: np.random.Generator, size: int) -> np.ndarray:
     """A ``size`` x ``size`` crop of a random image at a random place (not augmented)."""
     img = images[int(rng.integers(len(images)))]
@@ -113,3 +116,22 @@ def random_patch(images: Sequence[np.ndarray], rng: np.random.Generator, size: i
     y = int(rng.integers(h - size + 1))
     x = int(rng.integers(w - size + 1))
     return img[y : y + size, x : x + size]
+
+
+def degrade(hr: np.ndarray, scale: int, rng: np.random.Generator, degradation: str) -> np.ndarray:
+    """LR input for an HR patch with the named pipeline."""
+    if degradation == "classic":
+        from restorekit.degrade.synthetic import degrade_pair
+
+        return degrade_pair(hr, scale, rng)
+    from restorekit.degrade.second_order import second_order_pair
+
+    return second_order_pair(hr, rng, scale)[0]
+
+
+def sample_pair(images: Sequence[np.ndarray], rng: np.random.Generator, patch_size: int, scale: int,
+                degradation: str, augment: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(LR, HR) of one random crop: HR side ``patch_size * scale``."""
+    hr = random_patch(images, rng, patch_size * scale)
+    hr = augment_patch(hr, rng) if augment else np.ascontiguousarray(hr)
+    return degrade(hr, scale, rng, degradation), hr

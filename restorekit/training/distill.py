@@ -55,9 +55,9 @@ import numpy as np
 from restorekit.core.errors import BadInputError
 from restorekit.core.files import atomic_write_text
 from restorekit.core.metrics import psnr_from_mse
-from restorekit.training.data import augment as augment_patch
-from restorekit.training.data import holdout_count, image_folders, load_training_images, random_patch
+from restorekit.training.data import degrade, holdout_count, image_folders, load_training_images, sample_pair  # noqa: F401
 from restorekit.training.loop import Phase, TrainingTask, resolve_device, run_training, to_nchw
+from restorekit.training.workers import SampleWorkers, default_workers
 
 CHECKPOINT_FORMAT = "restorekit-distill-checkpoint/1"
 DEGRADATIONS = ("second-order", "classic")
@@ -66,31 +66,13 @@ QAT_CALIBRATION_TAG = 2**32 - 4  # ... of the crops the QAT phase observes its r
 QAT_CALIBRATION_CROPS = 16
 QAT_LR_FRACTION = 0.05  # QAT fine-tune: cosine from 5 % of the base learning rate
 INT8_SIMULATION = "onnxruntime-qdq-w8a8"  # what the QAT phase simulates (a checkpoint setting)
+SAMPLE_STEPS_AHEAD = 2  # steps whose samples the workers make ahead of the one training
 POOL_DEFAULTS = {"pool_size": 0, "pool_refresh": 0}  # a checkpoint without these keys trained on fresh samples
 
 
 # --------------------------------------------------------------------------------------------
 # Data: one sample is a pure function of (seed, step, index)
 # --------------------------------------------------------------------------------------------
-
-
-def degrade(hr: np.ndarray, scale: int, rng: np.random.Generator, degradation: str) -> np.ndarray:
-    """LR input for an HR patch with the named pipeline."""
-    if degradation == "classic":
-        from restorekit.degrade.synthetic import degrade_pair
-
-        return degrade_pair(hr, scale, rng)
-    from restorekit.degrade.second_order import second_order_pair
-
-    return second_order_pair(hr, rng, scale)[0]
-
-
-def sample_pair(images: Sequence[np.ndarray], rng: np.random.Generator, patch_size: int, scale: int,
-                degradation: str, augment: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(LR, HR) of one random crop: HR side ``patch_size * scale``."""
-    hr = random_patch(images, rng, patch_size * scale)
-    hr = augment_patch(hr, rng) if augment else np.ascontiguousarray(hr)
-    return degrade(hr, scale, rng, degradation), hr
 
 
 def distill_batch(images: Sequence[np.ndarray], seed: int, step: int, batch_size: int, patch_size: int,
@@ -215,6 +197,7 @@ class DistillConfig:
     qat_steps: int | None = None
     pool_size: int = 0
     pool_refresh: int = 1
+    workers: int | None = None  # sample worker processes (None: cores less one on CUDA, 0 on CPU); not a training setting
 
     @property
     def n_qat(self) -> int:
@@ -245,6 +228,8 @@ class DistillConfig:
         if self.batch_size % world_size:
             raise BadInputError(f"batch_size {self.batch_size} must be a multiple of the number of processes "
                                 f"({world_size})")
+        if self.workers is not None and self.workers < 0:
+            raise BadInputError(f"workers must be >= 0 (0: samples made in the training process), got {self.workers}")
         if self.pool_size < 0 or (self.pool_size and not 1 <= self.pool_refresh <= self.pool_size):
             raise BadInputError(f"pool_size must be >= 0 and pool_refresh in [1, pool_size], got {self.pool_size}, "
                                 f"{self.pool_refresh}")
@@ -324,6 +309,9 @@ class DistillTask(TrainingTask):
                                                                      self.scale, cfg.degradation))
         self.val_rows: list[dict] = []
         self.pool = None
+        # default: workers feed a GPU; on a CPU the training already takes every core (benchmarks/distill_throughput.py)
+        workers = cfg.workers if cfg.workers is not None else (default_workers(world) if dev.type == "cuda" else 0)
+        self.samples = SampleWorkers(self.train_images, cfg.patch_size, self.scale, cfg.degradation, workers)
         if self.main:  # degraded crops of the held-out photos and the teacher's output
             lr_np, hr_np = validation_set(data.images[len(self.train_images):] or data.images, cfg.seed,
                                           cfg.val_crops, cfg.patch_size, self.scale, cfg.degradation)
@@ -337,17 +325,25 @@ class DistillTask(TrainingTask):
 
         c = self.cfg
         if self.pool is not None:
+            for ahead in range(step + 1, min(step + 1 + SAMPLE_STEPS_AHEAD, self.total_steps)):
+                self.samples.ahead(self.pool.step_words(ahead))
             self.pool.advance(step)
             x, target, hr = self.pool.batch(step, c.batch_size, self.rank, self.world)
         else:
-            x_np, hr_np = distill_batch(self.train_images, c.seed, step, c.batch_size, c.patch_size, self.scale,
-                                        c.degradation, self.rank, self.world)
-            x, hr = to_nchw(x_np, self.dev), to_nchw(hr_np, self.dev)
+            for ahead in range(step + 1, min(step + 1 + SAMPLE_STEPS_AHEAD, self.total_steps)):
+                self.samples.ahead(self.batch_words(ahead))
+            pairs = self.samples.get(self.batch_words(step))
+            x, hr = to_nchw(np.stack([p[0] for p in pairs]), self.dev), to_nchw(np.stack([p[1] for p in pairs]), self.dev)
             with torch.no_grad():
                 target = self.teacher(x).clamp(0, 1)
         if c.gt_weight > 0:
             target = torch.lerp(target, hr, c.gt_weight)
         return x, target
+
+    def batch_words(self, step: int) -> list[list[int]]:
+        """The seed words of this rank's samples of step ``step`` (as :func:`distill_batch` draws them)."""
+        per = self.cfg.batch_size // self.world
+        return [[int(self.cfg.seed), int(step), i] for i in range(self.rank * per, (self.rank + 1) * per)]
 
     def loss(self, step: int, batch):
         """L1 (+ edges) of the student's output to the target: in the QAT phase through the int8
@@ -403,11 +399,11 @@ class DistillTask(TrainingTask):
         c = self.cfg
 
         def draw(words):
-            """The pool sample of ``words``: (LR, HR)."""
-            return sample_pair(self.train_images, np.random.default_rng(words), c.patch_size, self.scale,
-                               c.degradation)
+            """The pool sample of ``words``: (LR, HR), made ahead by the workers where there are some."""
+            return self.samples.get([words])[0]
 
         self.pool = PairPool(draw, self.teacher, c.seed, c.pool_size, c.pool_refresh, self.dev, keep_hr=c.gt_weight > 0)
+        self.samples.ahead(self.pool.fill_words(start))
         fill = bar.add_task("pool", total=c.pool_size, loss=float("nan"), status="", phase="pool")
         self.pool.fill(start, lambda n: bar.update(fill, completed=n))
         if not bar.disable:
@@ -518,12 +514,16 @@ def distill(
     device: str | None = None,
     pool_size: int = 0,
     pool_refresh: int = 1,
+    workers: int | None = None,
 ) -> DistillResult:
     """Distil ``teacher_ref`` into the student ``student_name`` on photos from ``data_dirs``.
 
     ``patch_size`` is the LR side of a training crop, ``batch_size`` the global batch (split over
     ``torchrun`` processes). ``pool_size`` > 0 trains from a :class:`PairPool` of that many cached
     teacher outputs, ``pool_refresh`` of them replaced each step (0: fresh samples every step).
+    ``workers`` processes make the degraded samples ahead of the steps (None: on CUDA the cores less
+    one per training process, on a CPU none: training takes the cores there; 0: in the training
+    process); the samples do not depend on it (:mod:`restorekit.training.workers`).
     Every bad input (unknown student, scale mismatch, empty data folder, ...) raises
     :class:`BadInputError` before training starts. See the module docstring.
     """
@@ -532,7 +532,7 @@ def distill(
     from restorekit.models.students import student_spec
 
     cfg = DistillConfig(steps, seed, batch_size, patch_size, lr, degradation, gt_weight, edge_weight, val_every,
-                        val_crops, qat, qat_steps, pool_size, pool_refresh)
+                        val_crops, qat, qat_steps, pool_size, pool_refresh, workers)
     rank, world, local_rank = _dist_env()
     out = cfg.check(out, checkpoint_every, world)
     dev = resolve_device(device)
@@ -543,7 +543,10 @@ def distill(
     own_group, dev = _join_processes(dev, world, local_rank)
     try:
         task = DistillTask(cfg, teacher, spec, data, n_val, dev, rank, world)
-        losses = run_training(task, out, resume, checkpoint_every, progress, dev)
+        try:
+            losses = run_training(task, out, resume, checkpoint_every, progress, dev)
+        finally:
+            task.samples.close()
         if world > 1:
             dist.barrier()
         return DistillResult(out=out, card=out.with_suffix(".md"), losses=losses, val=task.val_rows, world_size=world)

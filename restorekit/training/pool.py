@@ -82,17 +82,25 @@ class PairPool:
         if self.keep_hr:
             self.hr[slot] = torch.from_numpy(to_uint8(hr)).permute(2, 0, 1).to(self.device)
 
+    def fill_words(self, step: int) -> list[list[int]]:
+        """The seed words of each slot's sample as the pool is at the start of ``step``."""
+        return [self._words(source_of_slot(slot, step, self.size, self.refresh), slot) for slot in range(self.size)]
+
+    def step_words(self, step: int) -> list[list[int]]:
+        """The seed words of the ``refresh`` samples step ``step`` writes."""
+        return [[self.seed, int(step), j] for j in range(self.refresh)]
+
     def fill(self, step: int, progress: Callable[[int], None] | None = None) -> None:
         """(Re)build the pool as it is at the start of ``step`` (0 for a new run)."""
-        for slot in range(self.size):
-            self._put(slot, self._words(source_of_slot(slot, step, self.size, self.refresh), slot))
+        for slot, words in enumerate(self.fill_words(step)):
+            self._put(slot, words)
             if progress is not None:
                 progress(slot + 1)
 
     def advance(self, step: int) -> None:
         """Step ``step``'s writes: ``refresh`` new samples replace the oldest ones."""
-        for j in range(self.refresh):
-            self._put((step * self.refresh + j) % self.size, [self.seed, step, j])
+        for j, words in enumerate(self.step_words(step)):
+            self._put((step * self.refresh + j) % self.size, words)
 
     def batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1):
         """Rank ``rank``'s slice of step ``step``'s global batch: float NCHW (LR, target, HR or None)."""

@@ -34,7 +34,7 @@ from restorekit.build.bundles import HALF_SIMULATION_REWRITES  # noqa: E402
 from restorekit.convert.rewrites import apply_rewrites  # noqa: E402
 from restorekit.core.image import read_image  # noqa: E402
 from restorekit.core.metrics import psnr  # noqa: E402
-from restorekit.quantize.mixed import _weight_fake_quant  # noqa: E402
+from restorekit.quantize.mixed import weight_fake_quant  # noqa: E402
 
 #: The parts of CodeFormer, by the first component of their parameter names.
 PARTS = {
@@ -76,7 +76,7 @@ def variant(model: nn.Module, w8: set[str], fp16: set[str]) -> tuple[nn.Module, 
             if isinstance(mod, (nn.Conv2d, nn.Linear)) and name:
                 part = _part_of(name)
                 if part in w8:
-                    mod.weight.copy_(_weight_fake_quant(mod.weight, 0))
+                    mod.weight.copy_(weight_fake_quant(mod.weight, 0))
                 elif part in fp16:
                     mod.weight.copy_(mod.weight.half().float())
     return model, stored / total

@@ -60,8 +60,8 @@ def test_manifest_path_cannot_escape_bundle(tmp_path):
 
 
 def test_tflite_session_uses_every_core_unless_told(monkeypatch):
-    """LiteRT's own default runs XNNPACK on one thread; the session asks for every core, as ONNX
-    Runtime uses, and passes an explicit --threads through."""
+    """LiteRT's own default runs XNNPACK on one thread; the session asks for every core this process
+    may use (runtime/threads.py, as the ONNX sessions do), and passes an explicit --threads through."""
     import ai_edge_litert.interpreter as litert
 
     from restorekit.runtime import tflite
@@ -74,7 +74,9 @@ def test_tflite_session_uses_every_core_unless_told(monkeypatch):
             raise RuntimeError("stop here: only the thread count is under test")
 
     monkeypatch.setattr(litert, "Interpreter", Recorder)
-    monkeypatch.setattr(tflite.os, "cpu_count", lambda: 6)
+    from restorekit.runtime import threads as thread_plan
+
+    monkeypatch.setattr(thread_plan, "available_cores", lambda: 6)
     for threads in (None, 3):
         with pytest.raises(BadInputError, match="stop here"):
             tflite.TFLiteSession("m.tflite", TensorContract(name="x"), TensorContract(name="y"), threads=threads)

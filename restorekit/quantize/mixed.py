@@ -28,7 +28,8 @@ def _fake_quant(x: torch.Tensor, lo: float, hi: float, levels: int = 255) -> tor
     return (torch.clamp(torch.round(x / scale) + zero, 0, levels) - zero) * scale
 
 
-def _weight_fake_quant(w: torch.Tensor, axis: int) -> torch.Tensor:
+def weight_fake_quant(w: torch.Tensor, axis: int) -> torch.Tensor:
+    """``w`` with int8 symmetric weights along ``axis`` (per channel), rounded and dequantized."""
     scale = int8_weight_scale(w, axis, keepdim=True)
     return torch.clamp(torch.round(w / scale), -127, 127) * scale
 
@@ -61,7 +62,7 @@ def layer_sensitivity(model: nn.Module, tiles: list[np.ndarray], layers: dict[st
         m = mods[name]
         lo_i, hi_i, lo_o, hi_o = ranges[name]
         saved = m.weight.detach().clone()
-        m.weight.copy_(_weight_fake_quant(saved, 1 if kind == "ConvTranspose2d" else 0))
+        m.weight.copy_(weight_fake_quant(saved, 1 if kind == "ConvTranspose2d" else 0))
         pre = m.register_forward_pre_hook(lambda _m, inp, lo=lo_i, hi=hi_i: (_fake_quant(inp[0], lo, hi),) + inp[1:])
         post = m.register_forward_hook(lambda _m, _i, o, lo=lo_o, hi=hi_o: _fake_quant(o, lo, hi))
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import cv2
 import numpy as np
 
 from restorekit.core.errors import BadInputError
@@ -73,6 +74,17 @@ def check_overlap(overlap: int, tile: int | None) -> None:
         raise BadInputError(f"overlap {overlap} is more than half the tile ({tile}): each pixel would run through "
                             f"about {per_pixel:.0f} tiles, {per_pixel / 4:.0f}x the work at overlap {tile // 2}; "
                             f"use an overlap of at most {tile // 2}")
+
+
+def _store_samples(rows: np.ndarray, norm: np.ndarray, full: float, out: np.ndarray) -> None:
+    """``rows`` (CxRxW blended sums) times ``norm`` (RxW, one over the weight sums) as integer samples
+    of ``full`` scale into ``out`` (RxWxC uint8/uint16): rounded to nearest and saturated by OpenCV."""
+    depth = cv2.CV_8U if out.dtype == np.uint8 else cv2.CV_16U
+    planes = [cv2.multiply(plane, norm, scale=full, dtype=depth) for plane in rows]  # rows: contiguous along W
+    if len(planes) == 1:
+        out[:, :, 0] = planes[0]
+    else:
+        cv2.merge(planes, dst=out)
 
 
 def _weigh(y: np.ndarray, wy: np.ndarray, wx: np.ndarray) -> None:
@@ -152,7 +164,6 @@ def run_tiled(
         wsum_x[x0 * scale:(x0 + tw) * scale] += wx
     out = band = None  # allocated at the first tile, with the model's output channels
     band_rows = th * scale  # the band holds the output rows of one row of tiles, from its first row
-    row_scale = out_scale or 1.0
     total, done = len(ys) * len(xs), 0
     for i, y0 in enumerate(ys):
         wy = ramps_y[y0]
@@ -180,11 +191,12 @@ def run_tiled(
         top, bottom = y0 * scale, min(y0 * scale + finished, h * scale)
         if bottom > top:
             rows = band[:, : bottom - top, : w * scale]
-            rows *= (row_scale / wsum_y[top:bottom])[:, None] / wsum_x[None, : w * scale]
-            if out_scale:
-                np.rint(rows, out=rows)
-                np.clip(rows, 0.0, out_scale, out=rows)
-            out[top:bottom] = rows.transpose(1, 2, 0)
+            norm = (1.0 / wsum_y[top:bottom])[:, None] / wsum_x[None, : w * scale]
+            if out_scale:  # normalise, scale, round and saturate in one OpenCV pass per channel
+                _store_samples(rows, norm, out_scale, out[top:bottom])
+            else:
+                rows *= norm
+                out[top:bottom] = rows.transpose(1, 2, 0)
         keep = band_rows - finished
         band[:, :keep] = band[:, finished:]  # numpy buffers the copy itself when the two overlap
         band[:, keep:] = 0.0

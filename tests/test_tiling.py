@@ -96,3 +96,17 @@ def test_integer_samples_stream_into_integer_output(rgb_photo, dtype):
     # the float output of the streamed blend is the whole-image blend (no band lost at a seam)
     whole = ConvSession().run(samples.astype(np.float32)[None].transpose(0, 3, 1, 2) / full)[0].transpose(1, 2, 0)
     assert psnr(as_float, whole) >= 60.0
+
+
+def test_an_overlap_of_half_the_tile_warns_with_its_cost_and_more_is_refused():
+    from restorekit.runtime.tiling import check_overlap
+
+    with pytest.warns(RuntimeWarning, match=r"half the tile \(256\): each pixel runs through about 4 tiles, 3.1x"):
+        check_overlap(128, 256)
+    with pytest.raises(BadInputError, match="more than half the tile"):
+        check_overlap(129, 256)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_overlap(32, 256)  # the default: silent

@@ -110,3 +110,19 @@ def test_an_overlap_of_half_the_tile_warns_with_its_cost_and_more_is_refused():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_overlap(32, 256)  # the default: silent
+
+
+def test_a_tile_that_does_not_fit_the_model_is_said():
+    from restorekit.runtime.tiling import check_requested_tile
+
+    with pytest.warns(RuntimeWarning, match=r"--tile 100 is not a multiple of 8 .*tiles of 104 are used"):
+        check_requested_tile(100, None, 8)
+    with pytest.warns(RuntimeWarning, match=r"--tile 512 is not used: .*fixed 256x256 input"):
+        check_requested_tile(512, (256, 256), 1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_requested_tile(256, (256, 256), 1)
+        check_requested_tile(96, None, 8)
+        check_requested_tile(0, None, 8)  # whole image

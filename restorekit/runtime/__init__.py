@@ -39,9 +39,11 @@ class Bundle:
                 on_tile: Callable[[int, int], None] | None = None, out_dtype=np.float32) -> np.ndarray:
         """Run the bundle over an HxWx3 image (float, or uint8/uint16 samples) with the manifest's
         tiling (or overrides); the output is ``out_dtype`` (float32 unclipped, or clipped samples)."""
-        from restorekit.runtime.tiling import check_overlap, run_tiled
+        from restorekit.runtime.tiling import check_overlap, check_requested_tile, run_tiled
 
         t = self.manifest.tiling
+        if tile is not None:
+            check_requested_tile(tile, self.session.fixed_size, t.get("multiple_of", 1))
         tile = t.get("tile") if tile is None else tile
         if overlap is not None:
             check_overlap(overlap, self.session.fixed_size[0] if self.session.fixed_size else tile)

@@ -65,6 +65,22 @@ def pad_to(img: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.pad(img, ((0, max(ph, 0)), (0, max(pw, 0)), (0, 0)), mode="symmetric")
 
 
+def check_requested_tile(tile: int | None, fixed_size: tuple[int, int] | None, multiple_of: int) -> None:
+    """Say (a warning) when a requested ``--tile`` does not fit the model's size rules: a model with
+    a fixed input runs at that size whatever is asked, and other tiles are rounded up to a multiple
+    of ``multiple_of``."""
+    import warnings
+
+    if not tile:
+        return
+    if fixed_size is not None and tuple(fixed_size) != (tile, tile):
+        warnings.warn(f"--tile {tile} is not used: this bundle's model has a fixed {fixed_size[1]}x{fixed_size[0]} "
+                      "input, and runs in tiles of that size", RuntimeWarning, stacklevel=3)
+    elif fixed_size is None and multiple_of > 1 and tile % multiple_of:
+        warnings.warn(f"--tile {tile} is not a multiple of {multiple_of} (the model's size rule): tiles of "
+                      f"{-(-tile // multiple_of) * multiple_of} are used", RuntimeWarning, stacklevel=3)
+
+
 def check_overlap(overlap: int, tile: int | None) -> None:
     """Refuse an overlap of more than half the tile: tiles then start fewer than ``tile - overlap``
     pixels apart and each pixel runs through about ``(tile / (tile - overlap))**2`` tiles (``--tile

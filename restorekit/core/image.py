@@ -304,6 +304,18 @@ def check_output_path(path: str | os.PathLike, input: str | os.PathLike | None =
     return path
 
 
+def full_scale(dtype) -> float | None:
+    """The float value 1.0 of an integer sample type (uint8: 255, uint16: 65535); None for float."""
+    dtype = np.dtype(dtype)
+    return float(np.iinfo(dtype).max) if dtype.kind == "u" else None
+
+
+def sample_type(bit_depth: int) -> tuple[type, float]:
+    """The integer sample type a file of ``bit_depth`` is written in, and its full scale."""
+    dtype = np.uint16 if bit_depth == 16 else np.uint8
+    return dtype, full_scale(dtype)
+
+
 #: Rows converted at once by :func:`to_uint`: its float temporaries stay a few MB, not photo-sized.
 TO_UINT_ROWS = 256
 
@@ -311,7 +323,7 @@ TO_UINT_ROWS = 256
 def to_uint(rgb: np.ndarray, alpha: np.ndarray | None = None, bit_depth: int = 8) -> np.ndarray:
     """RGB(+alpha) float in [0, 1] (or already uint8/uint16 samples) -> OpenCV BGR(A) uint8/uint16
     array, converted a band of rows at a time."""
-    dtype, scale = (np.uint16, 65535.0) if bit_depth == 16 else (np.uint8, 255.0)
+    dtype, scale = sample_type(bit_depth)
     h, w = rgb.shape[:2]
     out = np.empty((h, w, 3 if alpha is None else 4), dtype)
     for top in range(0, h, TO_UINT_ROWS):
@@ -328,7 +340,7 @@ def _samples(plane: np.ndarray, dtype, scale: float) -> np.ndarray:
     if plane.dtype == dtype:
         return plane
     if plane.dtype.kind == "u":
-        plane = plane.astype(np.float32) / np.float32(np.iinfo(plane.dtype).max)
+        plane = plane.astype(np.float32) / np.float32(full_scale(plane.dtype))
     v = plane * np.float32(scale)
     np.rint(v, out=v)
     return np.clip(v, 0, scale, out=v)
@@ -354,7 +366,7 @@ def write_image(
     if suffix in (".jpg", ".jpeg"):
         alpha, bit_depth = None, 8
         params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
-    dtype, scale = (np.uint16, 65535.0) if bit_depth == 16 else (np.uint8, 255.0)
+    dtype, scale = sample_type(bit_depth)
     swapped = False  # ``rgb`` itself turned into BGR for the encoder (and back after it)
     if gray:  # one luminance channel; with alpha, gray is replicated into BGRA (no 2-channel PNG in OpenCV)
         luma = cv2.cvtColor(np.ascontiguousarray(rgb if rgb.dtype.kind == "u" else rgb.astype(np.float32, copy=False)),

@@ -10,12 +10,14 @@ processed tile by tile: only one tile at a time is handed to the accelerator.
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import cv2
 import numpy as np
 
 from restorekit.core.errors import BadInputError
+from restorekit.core.image import full_scale
 from restorekit.runtime.session import Session
 
 
@@ -69,8 +71,6 @@ def check_requested_tile(tile: int | None, fixed_size: tuple[int, int] | None, m
     """Say (a warning) when a requested ``--tile`` does not fit the model's size rules: a model with
     a fixed input runs at that size whatever is asked, and other tiles are rounded up to a multiple
     of ``multiple_of``."""
-    import warnings
-
     if not tile:
         return
     if fixed_size is not None and tuple(fixed_size) != (tile, tile):
@@ -87,8 +87,6 @@ def check_overlap(overlap: int, tile: int | None) -> None:
     32 --overlap 31``: 1024 times, 256 times the work at overlap 16). Exactly half is allowed with a
     warning that says its cost."""
     if tile and 2 * overlap == tile:
-        import warnings
-
         warnings.warn(f"overlap {overlap} is half the tile ({tile}): each pixel runs through about 4 tiles, "
                       f"{4 / (tile / (tile - tile // 8)) ** 2:.1f}x the work of an overlap of {tile // 8}",
                       RuntimeWarning, stacklevel=3)
@@ -127,10 +125,6 @@ def _weigh(y: np.ndarray, wy: np.ndarray, wx: np.ndarray) -> None:
             view *= ramp[part][:, None] if axis == 1 else ramp[part][None, :]
 
 
-#: Full-scale value of each integer sample type a photo can be kept in (its float value is sample / scale).
-INTEGER_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
-
-
 def run_tiled(
     session: Session,
     rgb: np.ndarray,
@@ -155,9 +149,9 @@ def run_tiled(
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise BadInputError(f"expected an HxWx3 image, got shape {rgb.shape}")
-    in_scale = INTEGER_SCALE.get(rgb.dtype)
+    in_scale = full_scale(rgb.dtype)
     out_dtype = np.dtype(out_dtype)
-    out_scale = INTEGER_SCALE.get(out_dtype)
+    out_scale = full_scale(out_dtype)
     h, w = rgb.shape[:2]
     if session.fixed_size is not None:
         th, tw = session.fixed_size

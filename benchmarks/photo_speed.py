@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import shutil
@@ -188,6 +189,19 @@ def main(argv=None) -> int:
                  ">= 4x", f"{torch_wall / wall:.2f}x ({torch_wall:.1f} s / {wall:.1f} s)", torch_wall / wall >= 4))
     print(*rows[-2:], sep="\n", flush=True)
 
+    tflite = args.bundles / "restorekit-x2" / "tflite-int8"
+    if tflite.is_dir():  # MP/s at 512 over MP/s at 256, each at the plan `restorekit run` takes (bench)
+        bench_json = args.work / "tflite_bench.json"
+        subprocess.run([sys.executable, "-m", "restorekit.cli.main", "bench", str(tflite), "--sizes", "256,512,1024",
+                        "--runs", "10", "--no-reference", "--json", str(bench_json)], check=True, capture_output=True)
+        rate = {r["size"]: r for r in json.loads(bench_json.read_text())["results"]}
+        ratio = rate["512x512"]["megapixels_per_s"] / rate["256x256"]["megapixels_per_s"]
+        plans = ", ".join(f"{size}: {r['megapixels_per_s']:.2f} MP/s in {r['tiles']} tile(s) of {r['tile'][1]}x{r['tile'][0]}"
+                          for size, r in rate.items())
+        rows.append(("TFLite int8 (`restorekit bench`, at the plan `run` takes): MP/s at 512x512 over MP/s at 256x256",
+                     ">= 0.8x", f"{ratio:.2f}x ({plans})", ratio >= 0.8))
+        print(rows[-1], flush=True)
+
     cases = {
         "run6000": ["run", str(restorer), str(photos["run6000.jpg"]), "-o", "{out}.jpg", "--overwrite"],
         "restore3600": ["restore", str(photos["scan3600.png"]), "-o", "{out}.png", "--overwrite", "--scale", "2",
@@ -235,7 +249,7 @@ def main(argv=None) -> int:
     cmd = "python benchmarks/photo_speed.py --bundles BUNDLES" + (f" --baseline {args.baseline}" if baseline else "")
     lines = [BEGIN, "",
              f"`{cmd}` ({datetime.date.today()}, {platform.machine()}, {os.cpu_count()} cores, alone; BUNDLES holds "
-             "`restorekit bundle`'s restorekit-x2/onnx-int8 and the scratch detector's scratch_unet/onnx-fp32; photos made "
+             "`restorekit bundle`'s restorekit-x2/onnx-int8 and tflite-int8 and the scratch detector's scratch_unet/onnx-fp32; photos made "
              "from `../shared/photos/old/bopb_old_a.png` enlarged)", "",
              "| case | target | measured | holds |", "|---|---|---|---|"]
     lines += [f"| {what} | {target} | {got} | {'✓' if ok else '✗'} |" for what, target, got, ok in rows]

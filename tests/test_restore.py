@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from restorekit.cli.main import app
@@ -154,3 +155,41 @@ def test_profile_splits_each_stage_into_model_time_and_the_rest(tmp_path):
     assert all(0 <= s["model_seconds"] <= s["seconds"] + 1e-3 for s in ran)
     assert st["restore"]["model_seconds"] > 0 and st["defects"]["model_seconds"] > 0  # the restorer, the detector
     assert all(st[n]["model_seconds"] == 0 for n in ("assess", "tone", "cast") if n in st and st[n]["ran"])  # no model
+
+
+class _Probe:
+    """A pipeline stage that records the samples it was given."""
+
+    def __init__(self, name: str, needs: str, seen: dict):
+        self.name, self.needs, self.seen = name, needs, seen
+
+    def applies(self, ctx):
+        return True
+
+    def run(self, ctx):
+        self.seen[self.name] = ctx.rgb.copy()
+        return {}
+
+
+@pytest.mark.parametrize("integer", [True, False])
+def test_a_stage_gets_the_samples_it_declares(monkeypatch, integer):
+    """uint8 for a stage that declares uint8, float32 for float32, and what comes for "any"; a photo
+    read as integer samples is converted only when a stage needs float; the caller's photo is kept."""
+    from restorekit.core.image import Photo
+    from restorekit.restore import pipeline as P
+
+    seen: dict = {}
+    order = [("a", "any"), ("b", "uint8"), ("c", "any"), ("d", "float32"), ("e", "any"), ("f", "uint8")]
+    monkeypatch.setattr(P, "PIPELINE", tuple(_Probe(name, needs, seen) for name, needs in order))
+    samples = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    rgb = samples if integer else samples.astype(np.float32) / 255
+    before = rgb.copy()
+    result = P.restore_photo(Photo(rgb=rgb), None, None, P.RestoreOptions(stages=()))
+    assert seen["a"].dtype == rgb.dtype  # nothing asked for another type yet
+    assert seen["b"].dtype == np.uint8 and np.array_equal(seen["b"], samples)
+    assert seen["c"].dtype == np.uint8
+    assert seen["d"].dtype == np.float32 and np.allclose(seen["d"], samples / 255, atol=1e-7)
+    assert seen["e"].dtype == np.float32
+    assert seen["f"].dtype == np.uint8 and np.array_equal(seen["f"], samples)  # float -> uint8 rounds back exactly
+    assert np.array_equal(rgb, before)
+    assert result.photo.rgb.dtype == np.float32 and np.allclose(result.photo.rgb, samples / 255, atol=1e-7)

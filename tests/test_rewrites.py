@@ -104,11 +104,14 @@ def test_rewrite_on_real_esrgan_compact_and_in_the_tflite_bundle(tmp_path):
     assert not any(isinstance(m, nn.PReLU) for m in new.modules())
     assert max_difference(loaded.module, new, torch.rand(1, 3, 32, 32)) == 0.0
     conv = convert_model(loaded.module, loaded.spec, "tflite", tmp_path, "fp32", tile=32)
-    assert conv.recipe["rewrites"] == {"prelu": 17}
+    assert conv.recipe["rewrites"] == {"prelu": 17, "compact_base": 1, "pixel_shuffle": 1}
+    assert max_difference(loaded.module, apply_rewrites(loaded.module, ("prelu", "compact_base", "pixel_shuffle"))[0],
+                          torch.rand(1, 3, 24, 40)) == 0.0
     from ai_edge_litert.interpreter import Interpreter
 
     ops = {op["op_name"] for op in Interpreter(model_path=str(conv.path))._get_ops_details()}
     assert "MAXIMUM" in ops and not {"PRELU", "SELECT", "SELECT_V2", "RELU", "NEG"} & ops, ops
+    assert conv.input.shape[1:3] == [None, None]  # Compact's graph resizes: no reshape baked at the traced size
 
 
 class _FunctionalRelu(nn.Module):
@@ -170,7 +173,9 @@ def test_split_then_max_form_on_real_esrgan_compact():
     assert widths == [128, 64] * 8 + [128, 48]  # every conv is doubled once at most: its output or its input
     assert max_difference(loaded.module, new, torch.rand(1, 3, 32, 32)) < 1e-4
     assert edge_model(loaded.module, "onnx")[1] == {"prelu": 17}  # only int8 asks for the split
-    assert edge_model(loaded.module, "tflite", split_prelus=True)[1] == {"prelu": 17}  # not a tflite rewrite
+    # not a tflite rewrite
+    assert edge_model(loaded.module, "tflite", split_prelus=True)[1] == {"prelu": 17, "compact_base": 1,
+                                                                         "pixel_shuffle": 1}
 
 
 def test_split_prelu_leaves_a_functional_relu_net_alone():
@@ -193,3 +198,65 @@ def test_nafnet_layernorm2d_becomes_plain_ops_and_converts_to_core_ml(tmp_path):
     assert len(done) == 10 and max_difference(model, rewritten, torch.rand(1, 3, 32, 32)) < 1e-5
     conv = convert_model(model, arch.spec(small=True), "coreml", tmp_path, "fp32", tile=32)
     assert conv.recipe["rewrites"] == {"layernorm2d": 10} and conv.path.exists()
+
+
+def _shuffle_nets():
+    from restorekit.models.edgenet import EdgeRestoreNet
+    from restorekit.models.unet import ScratchUNet
+
+    torch.manual_seed(0)
+    sr = EdgeRestoreNet(channels=8, num_convs=1, scale=3)
+    nn.init.normal_(sr.tail.weight, std=0.1)  # the tail starts at zero: give the shuffle something to move
+    return [sr.eval(), ScratchUNet(width=4).eval()]
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_pixel_shuffle_as_transposed_conv_is_bit_exact(index):
+    from restorekit.convert.rewrites import TransposedConvPixelShuffle, pixel_shuffle_to_transposed_conv
+
+    net = _shuffle_nets()[index]
+    new, done = pixel_shuffle_to_transposed_conv(net)
+    assert len(done) == (1, 2)[index] and new is not net
+    assert sum(isinstance(m, TransposedConvPixelShuffle) for m in new.modules()) == len(done)
+    assert not any(type(m) is nn.PixelShuffle for m in new.modules())
+    assert any(type(m) is nn.PixelShuffle for m in net.modules())  # the caller's model is untouched
+    for shape in ((1, 3, 32, 32), (2, 3, 20, 28)):
+        assert max_difference(net, new, torch.rand(*shape)) == 0.0
+
+
+def test_tflite_bundle_graph_resizes_and_keeps_its_shuffle_in_float(tmp_path):
+    """The TFLite export of a pixel-shuffle net has dynamic height and width: one file runs tiles of
+    any size (fp32 equal to PyTorch at two sizes); in full-integer int8 the shuffle stays float."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from restorekit.build.convert import convert_model
+    from restorekit.convert.rewrites import pixel_shuffle_to_transposed_conv
+    from restorekit.models.spec import ModelSpec
+    from restorekit.runtime.tflite import TFLiteSession
+
+    net = _shuffle_nets()[0]
+    spec = ModelSpec(name="shuffle", architecture="EdgeRestoreNet", task="sr", scale=3)
+    for sub in ("fp32", "int8"):
+        (tmp_path / sub).mkdir()
+    conv = convert_model(net, spec, "tflite", tmp_path / "fp32", "fp32", tile=32)
+    assert conv.input.shape == [1, None, None, 3] and conv.output.shape == [1, None, None, 3]
+    session = TFLiteSession(conv.path, conv.input, conv.output)
+    assert session.fixed_size is None
+    for h, w in ((32, 32), (40, 56), (32, 32)):
+        x = torch.rand(1, 3, h, w)
+        y = session.run(x.numpy())
+        assert y.shape == (1, 3, 3 * h, 3 * w)
+        assert np.abs(y - net(x).detach().numpy()).max() < 1e-5
+    calib = [np.random.default_rng(i).random((1, 3, 32, 32), dtype=np.float32) for i in range(4)]
+    q = convert_model(net, spec, "tflite", tmp_path / "int8", "int8", tile=32, calib=calib)
+    interp = Interpreter(model_path=str(q.path))
+    dtypes = {d["index"]: d["dtype"] for d in interp.get_tensor_details()}
+    ops = interp._get_ops_details()
+    shuffles = [op for op in ops if op["op_name"] == "TRANSPOSE_CONV"]
+    assert len(shuffles) == 1 and dtypes[shuffles[0]["outputs"][0]] == np.float32
+    assert any(op["op_name"] == "CONV_2D" and dtypes[op["outputs"][0]] == np.int8 for op in ops)
+    # the clamp after the shuffle gives the int8 sum before it the clamp's own range, [0, 1]
+    quant = {d["index"]: d["quantization"] for d in interp.get_tensor_details()}
+    (add,) = [op for op in ops if op["op_name"] == "ADD"]
+    assert abs(quant[add["outputs"][0]][0] - 1 / 255) < 1e-6
+    assert pixel_shuffle_to_transposed_conv(net)[1] == ["shuffle"]

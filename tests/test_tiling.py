@@ -8,7 +8,7 @@ import pytest
 
 from restorekit.core.errors import BadInputError
 from restorekit.core.metrics import psnr
-from restorekit.runtime.tiling import edge_ramp, run_tiled, tile_starts
+from restorekit.runtime.tiling import PLAN_TILE_FACTOR, edge_ramp, planned_tile, run_tiled, spread_side, tile_starts
 
 
 class ConvSession:
@@ -126,3 +126,51 @@ def test_a_tile_that_does_not_fit_the_model_is_said():
         check_requested_tile(256, (256, 256), 1)
         check_requested_tile(96, None, 8)
         check_requested_tile(0, None, 8)  # whole image
+
+
+class ShapeLog(ConvSession):
+    """A ConvSession that records the tile shapes it was given."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.shapes = set()
+
+    def run(self, x):
+        self.shapes.add(x.shape[2:])
+        return super().run(x)
+
+
+@pytest.mark.parametrize("length,max_side,overlap,mult", [(4000, 512, 32, 1), (3000, 512, 32, 1), (1000, 256, 32, 4),
+                                                           (257, 256, 32, 1), (512, 256, 16, 8), (90, 256, 32, 4)])
+def test_spread_tiles_are_as_many_as_full_ones_and_no_longer(length, max_side, overlap, mult):
+    side = spread_side(length, max_side, overlap, mult)
+    assert side % mult == 0 and side <= max(max_side, -(-length // mult) * mult)
+    if length > max_side:
+        assert len(tile_starts(length, side, overlap)) == len(tile_starts(length, max_side, overlap))
+        assert side < max_side or length - overlap == (max_side - overlap) * len(tile_starts(length, max_side, overlap))
+    else:
+        assert side == -(-length // mult) * mult  # the whole axis in one tile
+
+
+def test_planned_tiles_keep_the_tiling_bar_and_cut_the_work(rgb_photo):
+    """A dynamic model without --tile runs the fewest tiles up to PLAN_TILE_FACTOR x the manifest's
+    side, spread evenly: fewer pixels through the model, and the output within the tiling bar
+    (>= 60 dB against the whole image) at every plan."""
+    img = rgb_photo[:300, :340]
+    whole = ConvSession().run(img.transpose(2, 0, 1)[None])[0].transpose(1, 2, 0)
+    manifest_tile = 96
+    assert planned_tile(manifest_tile, None, None) == PLAN_TILE_FACTOR * manifest_tile
+    assert planned_tile(manifest_tile, 64, None) == 64  # an explicit --tile is kept
+    assert planned_tile(manifest_tile, None, (96, 96)) == manifest_tile  # a fixed-size model runs its size
+    work = {}
+    for tile in (manifest_tile, planned_tile(manifest_tile, None, None)):
+        sess = ShapeLog()
+        out = run_tiled(sess, img, 2, tile=tile, overlap=24)
+        assert psnr(out, whole) >= 60.0, tile
+        assert len(sess.shapes) == 1 and max(max(s) for s in sess.shapes) <= tile
+        (th, tw), = sess.shapes
+        work[tile] = sess.calls * th * tw
+    assert work[planned_tile(manifest_tile, None, None)] < 0.8 * work[manifest_tile]
+    sess = ShapeLog()
+    run_tiled(sess, img[:150, :170], 2, tile=PLAN_TILE_FACTOR * manifest_tile, overlap=24)
+    assert sess.calls == 1 and sess.shapes == {(150, 170)}  # a photo that fits runs whole

@@ -104,7 +104,7 @@ def _bench_table(data: dict, runs: int, warmup: int) -> Table:
     """One row per backend and size."""
     table = Table(title=f"restorekit bench: {data['settings']['threads']} threads, {runs} runs after {warmup} warm-up, "
                         f"each backend in its own process, one after the other")
-    cols = ("backend", "size", "tiles", "p50 ms", "p95 ms", "p99 ms", "img/s", "MP/s", "peak RSS MB",
+    cols = ("backend", "size", "tiles (plan)", "p50 ms", "p95 ms", "p99 ms", "img/s", "MP/s", "peak RSS MB",
             "GFLOP/s", "% CPU peak", "vs reference")
     for col in cols:
         table.add_column(col, justify="left" if col == "backend" else "right")
@@ -115,7 +115,8 @@ def _bench_table(data: dict, runs: int, warmup: int) -> Table:
         pct = "–" if r["fraction_of_peak"] is None else f"{100 * r['fraction_of_peak']:.1f} %"
         gf = "–" if r["gflops"] is None else f"{r['gflops']:.1f}"
         sp = "–" if r["speedup_vs_reference"] is None else f"{r['speedup_vs_reference']:.2f}x"
-        table.add_row(r["name"], r["size"], str(r["tiles"]), f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
+        plan = str(r["tiles"]) if not r.get("tile") else f"{r['tiles']} x {r['tile'][1]}x{r['tile'][0]}"
+        table.add_row(r["name"], r["size"], plan, f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
                       f"{r['p99_ms']:.1f}", f"{r['images_per_s']:.1f}", f"{r['megapixels_per_s']:.2f}",
                       f"{r['peak_rss_mb']:.0f}", gf, pct, sp)
     return table

@@ -518,6 +518,92 @@ def conv_transpose_to_crop(model: nn.Module) -> tuple[nn.Module, list[str]]:
 
 
 
+def _compact_forward(self, x):
+    """SRVGGNetCompact's forward with the nearest-neighbour base added before the pixel shuffle, as
+    each input channel copied to its ``upscale**2`` sub-pixel channels by a fixed 0/1 1x1 conv: the
+    same sums on the same pairs (shuffle(a) + nearest(x) = shuffle(a + copies of x)), bit for bit.
+    litert-torch lowers ``F.interpolate(mode="nearest")`` of a dynamic size to a gather it cannot
+    size; a 1x1 conv follows any size."""
+    out = x
+    for layer in self.body:
+        out = layer(out)
+    return self.upsampler(out + F.conv2d(x, self.base_copies))
+
+
+class FoldedBaseCompact(AdoptedModule):
+    """spandrel's ``SRVGGNetCompact`` with the same submodules and :func:`_compact_forward`."""
+
+    forward = _compact_forward
+
+    def __init__(self, net: nn.Module):
+        super().__init__(net)
+        self._buffers = dict(self._buffers)  # its own buffer table: the adopted net's stays as it is
+        sub = net.upscale * net.upscale
+        copies = torch.zeros(net.num_out_ch * sub, net.num_in_ch, 1, 1)
+        for c in range(net.num_out_ch):
+            copies[c * sub:(c + 1) * sub, c % net.num_in_ch] = 1.0
+        self.register_buffer("base_copies", copies.to(next(net.parameters()).device), persistent=False)
+
+
+def compact_base_before_shuffle(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """Every Real-ESRGAN ``SRVGGNetCompact`` (3 channels in and out) -> :class:`FoldedBaseCompact`."""
+    return _replace_by_type_name(model, "SRVGGNetCompact", FoldedBaseCompact,
+                                 when=lambda m: m.num_in_ch == m.num_out_ch)
+
+
+class TransposedConvPixelShuffle(nn.Module):
+    """``nn.PixelShuffle`` as a transposed convolution (kernel = stride = the factor) whose kernel
+    copies input channel ``c * r * r + by * r + bx`` to output channel ``c`` at sub-pixel ``(by, bx)``:
+    each output is one input times 1, so the same values bit for bit. litert-torch lowers
+    ``pixel_shuffle`` to reshapes whose shapes are constants of the traced size, so the graph cannot be
+    resized (XNNPACK refuses, and a dynamic-shape export fails); a TRANSPOSE_CONV follows any size."""
+
+    def __init__(self, shuffle: nn.PixelShuffle, channels: int):
+        super().__init__()
+        r = shuffle.upscale_factor
+        kernel = torch.zeros(channels * r * r, channels, r, r)
+        for c in range(channels):
+            for by in range(r):
+                for bx in range(r):
+                    kernel[c * r * r + by * r + bx, c, by, bx] = 1.0
+        self.register_buffer("kernel", kernel, persistent=False)
+        self.factor = r
+
+    def forward(self, x):
+        """Pixel shuffle of an NCHW tensor with ``channels * factor**2`` channels."""
+        return F.conv_transpose2d(x, self.kernel.to(x.dtype), stride=self.factor)
+
+
+def pixel_shuffle_to_transposed_conv(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """Every ``nn.PixelShuffle`` -> :class:`TransposedConvPixelShuffle`, its channel count read on one
+    small forward pass of the copy (a shuffle does not know its channels). A model that this probe
+    cannot run (a fixed input size, another channel count) is returned as it is."""
+    out, done = _replace(model, lambda m: type(m) is nn.PixelShuffle, lambda m: m)  # a copy to work on
+    if not done:
+        return model, []
+    channels: dict[str, int] = {}
+
+    def record(name: str):
+        def hook(module, args, result) -> None:  # returns None: the output is kept as it is
+            channels.setdefault(name, int(result.shape[1]))
+        return hook
+
+    hooks = [out.get_submodule(name).register_forward_hook(record(name)) for name in done]
+    try:
+        param = next(out.parameters(), None)
+        side = 4 * max(int(getattr(out, "multiple_of", 1) or 1), 4)
+        with torch.no_grad():
+            out(torch.rand(1, int(getattr(out, "in_channels", 3)), side, side,
+                           device=param.device if param is not None else "cpu"))
+    except Exception:  # noqa: BLE001 - a model this probe cannot run keeps its shuffles
+        return model, []
+    finally:
+        for h in hooks:
+            h.remove()
+    for name in done:
+        _set_module(out, name, TransposedConvPixelShuffle(out.get_submodule(name), channels[name]))
+    return out, done
+
 #: name -> rewrite; ``TargetProfile.rewrites`` lists the names a target applies, in order.
 REWRITES: dict[str, Callable[[nn.Module], tuple[nn.Module, list[str]]]] = {
     "prelu": prelu_to_max_form,
@@ -527,6 +613,8 @@ REWRITES: dict[str, Callable[[nn.Module], tuple[nn.Module, list[str]]]] = {
     "codeformer": codeformer_to_static_ops,  # TFLite, Core ML: no scatter
     "fft_matmul": fft_to_matmul_dft,  # TFLite: no normalised FFT
     "conv_transpose_crop": conv_transpose_to_crop,  # TFLite: no transposed conv with output padding
+    "compact_base": compact_base_before_shuffle,  # TFLite: no nearest upsample of a dynamic size
+    "pixel_shuffle": pixel_shuffle_to_transposed_conv,  # TFLite: a graph that resizes (no size-baked reshapes)
 }
 
 

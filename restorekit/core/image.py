@@ -310,6 +310,23 @@ def full_scale(dtype) -> float | None:
     return float(np.iinfo(dtype).max) if dtype.kind == "u" else None
 
 
+def as_samples(rgb: np.ndarray, dtype) -> np.ndarray:
+    """``rgb`` (float in [0, 1], or uint8 / uint16 samples) as ``dtype``: float32 in [0, 1], or
+    integer samples rounded and clipped; ``rgb`` itself when it has that type already."""
+    dtype = np.dtype(dtype)
+    if rgb.dtype == dtype:
+        return rgb
+    if dtype.kind == "f":
+        out = rgb.astype(dtype)
+        if rgb.dtype.kind == "u":
+            out /= dtype.type(full_scale(rgb.dtype))
+        return out
+    out = np.empty(rgb.shape, dtype)
+    for c in range(rgb.shape[-1]):  # a plane at a time: one float plane of scratch memory, not a photo
+        out[..., c] = _samples(rgb[..., c], dtype, full_scale(dtype))
+    return out
+
+
 def sample_type(bit_depth: int) -> tuple[type, float]:
     """The integer sample type a file of ``bit_depth`` is written in, and its full scale."""
     dtype = np.uint16 if bit_depth == 16 else np.uint8

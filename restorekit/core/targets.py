@@ -71,7 +71,8 @@ TARGETS: dict[str, TargetProfile] = {
     # its fp16 is fp16 weights behind DEQUANTIZE ops, computed in float32 (LiteRT's CPU kernels)
     "tflite": TargetProfile("tflite", "model.tflite", ("fp32", "fp16") + _INTEGER, ("fp32", "fp16", "int8"), "NHWC",
                             False, "any OS (ai-edge-litert)", TASKS,
-                            rewrites=("prelu", "gfpgan", "codeformer", "fft_matmul", "conv_transpose_crop"),
+                            rewrites=("prelu", "gfpgan", "codeformer", "fft_matmul", "conv_transpose_crop", "compact_base",
+                                      "pixel_shuffle"),
                             int8_prelu_slopes=True, fp16_compute=False),
     "coreml": TargetProfile("coreml", "model.mlpackage",
                             ("fp32", "fp16", "w8", "w8a8", "palettize4", "palettize6", "palettize8"), ("fp32", "fp16"),

@@ -146,7 +146,7 @@ def _row(label: str, kind: str, size: tuple[int, int], threads: int, macs_per_mp
     mp = size[0] * size[1] / 1e6
     gflops = None if not macs_per_mp else 2 * macs_per_mp * mp / (p50 / 1e3) / 1e9
     return {
-        **row, "device": res["device"], "tiles": res["tiles"], "runs": len(lat),
+        **row, "device": res["device"], "tiles": res["tiles"], "tile": res.get("tile"), "runs": len(lat),
         "p50_ms": round(p50, 3), "p95_ms": round(float(np.percentile(lat, 95)), 3),
         "p99_ms": round(float(np.percentile(lat, 99)), 3), "mean_ms": round(float(lat.mean()), 3),
         "images_per_s": round(1e3 / float(lat.mean()), 3), "megapixels_per_s": round(mp * 1e3 / float(lat.mean()), 3),

@@ -123,22 +123,21 @@ def measure(spec: dict) -> dict:
         fn, tiles, device = (lambda: session.run(x)), 1, session.device
     else:
         from restorekit.runtime import load_bundle
-        from restorekit.runtime.tiling import tile_starts
 
         rss_start = _rss_kb()
         bundle = load_bundle(spec["path"], provider=spec["provider"], threads=threads, allow_failed=True)
-        fixed = bundle.session.fixed_size
-        if fixed is None or tuple(fixed) == (h, w):
+        plan = bundle.tile_plan(h, w)  # what `restorekit run` does with this size: the MP/s of its plan
+        if plan["tiles"] == 1 and plan["tile"] == [h, w]:
             x = rng.random((1, 3, h, w), dtype=np.float32)
-            fn, tiles = (lambda: bundle.session.run(x)), 1
-        else:  # a static-shape model (TFLite, Core ML) on another size runs tiled, as `restorekit run` does
+            fn = lambda: bundle.session.run(x)  # noqa: E731
+        else:
             rgb = rng.random((h, w, 3), dtype=np.float32)
             fn = lambda: bundle.upscale(rgb)  # noqa: E731
-            overlap = bundle.manifest.tiling.get("overlap", 32)
-            tiles = len(tile_starts(h, fixed[0], overlap)) * len(tile_starts(w, fixed[1], overlap))
+        tiles = plan["tiles"]
         device = bundle.session.device
     lat = _time(fn, int(spec["runs"]), int(spec["warmup"]))
-    return {"latencies_ms": lat, "tiles": tiles, "device": device,
+    return {"latencies_ms": lat, "tiles": tiles, "tile": None if spec["kind"] == "reference" else plan["tile"],
+            "device": device,
             "rss_start_kb": rss_start, "peak_rss_kb": _rss_kb()}
 
 

@@ -2,7 +2,7 @@
 
 Plain 3x3 convolutions with ReLU, a fixed 1x1 "anchor" convolution that copies the input
 to every sub-pixel (so the net learns a residual over nearest-neighbour upsampling), and a
-pixel shuffle (ONNX DepthToSpace, Core ML pixel_shuffle, TFLite DEPTH_TO_SPACE). No PReLU,
+pixel shuffle (ONNX DepthToSpace, Core ML pixel_shuffle, TFLite TRANSPOSE_CONV by a rewrite). No PReLU,
 no normalisation, no attention: every op has an int8 kernel on ORT, XNNPACK and the ANE.
 """
 
@@ -34,6 +34,8 @@ class EdgeRestoreNet(nn.Module):
         for c in range(in_channels):
             anchor[c * sub : (c + 1) * sub, c] = 1.0
         self.register_buffer("anchor", anchor, persistent=False)
+        # a module, not F.pixel_shuffle: a target's rewrite finds it (convert.rewrites)
+        self.shuffle = nn.PixelShuffle(scale) if scale > 1 else nn.Identity()
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
 
@@ -43,9 +45,7 @@ class EdgeRestoreNet(nn.Module):
         for conv in self.body:
             y = F.relu(conv(y))
         y = self.tail(y) + F.conv2d(x, self.anchor)
-        if self.scale > 1:
-            y = F.pixel_shuffle(y, self.scale)
-        return torch.clamp(y, 0.0, 1.0)
+        return torch.clamp(self.shuffle(y), 0.0, 1.0)
 
     @property
     def config(self) -> dict[str, int]:

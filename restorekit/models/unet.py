@@ -33,6 +33,8 @@ class ScratchUNet(nn.Module):
         self.dec2 = _conv(w2, w2)
         self.up2 = _conv(w2, w1 * 4)
         self.dec1 = _conv(w1, w1)
+        # modules, not F.pixel_shuffle: a target's rewrite finds them (convert.rewrites)
+        self.shuffle3, self.shuffle2 = nn.PixelShuffle(2), nn.PixelShuffle(2)
         self.head = nn.Conv2d(w1, 1, 1)
 
     @staticmethod
@@ -46,8 +48,8 @@ class ScratchUNet(nn.Module):
         e1 = self._block(self.enc1, x)
         e2 = self._block(self.enc2, e1)
         e3 = self._block(self.enc3, e2)
-        d2 = F.relu(self.dec2(F.relu(F.pixel_shuffle(self.up3(e3), 2)) + e2))
-        d1 = F.relu(self.dec1(F.relu(F.pixel_shuffle(self.up2(d2), 2)) + e1))
+        d2 = F.relu(self.dec2(F.relu(self.shuffle3(self.up3(e3))) + e2))
+        d1 = F.relu(self.dec1(F.relu(self.shuffle2(self.up2(d2))) + e1))
         return self.head(d1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

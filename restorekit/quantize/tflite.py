@@ -19,6 +19,29 @@ _CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV")
 _GROUP = {"Conv2d": "conv", "ConvTranspose2d": "conv", "Linear": "fc"}
 
 
+def pixel_shuffle_ops(interp) -> set[int]:
+    """Indices (in ``_get_ops_details`` order) of the TRANSPOSE_CONV ops that are a pixel shuffle
+    (``convert.rewrites.TransposedConvPixelShuffle``): a square r x r filter of zeros and ones that
+    sends every input channel to exactly one (output channel, sub-pixel). They move values and
+    compute nothing: kept in float (XNNPACK's int8 transposed conv took 15 of 27 ms of the built-in
+    int8 model at 256 px, and requantizing it adds a rounding) and seen through like a reshape."""
+    found = set()
+    for k, op in enumerate(interp._get_ops_details()):  # noqa: SLF001
+        if op["op_name"] != "TRANSPOSE_CONV" or len(op["inputs"]) < 3:
+            continue
+        try:
+            filt = np.asarray(interp.get_tensor(op["inputs"][1]), dtype=np.float32)  # [out, kh, kw, in]
+        except ValueError:
+            continue
+        if filt.ndim != 4 or filt.shape[1] != filt.shape[2] or not np.isin(filt, (0.0, 1.0)).all():
+            continue
+        per_input = filt.reshape(-1, filt.shape[3]).sum(axis=0)
+        per_output = filt.sum(axis=3)
+        if (per_input == 1).all() and (per_output == 1).all():
+            found.add(k)
+    return found
+
+
 def _weight_ops(float_model: Path) -> list[dict]:
     """The conv / fully connected ops in graph order: group, scope regex, input and output tensor
     names, filter dims, and ``region``: a scope regex for the op together with the ops that follow
@@ -28,14 +51,17 @@ def _weight_ops(float_model: Path) -> list[dict]:
     names = {d["index"]: d["name"] for d in interp.get_tensor_details()}
     shapes = {d["index"]: d["shape"] for d in interp.get_tensor_details()}
     ops = interp._get_ops_details()  # noqa: SLF001 - the only op-order view the interpreter offers
+    shuffles = pixel_shuffle_ops(interp)
     constants = ({i for op in ops for i in op["inputs"] if i >= 0} - {i for op in ops for i in op["outputs"]}
                  - {d["index"] for d in interp.get_input_details()})
     out = []
     owner: dict[int, int] = {}  # tensor index -> index in ``out`` of the weight op it derives from alone
-    for op in ops:
+    for k, op in enumerate(ops):
         outputs = [i for i in op["outputs"] if i >= 0]
         scope = "".join(f"{names[i]};" for i in outputs)
         group = "conv" if op["op_name"] in _CONV_OPS else "fc" if op["op_name"] == "FULLY_CONNECTED" else None
+        if k in shuffles:  # not a layer: a pixel shuffle
+            group = None
         if group:
             filt = op["inputs"][1] if len(op["inputs"]) > 1 and op["inputs"][1] >= 0 else None
             out.append({"group": group, "scope": "^" + re.escape(scope) + "$", "scopes": [scope],
@@ -71,6 +97,7 @@ def output_clamp_ranges(float_model: Path) -> dict[str, tuple[float, float]]:
     interp = require("ai_edge_litert.interpreter").Interpreter(model_path=str(float_model))
     names = {d["index"]: d["name"] for d in interp.get_tensor_details()}
     ops = interp._get_ops_details()  # noqa: SLF001
+    moves = {id(ops[k]) for k in pixel_shuffle_ops(interp)} | {id(o) for o in ops if o["op_name"] in _DATA_MOVEMENT}
     outputs = {d["index"] for d in interp.get_output_details()}
     consumers: dict[int, list] = {}
     for op in ops:
@@ -83,7 +110,7 @@ def output_clamp_ranges(float_model: Path) -> dict[str, tuple[float, float]]:
         while True:
             chain.append(t)
             users = consumers.get(t, [])
-            if t in outputs or len(users) != 1 or users[0]["op_name"] not in _DATA_MOVEMENT:
+            if t in outputs or len(users) != 1 or id(users[0]) not in moves:
                 break
             t = users[0]["outputs"][0]
         if t not in outputs:
@@ -92,9 +119,9 @@ def output_clamp_ranges(float_model: Path) -> dict[str, tuple[float, float]]:
         while t not in outputs and len(consumers.get(t, [])) == 1:
             chain.append(t)
             p = producer.get(t)
-            if p is None or p["op_name"] not in _DATA_MOVEMENT:
+            if p is None or id(p) not in moves:
                 break
-            t = p["inputs"][0]
+            t = p["inputs"][2 if p["op_name"] == "TRANSPOSE_CONV" else 0]  # TRANSPOSE_CONV: [shape, filter, data]
         out.update({names[i]: _CLAMPS[op["op_name"]] for i in chain})
     return out
 
@@ -152,6 +179,11 @@ def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.n
                                  activation_num_bits=16 if setting.activations == "int16" else 8, weight_num_bits=8)
 
     add(".*", recipe.default)
+    interp = require("ai_edge_litert.interpreter").Interpreter(model_path=str(float_model))
+    names = {d["index"]: d["name"] for d in interp.get_tensor_details()}
+    ops = interp._get_ops_details()  # noqa: SLF001
+    for k in sorted(pixel_shuffle_ops(interp)):  # a pixel shuffle stays in float (see pixel_shuffle_ops)
+        add("^" + re.escape("".join(f"{names[i]};" for i in ops[k]["outputs"] if i >= 0)) + "$", None)
     per_layer = {}
     if recipe.op_names or recipe.op_types:
         for name, op in layer_ops(float_model, call_order or [], weight_shapes).items():
@@ -172,7 +204,7 @@ def quantize(float_model: Path, out_path: Path, recipe: Recipe, calib: list[np.n
         interp = require("ai_edge_litert.interpreter").Interpreter(model_path=str(float_model))
         (sig_key, sig), = interp.get_signature_list().items()
         in_name = sig["inputs"][0]
-        shape = tuple(interp.get_input_details()[0]["shape"])
+        shape = tuple(interp.get_input_details()[0]["shape_signature"])  # -1: dynamic (the tile's own)
         samples = [{in_name: _fit_nhwc(t, shape)} for t in calib]
         ranges = _calibrate_min_max(qt, sig_key, samples)
         # The model's input and output are images: their value range is known, [0, 1].
@@ -239,10 +271,11 @@ def _apply_learned_ranges(ranges: dict, recipe: Recipe, float_model: Path, call_
 
 
 def _fit_nhwc(tile: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """NCHW calibration tile -> NHWC array of the model's static input shape (crop or pad)."""
+    """NCHW calibration tile -> NHWC array of the model's input shape (crop or pad); a dynamic
+    dimension (-1) keeps the tile's own size."""
     from restorekit.runtime.tiling import pad_to
 
     img = tile[0].transpose(1, 2, 0)
-    h, w = int(shape[1]), int(shape[2])
+    h, w = (int(s) if s > 0 else n for s, n in zip(shape[1:3], img.shape[:2]))
     img = pad_to(img, h, w)[:h, :w]
     return np.ascontiguousarray(img[None], dtype=np.float32)

@@ -183,7 +183,9 @@ def load_pipeline_models(options: RestoreOptions, restorer: str | None = None, d
                 from restorekit.models.loader import default_reference
 
                 ref_model = pipeline_model(default_reference(read_manifest(ref_of)), task, "cpu", threads)
-                ref_model.tile, ref_model.overlap = model.tile, model.overlap  # the same windows as the bundle
+                # the same windows as the bundle: its tile, overlap and (fixed or planned) tile size
+                ref_model.tile, ref_model.overlap = model.tile, model.overlap
+                ref_model.session.fixed_size = model.session.fixed_size
                 m.references[stage] = ref_model
             else:
                 m.references[stage] = model  # already the full-precision model: the comparison is exact

@@ -45,12 +45,12 @@ import cv2
 import numpy as np
 
 from restorekit.core.errors import BadInputError
-from restorekit.core.image import Photo
+from restorekit.core.image import Photo, as_samples
 from restorekit.restore.assess import Assessment, assess, lab, neutral_cast
 from restorekit.restore.defects import INPAINT_TILE, detect_defects, inpaint, inpaint_with_model
 from restorekit.runtime.detect import Face
 from restorekit.runtime.session import Session, TimedSession
-from restorekit.runtime.tiling import run_tiled
+from restorekit.runtime.tiling import planned_tile, run_tiled
 
 STAGES = ("defects", "restore", "faces", "tone", "cast", "sr")
 MAX_SCALE = 8
@@ -152,9 +152,16 @@ def check_scale(options: RestoreOptions, restorer: Model | None, upscaler: Model
                             f"the models given reach {top}x")
 
 
+def _plan(model: Model) -> int | None:
+    """The largest tile side ``model`` runs in (:func:`planned_tile`: twice its tile for a model of
+    dynamic input size)."""
+    return planned_tile(model.tile, None, model.session.fixed_size)
+
+
 def _tiled(model: Model, rgb: np.ndarray) -> np.ndarray:
-    """``model`` run on ``rgb`` in its tiles, clipped to [0, 1] (in place: the output is new)."""
-    out = run_tiled(model.session, rgb, model.scale, tile=model.tile, overlap=model.overlap,
+    """``model`` run on ``rgb`` in its tiles (the plan of ``restorekit run``: :func:`planned_tile`),
+    clipped to [0, 1] (in place: the output is new)."""
+    out = run_tiled(model.session, rgb, model.scale, tile=_plan(model), overlap=model.overlap,
                     multiple_of=model.multiple_of)
     return np.clip(out, 0, 1, out=out)
 
@@ -222,6 +229,11 @@ class Stage:
     the fields it logs, ``reason`` says why it did not run (None: it is left out of the log)."""
 
     name = ""
+    #: The samples the stage reads ``ctx.rgb`` in: "float32" (in [0, 1]), "uint8" / "uint16", or "any"
+    #: (as they come: a tiled model converts tile by tile). The pipeline converts ``ctx.rgb`` before a
+    #: stage that needs another type, and never otherwise: a photo read as integer samples stays so
+    #: until a stage needs float.
+    needs = "float32"
 
     def applies(self, ctx: Context) -> bool:
         """Whether the stage runs on this photo."""
@@ -352,6 +364,8 @@ class Restore(Stage):
 
     name = "restore"
 
+    needs = "any"  # tiles are converted one by one (runtime.tiling.run_tiled)
+
     def applies(self, ctx: Context) -> bool:
         """Asked for, with a restoration model."""
         return ctx.wants("restore") and ctx.models.restorer is not None
@@ -369,7 +383,7 @@ class Restore(Stage):
             h, w = ctx.input_size
             ctx.rgb = cv2.resize(ctx.rgb, (w, h), interpolation=cv2.INTER_AREA)
             ctx.scale = 1
-        return {"backend": model.name, "settings": {"tile": model.tile, "overlap": model.overlap, "scale": model.scale,
+        return {"backend": model.name, "settings": {"tile": _plan(model), "overlap": model.overlap, "scale": model.scale,
                                                     "output": f"{ctx.scale}x"}, **_with_reference(vs_ref)}
 
     def reason(self, ctx: Context) -> str | None:
@@ -472,6 +486,8 @@ class SuperResolution(Stage):
 
     name = "sr"
 
+    needs = "any"  # tiles are converted one by one (runtime.tiling.run_tiled)
+
     def applies(self, ctx: Context) -> bool:
         """Asked for, with an upscaler."""
         return ctx.use_sr
@@ -485,7 +501,7 @@ class SuperResolution(Stage):
         vs_ref = None
         if "sr" in ctx.models.references:
             vs_ref = _versus(ctx.models.references["sr"], ctx.rgb, t0, lambda: _tiled(ctx.models.references["sr"], sr_in))[0]
-        return {"backend": model.name, "settings": {"tile": model.tile, "overlap": model.overlap, "scale": model.scale},
+        return {"backend": model.name, "settings": {"tile": _plan(model), "overlap": model.overlap, "scale": model.scale},
                 **_with_reference(vs_ref)}
 
     def reason(self, ctx: Context) -> str | None:
@@ -565,7 +581,7 @@ def _finish(ctx: Context) -> Photo:
     alpha = ctx.photo.alpha
     if alpha is not None and alpha.shape != target:
         alpha = cv2.resize(alpha, (target[1], target[0]), interpolation=cv2.INTER_LINEAR)
-    rgb = rgb.astype(np.float32, copy=False)  # the pipeline's own array: clipped in place, not copied
+    rgb = as_samples(rgb, np.float32)  # the pipeline's own array: clipped in place, not copied
     if rgb is ctx.photo.rgb:
         rgb = rgb.copy()
     np.clip(rgb, 0, 1, out=rgb)
@@ -595,13 +611,16 @@ def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
     models = PipelineModels(restorer=timed(restorer), detector=timed(detector), face_detector=timed(face_detector),
                             upscaler=timed(upscaler), face_restorer=timed(face_restorer), colorizer=timed(colorizer),
                             inpainter=timed(inpainter), references=references or {})
-    ctx = Context(photo, opts, photo.rgb.astype(np.float32), models)
+    # integer samples as they are (each stage declares what it needs); float as the pipeline's own copy
+    ctx = Context(photo, opts, photo.rgb if photo.rgb.dtype.kind == "u" else photo.rgb.astype(np.float32), models)
     say = on_stage or (lambda name: None)
     stages: list[dict] = []
     for stage in PIPELINE:
         t0, m0 = time.perf_counter(), clock["seconds"]
         if stage.applies(ctx):
             say(stage.name)
+            if stage.needs != "any":
+                ctx.rgb = as_samples(ctx.rgb, stage.needs)
             info = stage.run(ctx)
             stages.append({"stage": stage.name, "ran": True, "seconds": round(time.perf_counter() - t0, 3),
                            "model_seconds": round(clock["seconds"] - m0, 3), **info})

@@ -38,13 +38,14 @@ class Bundle:
     def upscale(self, rgb: np.ndarray, tile: int | None = None, overlap: int | None = None,
                 on_tile: Callable[[int, int], None] | None = None, out_dtype=np.float32) -> np.ndarray:
         """Run the bundle over an HxWx3 image (float, or uint8/uint16 samples) with the manifest's
-        tiling (or overrides); the output is ``out_dtype`` (float32 unclipped, or clipped samples)."""
-        from restorekit.runtime.tiling import check_overlap, check_requested_tile, run_tiled
+        tiling planned for the image (:func:`~restorekit.runtime.tiling.planned_tile`), or overrides;
+        the output is ``out_dtype`` (float32 unclipped, or clipped samples)."""
+        from restorekit.runtime.tiling import check_overlap, check_requested_tile, planned_tile, run_tiled
 
         t = self.manifest.tiling
         if tile is not None:
             check_requested_tile(tile, self.session.fixed_size, t.get("multiple_of", 1))
-        tile = t.get("tile") if tile is None else tile
+        tile = planned_tile(t.get("tile"), tile, self.session.fixed_size)
         if overlap is not None:
             check_overlap(overlap, self.session.fixed_size[0] if self.session.fixed_size else tile)
         return run_tiled(
@@ -52,6 +53,16 @@ class Bundle:
             overlap=t.get("overlap", 32) if overlap is None else overlap,
             multiple_of=t.get("multiple_of", 1), on_tile=on_tile, out_dtype=out_dtype,
         )
+
+    def tile_plan(self, h: int, w: int, tile: int | None = None, overlap: int | None = None) -> dict:
+        """How :meth:`upscale` cuts an ``h`` x ``w`` image: ``{"tile": [height, width], "tiles": count}``."""
+        from restorekit.runtime.tiling import planned_tile, tile_grid
+
+        t = self.manifest.tiling
+        th, tw, ys, xs = tile_grid(self.session.fixed_size, h, w,
+                                   planned_tile(t.get("tile"), tile, self.session.fixed_size),
+                                   t.get("overlap", 32) if overlap is None else overlap, t.get("multiple_of", 1))
+        return {"tile": [th, tw], "tiles": len(ys) * len(xs)}
 
     def restore_photo(self, photo: Photo, tile: int | None = None, overlap: int | None = None,
                       on_tile: Callable[[int, int], None] | None = None) -> Photo:

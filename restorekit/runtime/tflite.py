@@ -16,7 +16,7 @@ from restorekit.runtime.threads import session_threads
 
 
 class TFLiteSession:
-    """An ai-edge-litert Interpreter behind the Session protocol (static shapes)."""
+    """An ai-edge-litert Interpreter behind the Session protocol (static or dynamic height and width)."""
 
     backend = "tflite"
 
@@ -43,8 +43,10 @@ class TFLiteSession:
         # The file is the truth for dtype and quantization; the manifest must agree with it.
         self.input = _contract_from_details(self._in, input)
         self.output = _contract_from_details(self._out, output)
-        shape = [int(d) for d in self._in["shape"]]
-        self.fixed_size = (shape[1], shape[2]) if input.layout == "NHWC" else (shape[2], shape[3])
+        shape = [int(d) for d in self._in["shape_signature"]]
+        hw = (shape[1], shape[2]) if input.layout == "NHWC" else (shape[2], shape[3])
+        # dynamic height and width (-1): the interpreter is resized to each new input shape
+        self.fixed_size = None if min(hw) < 0 else hw
         self.device = "LiteRT CPU (XNNPACK)"
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -52,11 +54,28 @@ class TFLiteSession:
         from restorekit.runtime.session import from_model_output, to_model_input
 
         outs = []
+        if self.fixed_size is None:
+            self._fit_input(x.shape)
         for i in range(x.shape[0]):  # the interpreter has a batch of 1
             self._it.set_tensor(self._in["index"], to_model_input(x[i : i + 1], self.input))
             self._it.invoke()
             outs.append(from_model_output(self._it.get_tensor(self._out["index"]), self.output))
-        return np.concatenate(outs, axis=0)
+        return np.concatenate(outs, axis=0) if len(outs) > 1 else outs[0]
+
+    def _fit_input(self, nchw: tuple[int, ...]) -> None:
+        """Resize a dynamic-size interpreter to an NCHW batch's height and width (a no-op when it has
+        them already: tiles of one photo share one size, so XNNPACK re-plans once per photo)."""
+        h, w = int(nchw[2]), int(nchw[3])
+        want = [1, h, w, int(nchw[1])] if self.input.layout == "NHWC" else [1, int(nchw[1]), h, w]
+        if [int(d) for d in self._it.get_input_details()[0]["shape"]] == want:
+            return
+        try:
+            self._it.resize_tensor_input(self._in["index"], want, strict=True)
+            self._it.allocate_tensors()
+        except Exception as exc:
+            raise BadInputError(f"LiteRT cannot run this model at {w}x{h}: {str(exc).splitlines()[0]}") from exc
+        self._in = self._it.get_input_details()[0]
+        self._out = self._it.get_output_details()[0]
 
 
 def _contract_from_details(details: dict, declared: TensorContract) -> TensorContract:

@@ -59,6 +59,56 @@ def edge_ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
     return np.maximum(w, 1e-6)  # never exactly zero: every pixel stays defined
 
 
+#: Without an explicit ``--tile``, a model of dynamic input size runs tiles up to this many times its
+#: manifest's tile side: fewer, larger tiles share fewer overlapping pixels (tile 256 overlap 32 runs
+#: (256/224)^2 = 1.31x the pixels, tile 512 1.14x) while the cost per pixel stays flat up to 512 px
+#: (measured on 2 cores, the built-in int8 model: LiteRT 3.62/3.48 MP/s on 256/512 px photos, each one tile,
+#: ONNX Runtime on a 4000x3000 photo 5.54/5.33/5.64 s at tiles 256/384/512; docs/benchmarks.md).
+PLAN_TILE_FACTOR = 2
+
+
+def planned_tile(manifest_tile: int | None, requested: int | None, fixed_size: tuple[int, int] | None) -> int | None:
+    """The largest tile side a run may use: the requested ``--tile`` as it is; otherwise, for a model
+    of dynamic input size, :data:`PLAN_TILE_FACTOR` times the manifest's tile (a fixed-size model runs
+    at its size whatever this says)."""
+    if requested:
+        return requested
+    if manifest_tile and fixed_size is None:
+        return manifest_tile * PLAN_TILE_FACTOR
+    return manifest_tile
+
+
+def spread_side(length: int, max_side: int, overlap: int, multiple_of: int = 1) -> int:
+    """The side of the fewest tiles no longer than ``max_side`` that cover ``length`` with at least
+    ``overlap`` shared pixels, all of one size (a multiple of ``multiple_of``): the same number of
+    model calls as tiles of ``max_side``, and no more pixels than needed (4000 px in tiles up to 512
+    with overlap 32: 9 tiles of 473, not 9 of 512)."""
+    m = max(int(multiple_of), 1)
+    whole = -(-length // m) * m
+    if whole <= max_side:
+        return whole
+    n = -(-(length - overlap) // max(max_side - overlap, 1))
+    side = -(-(-(-(length - overlap) // n) + overlap) // m) * m
+    return min(side, max(max_side, m))
+
+
+def tile_grid(fixed_size: tuple[int, int] | None, h: int, w: int, tile: int | None, overlap: int,
+              multiple_of: int = 1) -> tuple[int, int, list[int], list[int]]:
+    """The tiles :func:`run_tiled` runs on an ``h`` x ``w`` image: tile height and width, and the
+    start rows and columns (of the image padded to at least one tile)."""
+    m = max(int(multiple_of), 1)
+    if fixed_size is not None:
+        th, tw = fixed_size
+    elif tile:  # a dynamic model: the fewest tiles up to ``tile`` per side, spread evenly over each axis
+        side = -(-int(tile) // m) * m
+        th, tw = spread_side(h, side, overlap, m), spread_side(w, side, overlap, m)
+    else:
+        th, tw = -(-h // m) * m, -(-w // m) * m
+    if overlap >= min(th, tw) and (h > th or w > tw):
+        raise BadInputError(f"overlap ({overlap}) must be smaller than the tile ({min(th, tw)})")
+    return th, tw, tile_starts(max(h, th), th, overlap), tile_starts(max(w, tw), tw, overlap)
+
+
 def pad_to(img: np.ndarray, height: int, width: int) -> np.ndarray:
     """Reflect-pad an HxWxC image at the bottom/right up to (height, width)."""
     ph, pw = height - img.shape[0], width - img.shape[1]
@@ -144,7 +194,9 @@ def run_tiled(
     output at once, so beyond the output itself memory holds one band of tiles (``tile * scale``
     rows of float32), not a float copy of the whole output.
 
-    ``tile`` None (or 0) runs the whole image at once when the session accepts any size.
+    A session of fixed input size runs tiles of that size. A dynamic one runs the fewest tiles of at
+    most ``tile`` per side, spread evenly over each axis (:func:`spread_side`; the whole image when it
+    fits); ``tile`` None (or 0) runs the whole image at once.
     ``on_tile(done, total)`` is called after each tile (for progress bars).
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -153,22 +205,9 @@ def run_tiled(
     out_dtype = np.dtype(out_dtype)
     out_scale = full_scale(out_dtype)
     h, w = rgb.shape[:2]
-    if session.fixed_size is not None:
-        th, tw = session.fixed_size
-    elif tile:
-        th = tw = int(tile)
-    else:
-        th, tw = h, w
-    m = max(int(multiple_of), 1)
-    th, tw = -(-th // m) * m, -(-tw // m) * m
-    if session.fixed_size is None:
-        # A dynamic model never needs tiles larger than the (padded) image.
-        th, tw = min(th, -(-h // m) * m), min(tw, -(-w // m) * m)
-    if overlap >= min(th, tw) and (h > th or w > tw):
-        raise BadInputError(f"overlap ({overlap}) must be smaller than the tile ({min(th, tw)})")
+    th, tw, ys, xs = tile_grid(session.fixed_size, h, w, tile, overlap, multiple_of)
     padded = pad_to(rgb, max(h, th), max(w, tw))
     ph, pw = padded.shape[:2]
-    ys, xs = tile_starts(ph, th, overlap), tile_starts(pw, tw, overlap)
     # The tiles form a grid and each tile's weight is wy (its row) x wx (its column), so the sum of
     # the weights at a pixel is (sum of the rows' wy) x (sum of the columns' wx): two 1-D sums, not
     # an output-sized buffer.

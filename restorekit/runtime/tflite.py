@@ -47,6 +47,7 @@ class TFLiteSession:
         hw = (shape[1], shape[2]) if input.layout == "NHWC" else (shape[2], shape[3])
         # dynamic height and width (-1): the interpreter is resized to each new input shape
         self.fixed_size = None if min(hw) < 0 else hw
+        self._shape = [int(d) for d in self._in["shape"]]  # what the interpreter is allocated for
         self.device = "LiteRT CPU (XNNPACK)"
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -67,7 +68,7 @@ class TFLiteSession:
         them already: tiles of one photo share one size, so XNNPACK re-plans once per photo)."""
         h, w = int(nchw[2]), int(nchw[3])
         want = [1, h, w, int(nchw[1])] if self.input.layout == "NHWC" else [1, int(nchw[1]), h, w]
-        if [int(d) for d in self._it.get_input_details()[0]["shape"]] == want:
+        if want == self._shape:  # the shape it was last resized to: no interpreter call per tile
             return
         try:
             self._it.resize_tensor_input(self._in["index"], want, strict=True)
@@ -76,6 +77,7 @@ class TFLiteSession:
             raise BadInputError(f"LiteRT cannot run this model at {w}x{h}: {str(exc).splitlines()[0]}") from exc
         self._in = self._it.get_input_details()[0]
         self._out = self._it.get_output_details()[0]
+        self._shape = want
 
 
 def _contract_from_details(details: dict, declared: TensorContract) -> TensorContract:

@@ -79,17 +79,17 @@ def planned_tile(manifest_tile: int | None, requested: int | None, fixed_size: t
 
 
 def spread_side(length: int, max_side: int, overlap: int, multiple_of: int = 1) -> int:
-    """The side of the fewest tiles no longer than ``max_side`` that cover ``length`` with at least
+    """The side of the fewest tiles no longer than ``max_side`` (rounded up to ``multiple_of``) that cover ``length`` with at least
     ``overlap`` shared pixels, all of one size (a multiple of ``multiple_of``): the same number of
     model calls as tiles of ``max_side``, and no more pixels than needed (4000 px in tiles up to 512
     with overlap 32: 9 tiles of 473, not 9 of 512)."""
     m = max(int(multiple_of), 1)
+    max_side = -(-max_side // m) * m  # tiles are multiples of m: so is the largest
     whole = -(-length // m) * m
-    if whole <= max_side:
-        return whole
-    n = -(-(length - overlap) // max(max_side - overlap, 1))
-    side = -(-(-(-(length - overlap) // n) + overlap) // m) * m
-    return min(side, max(max_side, m))
+    if whole <= max_side or overlap >= max_side:  # the second: refused by the caller's overlap check
+        return min(whole, max_side)
+    n = -(-(length - overlap) // (max_side - overlap))
+    return -(-(-(-(length - overlap) // n) + overlap) // m) * m  # <= max_side: both are multiples of m
 
 
 def tile_grid(fixed_size: tuple[int, int] | None, h: int, w: int, tile: int | None, overlap: int,

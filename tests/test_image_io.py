@@ -191,3 +191,19 @@ def test_integer_photos_write_the_same_files_as_float_ones(tmp_path, kind):
     a = cv2.imread(str(tmp_path / f"i{suffix}"), cv2.IMREAD_UNCHANGED)
     b = cv2.imread(str(tmp_path / f"f{suffix}"), cv2.IMREAD_UNCHANGED)
     assert a.dtype == b.dtype == dtype and a.shape == b.shape == arr.shape and np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_samples_are_rounded_to_nearest_even_and_saturated(dtype):
+    """as_samples (OpenCV's one-pass conversion on contiguous rows) equals numpy's rint-and-clip, ties
+    and values outside [0, 1] included, and integer samples convert to float and back exactly."""
+    from restorekit.core.image import as_samples
+
+    full = np.iinfo(dtype).max
+    f = np.random.default_rng(3).random((70, 90, 3), dtype=np.float32) * 1.4 - 0.2
+    f[0, :4, 0] = (np.array([0.5, 1.5, 2.5, full - 0.5]) / full).astype(np.float32)
+    expect = np.clip(np.rint(f * np.float32(full)), 0, full).astype(dtype)
+    assert np.array_equal(as_samples(f, dtype), expect)
+    assert np.array_equal(as_samples(f[:, ::2], dtype), expect[:, ::2])  # strided rows: the numpy path
+    ints = expect
+    assert np.array_equal(as_samples(as_samples(ints, np.float32), dtype), ints)

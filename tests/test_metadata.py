@@ -257,3 +257,36 @@ def test_keep_profile_writes_the_photo_back_in_its_own_profile(tmp_path, edge_bu
                               str(tmp_path / "run.tif"), "--keep-profile"])
     assert res.exit_code == 0 and "and back" in " ".join(res.output.split())  # rich wraps long lines
     assert read_metadata((tmp_path / "run.tif").read_bytes()).icc == adobe_rgb_profile()
+
+
+def test_png_metadata_after_the_pixels_is_read_without_decoding_them(tmp_path):
+    """Writers may put eXIf, iTXt (XMP) after the image data: they are kept, and read from the chunk
+    list alone (a PNG whose pixel data is damaged still gives its record); a chunk list that does not
+    add up is handed to Pillow as it is."""
+    import struct
+    import zlib
+
+    from restorekit.core.metadata import png_without_pixels
+
+    buf = io.BytesIO()
+    Image.fromarray(colour_chart()).save(buf, "PNG", exif=_exif(), icc_profile=srgb_profile())
+    data = buf.getvalue()
+    chunks, pos = [], 8
+    while pos < len(data):
+        n = struct.unpack(">I", data[pos:pos + 4])[0]
+        chunks.append(data[pos:pos + 12 + n])
+        pos += 12 + n
+    exif = next(c for c in chunks if c[4:8] == b"eXIf")
+    xmp_body = b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + XMP
+    xmp = struct.pack(">I", len(xmp_body)) + b"iTXt" + xmp_body + struct.pack(">I", zlib.crc32(b"iTXt" + xmp_body))
+    idat = [c for c in chunks if c[4:8] == b"IDAT"]
+    rest = [c for c in chunks if c[4:8] not in (b"eXIf", b"IDAT", b"IEND")]
+    moved = data[:8] + b"".join(rest + idat + [exif, xmp]) + chunks[-1]
+    damaged = moved.replace(idat[0][8:40], bytes(32))  # the pixels cannot be decoded any more
+    for png in (moved, damaged):
+        meta = read_metadata(png)
+        record = Image.Exif()
+        record.load(meta.exif)
+        assert record[0x010F] == MAKE and meta.xmp and b"Picnic at the lake" in meta.xmp and meta.icc
+    assert b"IDAT" not in png_without_pixels(moved)
+    assert png_without_pixels(moved[:-30]) == moved[:-30]  # truncated: left as it is

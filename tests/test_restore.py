@@ -192,4 +192,55 @@ def test_a_stage_gets_the_samples_it_declares(monkeypatch, integer):
     assert seen["e"].dtype == np.float32
     assert seen["f"].dtype == np.uint8 and np.array_equal(seen["f"], samples)  # float -> uint8 rounds back exactly
     assert np.array_equal(rgb, before)
-    assert result.photo.rgb.dtype == np.float32 and np.allclose(result.photo.rgb, samples / 255, atol=1e-7)
+    if integer:  # the result is in the photo's own samples
+        assert result.photo.rgb.dtype == np.uint8 and np.array_equal(result.photo.rgb, samples)
+    else:
+        assert result.photo.rgb.dtype == np.float32 and np.allclose(result.photo.rgb, samples / 255, atol=1e-7)
+
+
+def test_an_8bit_photo_stays_8bit_within_rounding_of_the_float_pipeline(tmp_path):
+    """A photo read as uint8 stays in integer samples through every stage (16-bit between the
+    restorer and the stages that regrade it, tone and cast a band at a time) and ends within one
+    8-bit level of the same photo run in float32 (defects, restore, tone and cast all run; the
+    caller's photo is left alone)."""
+    import cv2
+
+    from restorekit.restore.models import load_pipeline_models
+    from restorekit.restore.pipeline import RestoreOptions, restore_photo
+
+    small = cv2.resize(read_image(SAMPLES / "chelsea.png").rgb, (256, 192), interpolation=cv2.INTER_AREA)
+    faded = 0.3 + 0.45 * small + np.array([0.0, 0.06, 0.0], np.float32)  # faded, with a green cast
+    faded[60:62, 20:200] = 0.95  # a scratch for the detector and Telea
+    src = tmp_path / "faded.png"
+    write_image(src, faded)
+    opts = RestoreOptions(scale=2)
+    models = load_pipeline_models(opts)
+    as_u8, as_float = read_image(src, integer=True), read_image(src)
+    kept = as_u8.rgb.copy()
+    results = [restore_photo(p, models.restorer, models.detector, opts) for p in (as_u8, as_float)]
+    ran = {s["stage"] for s in results[0].log["stages"] if s["ran"]}
+    assert {"defects", "restore", "tone", "cast"} <= ran, ran
+    assert np.array_equal(as_u8.rgb, kept)
+    eight, flt = results[0].photo.rgb, results[1].photo.rgb
+    assert eight.dtype == np.uint8 and flt.dtype == np.float32 and eight.shape == (384, 512, 3)
+    diff = np.abs(eight.astype(int) - np.rint(flt * 255).astype(int))
+    assert diff.max() <= 1 and diff.mean() < 0.05, (diff.max(), diff.mean())
+
+
+def test_telea_fills_8bit_samples_exactly_as_the_float_path(rgb_photo):
+    """Telea on uint8 samples (no float round trip, RGB order as it comes) fills the same values as
+    on the photo in float; only masked pixels change, and in place only when asked."""
+    from restorekit.core.image import as_samples
+    from restorekit.restore.defects import inpaint
+
+    eight = as_samples(rgb_photo[:128, :160], np.uint8)
+    mask = np.zeros(eight.shape[:2], bool)
+    mask[40:43, 10:150] = True
+    mask[90:100, 70:80] = True
+    kept = eight.copy()
+    filled = inpaint(eight, mask)
+    assert filled.dtype == np.uint8 and np.array_equal(eight, kept)  # a new array unless in place
+    from_float = inpaint(eight.astype(np.float32) / 255, mask)
+    assert np.array_equal(filled, as_samples(from_float, np.uint8))
+    assert np.array_equal(filled[~mask], kept[~mask]) and not np.array_equal(filled[mask], kept[mask])
+    assert inpaint(eight, mask, in_place=True) is eight and np.array_equal(eight, filled)

@@ -61,7 +61,7 @@ def test_manifest_path_cannot_escape_bundle(tmp_path):
 
 def test_tflite_session_uses_every_core_unless_told(monkeypatch):
     """LiteRT's own default runs XNNPACK on one thread; the session asks for every core this process
-    may use (runtime/threads.py, as the ONNX sessions do), and passes an explicit --threads through."""
+    may use (core/threads.py, as the ONNX sessions do), and passes an explicit --threads through."""
     import ai_edge_litert.interpreter as litert
 
     from restorekit.runtime import tflite
@@ -74,7 +74,7 @@ def test_tflite_session_uses_every_core_unless_told(monkeypatch):
             raise RuntimeError("stop here: only the thread count is under test")
 
     monkeypatch.setattr(litert, "Interpreter", Recorder)
-    from restorekit.runtime import threads as thread_plan
+    from restorekit.core import threads as thread_plan
 
     monkeypatch.setattr(thread_plan, "available_cores", lambda: 6)
     for threads in (None, 3):

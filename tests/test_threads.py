@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from restorekit.runtime import threads
+from restorekit.core import threads
 
 
 @pytest.mark.parametrize("text, cores", [("150000 100000\n", 1.5), ("max 100000\n", None), ("400000 100000", 4.0),

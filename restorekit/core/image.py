@@ -199,9 +199,11 @@ def photo_from_array(img: np.ndarray, path: Path | None = None, integer: bool = 
         raise BadInputError(f"image has no pixels: {path}")
     was_gray = channels <= 2
     keep = integer and bit_depth in (8, 16)
-    # one RGB array, filled straight from the decoded pixels (no intermediate float copies)
-    rgb = np.empty((*img.shape[:2], 3), img.dtype if keep else np.float32)
-    rgb[...] = (img if channels == 1 else img[:, :, 0])[:, :, None] if was_gray else img[:, :, 2::-1]
+    if keep and channels == 3 and img.flags.c_contiguous and img.flags.writeable:
+        rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # the decoder's own array, in place
+    else:  # one RGB array, filled straight from the decoded pixels (no intermediate float copies)
+        rgb = np.empty((*img.shape[:2], 3), img.dtype if keep else np.float32)
+        rgb[...] = (img if channels == 1 else img[:, :, 0])[:, :, None] if was_gray else img[:, :, 2::-1]
     if not keep:
         rgb /= scale
     alpha = None
@@ -317,13 +319,15 @@ def as_samples(rgb: np.ndarray, dtype) -> np.ndarray:
     if rgb.dtype == dtype:
         return rgb
     if dtype.kind == "f":
-        out = rgb.astype(dtype)
-        if rgb.dtype.kind == "u":
-            out /= dtype.type(full_scale(rgb.dtype))
-        return out
+        if rgb.dtype.kind == "u":  # converted and scaled in one pass
+            return np.divide(rgb, dtype.type(full_scale(rgb.dtype)), dtype=dtype)
+        return rgb.astype(dtype)
     out = np.empty(rgb.shape, dtype)
-    for c in range(rgb.shape[-1]):  # a plane at a time: one float plane of scratch memory, not a photo
-        out[..., c] = _samples(rgb[..., c], dtype, full_scale(dtype))
+    flat_rows = rgb.reshape(rgb.shape[0], -1) if rgb.ndim > 1 else rgb.reshape(1, -1)
+    target = out.reshape(flat_rows.shape)
+    rows = max(1, TO_UINT_ROWS * 4096 // max(flat_rows.shape[1], 1))  # a few MB of float scratch at a time
+    for top in range(0, flat_rows.shape[0], rows):
+        target[top:top + rows] = _samples(flat_rows[top:top + rows], dtype, full_scale(dtype))
     return out
 
 
@@ -352,12 +356,15 @@ def to_uint(rgb: np.ndarray, alpha: np.ndarray | None = None, bit_depth: int = 8
 
 
 def _samples(plane: np.ndarray, dtype, scale: float) -> np.ndarray:
-    """One plane as ``dtype`` samples: float in [0, 1] scaled, rounded and clipped; integers rescaled
-    when their depth differs (8 <-> 16 bit)."""
+    """Samples (a plane, or a band of rows) as ``dtype``: float in [0, 1] scaled, rounded to nearest
+    (ties to even) and clipped; integers rescaled when their depth differs (8 <-> 16 bit)."""
     if plane.dtype == dtype:
         return plane
     if plane.dtype.kind == "u":
-        plane = plane.astype(np.float32) / np.float32(full_scale(plane.dtype))
+        plane = np.divide(plane, np.float32(full_scale(plane.dtype)), dtype=np.float32)
+    if plane.ndim == 2 and plane.dtype == np.float32 and plane.strides[-1] == 4:
+        # one OpenCV pass: scaled, rounded to nearest even and saturated like the numpy steps below
+        return cv2.multiply(plane, scale, dtype=cv2.CV_8U if dtype == np.uint8 else cv2.CV_16U)
     v = plane * np.float32(scale)
     np.rint(v, out=v)
     return np.clip(v, 0, scale, out=v)
@@ -385,18 +392,21 @@ def write_image(
         params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
     dtype, scale = sample_type(bit_depth)
     swapped = False  # ``rgb`` itself turned into BGR for the encoder (and back after it)
+    in_rgb = False  # ``arr`` is in RGB order (the PNG writer takes it so), not OpenCV's BGR
     if gray:  # one luminance channel; with alpha, gray is replicated into BGRA (no 2-channel PNG in OpenCV)
         luma = cv2.cvtColor(np.ascontiguousarray(rgb if rgb.dtype.kind == "u" else rgb.astype(np.float32, copy=False)),
                             cv2.COLOR_RGB2GRAY)
         arr = _samples(luma, dtype, scale) if alpha is None \
             else to_uint(np.broadcast_to(luma[:, :, None], (*luma.shape, 3)), alpha, bit_depth)
+    elif alpha is None and rgb.dtype == dtype and suffix == ".png":
+        arr, in_rgb = rgb, True  # the samples as they are
     elif alpha is None and rgb.dtype == dtype and rgb.flags.c_contiguous and rgb.flags.writeable:
         arr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR, dst=rgb)  # in place: no second photo-sized array
         swapped = True
     else:
         arr = to_uint(rgb, alpha, bit_depth)
     try:
-        data, notes = _encode(path, suffix, arr, metadata, jpeg_quality, params)
+        data, notes = _encode(path, suffix, arr, metadata, jpeg_quality, params, in_rgb)
     finally:
         if swapped:
             cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB, dst=rgb)
@@ -407,16 +417,23 @@ def write_image(
 
 
 def _encode(path: Path, suffix: str, arr: np.ndarray, metadata: PhotoMetadata | None, jpeg_quality: int,
-            params: list[int]) -> tuple[bytes, list[str]]:
-    """The encoded file (OpenCV, or libheif for HEIC) with the metadata placed in it, and notes."""
+            params: list[int], in_rgb: bool = False) -> tuple[bytes, list[str]]:
+    """The encoded file (the PNG writer on every core, libheif for HEIC, else OpenCV) with the
+    metadata placed in it, and notes. ``arr`` is in OpenCV's BGR(A) order unless ``in_rgb``."""
     if suffix in HEIF_SUFFIXES:
         data = encode_heif(arr, metadata, jpeg_quality)
         return data, ["IPTC not kept (HEIF has no place for it)"] if metadata and metadata.iptc else []
-    ok, encoded = cv2.imencode(suffix, arr, params)
-    if not ok:
-        raise BadInputError(f"could not encode image as {suffix}: {path}")
-    return embed_metadata(encoded.data if not metadata else encoded.tobytes(), suffix, metadata, arr.shape[0],
-                          arr.shape[1], 1 if arr.ndim == 2 else 3)
+    if suffix == ".png":
+        from restorekit.core.png import encode_png
+
+        bgr_order = None if in_rgb or arr.ndim == 2 else (2, 1, 0, 3)[:arr.shape[2]]
+        encoded = encode_png(arr, bgr_order)
+    else:
+        ok, encoded = cv2.imencode(suffix, arr, params)
+        if not ok:
+            raise BadInputError(f"could not encode image as {suffix}: {path}")
+        encoded = encoded.data if not metadata else encoded.tobytes()
+    return embed_metadata(encoded, suffix, metadata, arr.shape[0], arr.shape[1], 1 if arr.ndim == 2 else 3)
 
 
 def write_photo(path: str | os.PathLike, photo: Photo, jpeg_quality: int = 95, keep_profile: bool = False) -> Path:

@@ -124,6 +124,29 @@ def photoshop_from_iptc(iptc: bytes) -> bytes:
     return PHOTOSHOP_HEADER + b"8BIM" + struct.pack(">HHI", IPTC_RESOURCE, 0, len(iptc)) + iptc + pad
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_without_pixels(data: bytes) -> bytes:
+    """``data`` (a PNG file) without its IDAT chunks: every metadata chunk, before or after the image
+    data, is then read by Pillow's open without decoding a pixel. ``data`` itself when it is not a
+    PNG or its chunk list does not add up (Pillow then reads it as it is)."""
+    if not data.startswith(PNG_SIGNATURE):
+        return data
+    kept, pos = [PNG_SIGNATURE], len(PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 12 + length
+        if end > len(data):
+            return data
+        if kind != b"IDAT":
+            kept.append(data[pos:end])
+        if kind == b"IEND":
+            return b"".join(kept)
+        pos = end
+    return data
+
+
 def read_metadata(data: bytes, heif=None) -> PhotoMetadata:
     """The metadata of an encoded JPEG, PNG, TIFF, WebP or HEIC file (``heif``: the HEIF file
     already opened by :func:`open_heif`). Unreadable metadata never stops a photo: it is left out
@@ -148,7 +171,7 @@ def read_metadata(data: bytes, heif=None) -> PhotoMetadata:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                im = Image.open(io.BytesIO(data))
+                im = Image.open(io.BytesIO(png_without_pixels(data)))  # PNG: no pixel is decoded twice
             finally:
                 Image.MAX_IMAGE_PIXELS = limit
             with im:
@@ -156,7 +179,8 @@ def read_metadata(data: bytes, heif=None) -> PhotoMetadata:
                 meta.icc = info.get("icc_profile") or None
                 xmp = info.get("xmp") or info.get("XML:com.adobe.xmp")
                 meta.xmp = (xmp.encode() if isinstance(xmp, str) else bytes(xmp)) if xmp else None
-                meta.exif = _clean_exif(im.getexif())
+                # a PNG without eXIf has none (Pillow would decode the pixels looking for one)
+                meta.exif = _clean_exif(im.getexif() if im.format != "PNG" or "exif" in info else Image.Exif())
                 if im.format == "JPEG":
                     meta.iptc = next((iptc_from_photoshop(p) for m, p in getattr(im, "applist", [])
                                       if m == "APP13" and iptc_from_photoshop(p)), None)

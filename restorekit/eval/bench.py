@@ -22,7 +22,7 @@ import numpy as np
 from restorekit import __version__
 from restorekit.bundle.manifest import MANIFEST_NAME, read_manifest
 from restorekit.core.errors import BadInputError, RestorekitError
-from restorekit.runtime.threads import available_cores
+from restorekit.core.threads import available_cores
 
 BENCH_SCHEMA_VERSION = 1
 WORKER_TIMEOUT_S = 1800

@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from restorekit.core.image import as_samples
+
 
 @dataclass
 class Assessment:
@@ -50,7 +52,10 @@ class Assessment:
 
 
 def in_unit_range(rgb: np.ndarray) -> np.ndarray:
-    """``rgb`` as float32 in [0, 1]: itself when it already is (no photo-sized copy), else clipped."""
+    """``rgb`` as float32 in [0, 1]: itself when it already is (no photo-sized copy), else converted
+    (integer samples) or clipped."""
+    if rgb.dtype.kind == "u":
+        return as_samples(rgb, np.float32)
     if rgb.dtype == np.float32 and (rgb.size == 0 or (rgb.min() >= 0.0 and rgb.max() <= 1.0)):
         return rgb
     return np.clip(rgb, 0, 1).astype(np.float32, copy=False)
@@ -130,9 +135,8 @@ def statistics_copy(rgb: np.ndarray, pixels: int = STATISTICS_PIXELS) -> np.ndar
     return cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
 
 
-def assess(rgb: np.ndarray, defect_mask: np.ndarray | None = None) -> Assessment:
-    """Measure an RGB float photo (HxWx3 in [0, 1]); colour measures on :func:`statistics_copy`."""
-    rgb = in_unit_range(rgb)
+def _colour(rgb: np.ndarray) -> dict:
+    """The colour measures of :class:`Assessment` (tone to cast), on :func:`statistics_copy`."""
     L = lab(statistics_copy(rgb))
     l, a, b = L[:, :, 0], L[:, :, 1], L[:, :, 2]
     chroma = np.hypot(a, b)
@@ -152,16 +156,37 @@ def assess(rgb: np.ndarray, defect_mask: np.ndarray | None = None) -> Assessment
         tone = "colour"
     lo, hi = np.percentile(l, [1, 99])
     ca, cb = neutral_cast(L)
-    del chroma, coloured
+    return dict(tone=tone, chroma_p95=chroma_p95, hue_spread=spread, tonal_range=float(hi - lo),
+                contrast=float(l.std()), cast_a=ca, cast_b=cb, cast=float(np.hypot(ca, cb)))
+
+
+def _sharpness(rgb: np.ndarray) -> dict:
+    """Blur and blockiness of :class:`Assessment`, on the gray image at full resolution."""
     gray255 = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     gray255 *= 255.0
-    return Assessment(
-        tone=tone, chroma_p95=chroma_p95, hue_spread=spread, tonal_range=float(hi - lo), contrast=float(l.std()),
-        cast_a=ca, cast_b=cb, cast=float(np.hypot(ca, cb)),
-        noise_sigma=float(np.median(_immerkaer(rgb)) * 255.0),
-        blur=float(cv2.meanStdDev(cv2.Laplacian(gray255, cv2.CV_32F))[1][0, 0] ** 2), blockiness=blockiness(gray255),
-        defects=None if defect_mask is None else float(np.mean(defect_mask)),
-    )
+    return dict(blur=float(cv2.meanStdDev(cv2.Laplacian(gray255, cv2.CV_32F))[1][0, 0] ** 2),
+                blockiness=blockiness(gray255))
+
+
+def assess(rgb: np.ndarray, defect_mask: np.ndarray | None = None) -> Assessment:
+    """Measure an RGB photo (HxWx3 float in [0, 1], or uint8 / uint16 samples); colour measures on
+    :func:`statistics_copy`, noise, blur and blockiness at full resolution. The three groups run
+    side by side on the cores this process may use (numpy and OpenCV release the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from restorekit.core.threads import available_cores
+
+    rgb = in_unit_range(rgb)
+    noise = lambda: dict(noise_sigma=float(np.median(_immerkaer(rgb)) * 255.0))  # noqa: E731
+    groups = (lambda: _colour(rgb), lambda: _sharpness(rgb), noise)
+    workers = min(len(groups), available_cores())
+    if workers > 1:
+        with ThreadPoolExecutor(workers, thread_name_prefix="restorekit-assess") as pool:
+            found = [f.result() for f in [pool.submit(g) for g in groups]]
+    else:
+        found = [g() for g in groups]
+    return Assessment(**{k: v for part in found for k, v in part.items()},
+                      defects=None if defect_mask is None else float(np.mean(defect_mask)))
 
 
 def assess_file(path) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from restorekit.core.image import as_samples
 from restorekit.runtime.session import Session
 from restorekit.runtime.task_io import with_mask
 from restorekit.runtime.tiling import pad_to, run_tiled
@@ -20,22 +21,24 @@ def detect_defects(session: Session, rgb: np.ndarray, tile: int = 512, overlap: 
     """HxW float32 probability that each pixel is a scratch, hair, dust speck or tear.
 
     Large photos run in overlapping, feathered tiles (sizes rounded to the net's multiple of 4)."""
-    prob = run_tiled(session, rgb, scale=1, tile=tile, overlap=overlap, multiple_of=4)
-    return np.clip(prob[:, :, 0], 0.0, 1.0)
+    prob = run_tiled(session, rgb, scale=1, tile=tile, overlap=overlap, multiple_of=4)[:, :, 0]
+    return np.clip(prob, 0.0, 1.0, out=prob)
 
 
 def inpaint(rgb: np.ndarray, mask: np.ndarray, radius: int = 3, method: str = "telea",
             in_place: bool = False) -> np.ndarray:
-    """Fill the ``mask`` pixels from their surroundings (OpenCV Telea or Navier-Stokes); the
-    rest of the image is returned unchanged, at full float precision. With ``in_place`` the
-    filled pixels are written into ``rgb`` itself (an array the caller owns)."""
+    """Fill the ``mask`` pixels from their surroundings (OpenCV Telea or Navier-Stokes) on the 8-bit
+    samples of ``rgb`` (float in [0, 1], or uint8 / uint16 samples, returned in that type); the rest of
+    the image is returned unchanged. With ``in_place`` the filled pixels are written into ``rgb``
+    itself (an array the caller owns)."""
     if not mask.any():
         return rgb
     flag = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}[method]
-    src = np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
-    filled = cv2.inpaint(np.ascontiguousarray(src[:, :, ::-1]), mask.astype(np.uint8), radius, flag)[:, :, ::-1]
+    src = np.ascontiguousarray(as_samples(rgb, np.uint8))  # uint8 photos as they are: no float round trip
+    marks = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
+    filled = cv2.inpaint(src, marks, radius, flag)  # each channel on its own: RGB order as it comes
     out = rgb if in_place else rgb.copy()
-    out[mask] = filled[mask].astype(np.float32) / 255.0
+    out[mask] = as_samples(filled[mask], rgb.dtype)
     return out
 
 

@@ -100,10 +100,15 @@ class BatchResult:
                 "failed": [{"input": n, "error": e} for n, e in self.failures]}
 
 
+def read_photo(src: Path):
+    """A photo as the pipeline takes it: 8- and 16-bit samples as they are (stages convert what they need)."""
+    return read_image(src, integer=True)
+
+
 def _restore_one(src: Path, dst: Path, models: PipelineModels, options: RestoreOptions, compare: Path | None,
                  on_stage: Callable[[str], None], keep_profile: bool = False) -> dict:
     """Restore ``src`` into ``dst`` (and the side-by-side ``compare``); the photo's log entry."""
-    return _write_one(src, dst, *_restore_read(read_image(src), models, options, on_stage), compare, keep_profile)
+    return _write_one(src, dst, *_restore_read(read_photo(src), models, options, on_stage), compare, keep_profile)
 
 
 def _restore_read(photo, models: PipelineModels, options: RestoreOptions, on_stage: Callable[[str], None]):
@@ -175,9 +180,9 @@ def restore_batch(jobs: Jobs, models: PipelineModels, options: RestoreOptions, c
                 result.skipped.append(src.name)
                 on_done(src, None)
                 continue
-            decoding = ahead[1] if ahead is not None and ahead[0] == src else decoder.submit(read_image, src)
+            decoding = ahead[1] if ahead is not None and ahead[0] == src else decoder.submit(read_photo, src)
             nxt = next((todo[j][0] for j in range(i + 1, len(todo)) if unfinished[j]), None)
-            ahead = None if nxt is None else (nxt, decoder.submit(read_image, nxt))
+            ahead = None if nxt is None else (nxt, decoder.submit(read_photo, nxt))
             try:
                 restored = _restore_read(decoding.result(), models, options,
                                          lambda stage, src=src: on_stage(src, stage))

@@ -32,6 +32,13 @@ which settings, how long, what it found):
 
 The output keeps the input's alpha (resized with it) and is at ``scale`` x the input (1 = same
 size, a larger result is reduced with area averaging; up to the upscaler's or restorer's scale).
+
+Samples: a photo read as 8- or 16-bit samples stays so; each stage declares what it reads
+(``Stage.needs``) and is converted to only then. Tiled stages write the photo's own samples as
+each band of output rows is finished, or 16-bit samples for an 8-bit photo that a later stage
+regrades (``Stage.regrades``), so the result is rounded to 8 bits once; tone and cast measure
+every ``STATISTICS_STRIDE``-th row and column and change the image a band of rows at a time.
+No photo-sized float32 copy is made on that path (a float photo stays float32).
 """
 
 from __future__ import annotations
@@ -100,45 +107,95 @@ class RestoreResult:
     log: dict = field(default_factory=dict)
 
 
-def _lab_of(rgb: np.ndarray, in_place: bool) -> np.ndarray:
-    """CIELAB of ``rgb``; with ``in_place`` (a float32 array the caller owns) in ``rgb``'s own
-    memory: a photo-sized allocation saved, which costs more than the conversion."""
-    if in_place and rgb.dtype == np.float32 and rgb.flags.c_contiguous and rgb.flags.writeable:
-        return cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB, dst=rgb)
-    return lab(rgb)
+#: Tone and cast measure every ``STATISTICS_STRIDE``-th row and column of the image they change (a
+#: quarter of its pixels at 2: percentiles and means that differ from the full image's by far less
+#: than an 8-bit level of the result), and change it a band of ``BAND_PIXELS`` at a time.
+STATISTICS_STRIDE = 2
+BAND_PIXELS = 1 << 20
 
 
-def stretch_tone(rgb: np.ndarray, in_place: bool = False) -> tuple[np.ndarray, dict]:
-    """Stretch L* so its 0.5-99.5th percentiles span 2-98 (gain capped), keeping a*b*; with
-    ``in_place``, in ``rgb``'s memory."""
-    L = _lab_of(rgb, in_place)
-    lo, hi = np.percentile(L[:, :, 0], [0.5, 99.5])
+def _statistics_lab(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB of every ``STATISTICS_STRIDE``-th row and column of ``rgb`` (any samples)."""
+    return lab(as_samples(np.ascontiguousarray(rgb[::STATISTICS_STRIDE, ::STATISTICS_STRIDE]), np.float32))
+
+
+def _per_band(rgb: np.ndarray, change: Callable[[np.ndarray], None], out_dtype=None,
+              in_place: bool = False) -> np.ndarray:
+    """``rgb`` changed by ``change`` (in place, on a float32 band of rows in [0, 1]) a band at a time,
+    on every core this process may use (``core.threads``; the stage runs alone), as ``out_dtype``
+    samples (default: ``rgb``'s type); with ``in_place`` and no other type, in ``rgb`` itself.
+    Integer samples are converted per band and rounded back, so no photo-sized float copy is made."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from restorekit.core.threads import session_threads
+
+    dtype = rgb.dtype if out_dtype is None else np.dtype(out_dtype)
+    out = rgb if in_place and dtype == rgb.dtype else np.empty(rgb.shape, dtype)
+    h, w = rgb.shape[:2]
+    rows = max(1, BAND_PIXELS // max(w, 1))
+
+    def one(top: int) -> None:
+        band = rgb[top:top + rows]
+        if out is rgb and band.dtype == np.float32 and band.flags.c_contiguous:
+            change(band)
+        else:
+            work = band.copy() if band.dtype == np.float32 else np.ascontiguousarray(as_samples(band, np.float32))
+            change(work)
+            out[top:top + rows] = as_samples(work, out.dtype)
+
+    tops = range(0, h, rows)
+    workers = min(session_threads(), len(tops))
+    if workers <= 1:
+        for top in tops:
+            one(top)
+    else:  # numpy and OpenCV release the GIL on a band
+        with ThreadPoolExecutor(workers, thread_name_prefix="restorekit-band") as pool:
+            list(pool.map(one, tops))
+    return out
+
+
+def _in_lab(band: np.ndarray, change_lab: Callable[[np.ndarray], None]) -> None:
+    """``change_lab`` applied to the CIELAB of a float32 RGB band, converted back and clipped, in place."""
+    L = cv2.cvtColor(band, cv2.COLOR_RGB2LAB, dst=band)
+    change_lab(L)
+    cv2.cvtColor(L, cv2.COLOR_Lab2RGB, dst=band)
+    np.clip(band, 0, 1, out=band)
+
+
+def stretch_tone(rgb: np.ndarray, in_place: bool = False, out_dtype=None) -> tuple[np.ndarray, dict]:
+    """Stretch L* so its 0.5-99.5th percentiles (of the statistics rows and columns) span 2-98, gain
+    capped, keeping a*b*; ``rgb`` is float in [0, 1] or integer samples, returned in its type (with
+    ``in_place``, in its own memory) or as ``out_dtype`` samples."""
+    lo, hi = np.percentile(_statistics_lab(rgb)[:, :, 0], [0.5, 99.5])
     gain = min((98.0 - 2.0) / max(hi - lo, 1e-3), MAX_TONE_GAIN)
-    light = L[:, :, 0]  # in place: a new photo-sized array costs more than the arithmetic
-    light -= lo
-    light *= gain
-    light += 2.0
-    np.clip(light, 0, 100, out=light)
-    out = cv2.cvtColor(L, cv2.COLOR_Lab2RGB, dst=L)
-    np.clip(out, 0, 1, out=out)
+
+    def stretch(L: np.ndarray) -> None:
+        light = L[:, :, 0]
+        light -= lo
+        light *= gain
+        light += 2.0
+        np.clip(light, 0, 100, out=light)
+
+    out = _per_band(rgb, lambda band: _in_lab(band, stretch), out_dtype, in_place)
     return out, {"L_low": round(float(lo), 2), "L_high": round(float(hi), 2), "gain": round(float(gain), 3)}
 
 
 def remove_cast(rgb: np.ndarray, strength: float = 0.7, max_shift: float = 10.0,
-                in_place: bool = False) -> tuple[np.ndarray, dict]:
-    """Shift a*b* so the likely-neutral mid-tones (``neutral_cast``) move ``strength`` of the way
-    to neutral, by at most ``max_shift`` a*b* units (a scene that really is one colour is not
-    pushed to its complement); with ``in_place``, in ``rgb``'s memory."""
-    L = _lab_of(rgb, in_place)
-    ca, cb = neutral_cast(L)
+                in_place: bool = False, out_dtype=None) -> tuple[np.ndarray, dict]:
+    """Shift a*b* so the likely-neutral mid-tones (``neutral_cast``, of the statistics rows and
+    columns) move ``strength`` of the way to neutral, by at most ``max_shift`` a*b* units (a scene
+    that really is one colour is not pushed to its complement); ``rgb`` as in :func:`stretch_tone`."""
+    ca, cb = neutral_cast(_statistics_lab(rgb))
     da, db = -strength * ca, -strength * cb
     norm = float(np.hypot(da, db))
     if norm > max_shift:
         da, db = da * max_shift / norm, db * max_shift / norm
-    L[:, :, 1] += da
-    L[:, :, 2] += db
-    out = cv2.cvtColor(L, cv2.COLOR_Lab2RGB, dst=L)
-    np.clip(out, 0, 1, out=out)
+
+    def shift(L: np.ndarray) -> None:
+        L[:, :, 1] += da
+        L[:, :, 2] += db
+
+    out = _per_band(rgb, lambda band: _in_lab(band, shift), out_dtype, in_place)
     return out, {"shift_a": round(da, 2), "shift_b": round(db, 2)}
 
 
@@ -158,12 +215,13 @@ def _plan(model: Model) -> int | None:
     return planned_tile(model.tile, None, model.session.fixed_size)
 
 
-def _tiled(model: Model, rgb: np.ndarray) -> np.ndarray:
+def _tiled(model: Model, rgb: np.ndarray, samples: np.dtype) -> np.ndarray:
     """``model`` run on ``rgb`` in its tiles (the plan of ``restorekit run``: :func:`planned_tile`),
-    clipped to [0, 1] (in place: the output is new)."""
+    out in ``samples``: integer samples (rounded and saturated as each band of rows is finished), or
+    float32 clipped to [0, 1]."""
     out = run_tiled(model.session, rgb, model.scale, tile=_plan(model), overlap=model.overlap,
-                    multiple_of=model.multiple_of)
-    return np.clip(out, 0, 1, out=out)
+                    multiple_of=model.multiple_of, out_dtype=samples)
+    return out if out.dtype.kind == "u" else np.clip(out, 0, 1, out=out)
 
 
 def _versus(ref: Model, edge_out: np.ndarray, t0: float, run_ref: Callable[[], np.ndarray]) -> tuple[dict, np.ndarray]:
@@ -174,7 +232,8 @@ def _versus(ref: Model, edge_out: np.ndarray, t0: float, run_ref: Callable[[], n
     edge_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     ref_out = run_ref()
-    return ({"backend": ref.name, "psnr_db": round(psnr(np.clip(edge_out, 0, 1), np.clip(ref_out, 0, 1)), 2),
+    unit = lambda rgb: np.clip(as_samples(rgb, np.float32), 0, 1)  # noqa: E731
+    return ({"backend": ref.name, "psnr_db": round(psnr(unit(edge_out), unit(ref_out)), 2),
              "edge_seconds": round(edge_s, 3), "reference_seconds": round(time.perf_counter() - t1, 3)}, ref_out)
 
 
@@ -223,6 +282,28 @@ class Context:
         """Whether ``stage`` was asked for."""
         return stage in self.options.stages
 
+    def own_rgb(self) -> np.ndarray:
+        """``rgb`` as the pipeline's own array, to change in place (a copy while it is still the photo's)."""
+        if self.rgb is self.photo.rgb:
+            self.rgb = self.rgb.copy()
+        return self.rgb
+
+    @property
+    def samples(self) -> np.dtype:
+        """The photo's own samples (uint8 / uint16), or float32 for a photo read as float: the type of the result."""
+        return self.photo.rgb.dtype if self.photo.rgb.dtype.kind == "u" else np.dtype(np.float32)
+
+    def made_by(self, stage: Stage) -> np.dtype:
+        """The samples ``stage`` makes (a tiled stage, tone, cast): the photo's own when its image goes
+        out as it is; uint16 for an 8-bit photo that a later stage regrades (tone, cast, faces,
+        colorize: rounded to 8 bits once, at the end; half of float32's memory); float32 for a photo
+        read as float."""
+        own = self.samples
+        if own != np.uint8:
+            return own
+        later = PIPELINE[PIPELINE.index(stage) + 1:]
+        return np.dtype(np.uint16) if any(s.regrades and s.applies(self) for s in later) else own
+
 
 class Stage:
     """A pipeline step: ``applies`` says whether it runs on this photo, ``run`` does it and returns
@@ -234,6 +315,8 @@ class Stage:
     #: stage that needs another type, and never otherwise: a photo read as integer samples stays so
     #: until a stage needs float.
     needs = "float32"
+    #: Whether the stage changes the image outside a model's tiles (its input then deserves more than 8 bits).
+    regrades = False
 
     def applies(self, ctx: Context) -> bool:
         """Whether the stage runs on this photo."""
@@ -252,6 +335,8 @@ class Assess(Stage):
     """Damage assessment of the input: drives the tone and cast choices."""
 
     name = "assess"
+
+    needs = "any"  # measured on float samples of its own (a temporary copy for integer samples)
 
     def applies(self, ctx: Context) -> bool:
         """Always."""
@@ -310,6 +395,8 @@ class Defects(Stage):
 
     name = "defects"
 
+    needs = "any"  # the detector converts tile by tile; Telea fills 8-bit samples
+
     def applies(self, ctx: Context) -> bool:
         """Asked for, with a scratch detector."""
         return ctx.wants("defects") and ctx.models.detector is not None
@@ -318,13 +405,13 @@ class Defects(Stage):
         """Detect, guard the faces, inpaint."""
         t0 = time.perf_counter()
         threshold, rgb, det = ctx.options.defect_threshold, ctx.rgb, ctx.models.detector
-        prob = detect_defects(det.session, rgb, tile=det.tile or 512, overlap=det.overlap)
+        prob = detect_defects(det.session, rgb, tile=_plan(det) if det.tile else 512, overlap=det.overlap)
         mask = prob >= threshold
         vs_ref = None
         if "defects" in ctx.models.references:
             ref = ctx.models.references["defects"]
-            vs_ref, ref_prob = _versus(ref, prob, t0, lambda: detect_defects(ref.session, rgb, tile=ref.tile or 512,
-                                                                             overlap=ref.overlap))
+            vs_ref, ref_prob = _versus(ref, prob, t0, lambda: detect_defects(
+                ref.session, rgb, tile=_plan(ref) if ref.tile else 512, overlap=ref.overlap))
             ref_mask = ref_prob >= threshold
             vs_ref["mask_iou"] = round(float((mask & ref_mask).sum() / max((mask | ref_mask).sum(), 1)), 4)
         guarded = None
@@ -338,9 +425,10 @@ class Defects(Stage):
         filler, vs_inpaint = ctx.models.inpainter, None
         if filler is None:
             # in place: the pipeline's own working copy (the reference detector already ran on it)
-            ctx.rgb, how = inpaint(rgb, hole, in_place=True), "OpenCV Telea, radius 3, mask grown 1 px"
+            ctx.rgb, how = inpaint(ctx.own_rgb(), hole, in_place=True), "OpenCV Telea, radius 3, mask grown 1 px"
         else:
             t1 = time.perf_counter()
+            rgb = as_samples(rgb, np.float32)  # the model's windows are cut from float samples
             ctx.rgb = inpaint_with_model(filler.session, rgb, hole, filler.tile or INPAINT_TILE, filler.multiple_of)
             how = f"{filler.name}, mask grown 1 px"
             if "inpaint" in ctx.models.references and hole.any():
@@ -374,11 +462,12 @@ class Restore(Stage):
         """Restore; with an upscaler, back at the input's size (the sr stage upscales)."""
         t0 = time.perf_counter()
         stage_in, model = ctx.rgb, ctx.models.restorer
-        ctx.rgb = _tiled(model, stage_in)
+        ctx.rgb = _tiled(model, stage_in, ctx.made_by(self))
         ctx.scale = model.scale
         vs_ref = None
         if "restore" in ctx.models.references:
-            vs_ref = _versus(ctx.models.references["restore"], ctx.rgb, t0, lambda: _tiled(ctx.models.references["restore"], stage_in))[0]
+            vs_ref = _versus(ctx.models.references["restore"], ctx.rgb, t0, lambda: _tiled(ctx.models.references["restore"], stage_in,
+                                                                                                   ctx.rgb.dtype))[0]
         if ctx.use_sr and ctx.scale > 1:
             h, w = ctx.input_size
             ctx.rgb = cv2.resize(ctx.rgb, (w, h), interpolation=cv2.INTER_AREA)
@@ -395,6 +484,7 @@ class Faces(Stage):
     """Align each detected face to the FFHQ template, restore it, blend, paste back (``restore.faces``)."""
 
     name = "faces"
+    regrades = True
 
     def fixer(self, ctx: Context) -> Model | None:
         """The face model: ``face_restorer``, else the restoration model."""
@@ -439,6 +529,9 @@ class Tone(Stage):
     """Contrast restoration on L* for a faded print."""
 
     name = "tone"
+    regrades = True
+
+    needs = "any"  # changed a band at a time, in the samples it comes in
 
     def faded(self, ctx: Context) -> bool:
         """Tonal range under FADED_RANGE or contrast under FLAT_CONTRAST."""
@@ -450,7 +543,7 @@ class Tone(Stage):
 
     def run(self, ctx: Context) -> dict:
         """Stretch L*."""
-        ctx.rgb, info = stretch_tone(ctx.rgb, in_place=True)  # the pipeline's own working copy
+        ctx.rgb, info = stretch_tone(ctx.own_rgb(), in_place=True, out_dtype=ctx.made_by(self))
         return {"settings": info, "found": {"tonal_range": round(ctx.found.tonal_range, 2),
                                             "contrast": round(ctx.found.contrast, 2)}}
 
@@ -464,6 +557,9 @@ class Cast(Stage):
     """Colour-cast removal for colour prints (sepia and B&W prints keep their tone)."""
 
     name = "cast"
+    regrades = True
+
+    needs = "any"  # changed a band at a time, in the samples it comes in
 
     def applies(self, ctx: Context) -> bool:
         """Asked for, on a colour print with a cast over CAST_LIMIT."""
@@ -471,7 +567,7 @@ class Cast(Stage):
 
     def run(self, ctx: Context) -> dict:
         """Shift a*b* towards neutral."""
-        ctx.rgb, info = remove_cast(ctx.rgb, in_place=True)  # the pipeline's own working copy
+        ctx.rgb, info = remove_cast(ctx.own_rgb(), in_place=True, out_dtype=ctx.made_by(self))
         return {"settings": info, "found": {"cast": round(ctx.found.cast, 2)}}
 
     def reason(self, ctx: Context) -> str | None:
@@ -496,11 +592,12 @@ class SuperResolution(Stage):
         """Upscale."""
         t0 = time.perf_counter()
         sr_in, model = ctx.rgb, ctx.models.upscaler
-        ctx.rgb = _tiled(model, sr_in)
+        ctx.rgb = _tiled(model, sr_in, ctx.made_by(self))
         ctx.scale *= model.scale
         vs_ref = None
         if "sr" in ctx.models.references:
-            vs_ref = _versus(ctx.models.references["sr"], ctx.rgb, t0, lambda: _tiled(ctx.models.references["sr"], sr_in))[0]
+            vs_ref = _versus(ctx.models.references["sr"], ctx.rgb, t0, lambda: _tiled(ctx.models.references["sr"], sr_in,
+                                                                                              ctx.rgb.dtype))[0]
         return {"backend": model.name, "settings": {"tile": _plan(model), "overlap": model.overlap, "scale": model.scale},
                 **_with_reference(vs_ref)}
 
@@ -516,6 +613,7 @@ class Colorize(Stage):
     the photo is in colour."""
 
     name = "colorize"
+    regrades = True
 
     def applies(self, ctx: Context) -> bool:
         """A colorizer given and the photo assessed black-and-white or sepia."""
@@ -571,7 +669,8 @@ PIPELINE: tuple[Stage, ...] = (Assess(), FaceDetect(), Defects(), Restore(), Fac
 
 
 def _finish(ctx: Context) -> Photo:
-    """The result at ``options.scale`` x the input's size, with the input's alpha resized to it."""
+    """The result at ``options.scale`` x the input's size in the photo's own samples (float32 in [0, 1]
+    for a photo read as float), with the input's alpha resized to it."""
     h, w = ctx.input_size
     target = (h * ctx.options.scale, w * ctx.options.scale)
     rgb = ctx.rgb
@@ -581,10 +680,11 @@ def _finish(ctx: Context) -> Photo:
     alpha = ctx.photo.alpha
     if alpha is not None and alpha.shape != target:
         alpha = cv2.resize(alpha, (target[1], target[0]), interpolation=cv2.INTER_LINEAR)
-    rgb = as_samples(rgb, np.float32)  # the pipeline's own array: clipped in place, not copied
+    rgb = as_samples(rgb, ctx.samples)  # the pipeline's own array: clipped in place, not copied
     if rgb is ctx.photo.rgb:
         rgb = rgb.copy()
-    np.clip(rgb, 0, 1, out=rgb)
+    if rgb.dtype.kind == "f":
+        np.clip(rgb, 0, 1, out=rgb)
     return Photo(rgb=rgb, alpha=alpha, bit_depth=ctx.photo.bit_depth,
                  was_gray=ctx.photo.was_gray, metadata=ctx.photo.metadata)
 
@@ -637,5 +737,6 @@ def restore_photo(photo: Photo, restorer: Model | None, detector: Model | None,
 def side_by_side(before: np.ndarray, after: np.ndarray, gap: int = 8) -> np.ndarray:
     """The original (resized to the result's size) and the result next to each other."""
     h, w = after.shape[:2]
+    before, after = as_samples(before, np.float32), as_samples(after, np.float32)
     b = cv2.resize(before, (w, h), interpolation=cv2.INTER_CUBIC) if before.shape[:2] != (h, w) else before
     return np.concatenate([np.clip(b, 0, 1), np.ones((h, gap, 3), np.float32), after], axis=1)

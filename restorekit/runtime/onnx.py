@@ -9,7 +9,7 @@ import numpy as np
 
 from restorekit.bundle.manifest import Manifest, TensorContract
 from restorekit.core.errors import BadInputError, require
-from restorekit.runtime.threads import session_threads
+from restorekit.core.threads import session_threads
 
 PROVIDER_CHAINS = {
     "cpu": ["CPUExecutionProvider"],

@@ -147,11 +147,12 @@ def check_overlap(overlap: int, tile: int | None) -> None:
                             f"use an overlap of at most {tile // 2}")
 
 
-def _store_samples(rows: np.ndarray, norm: np.ndarray, full: float, out: np.ndarray) -> None:
-    """``rows`` (CxRxW blended sums) times ``norm`` (RxW, one over the weight sums) as integer samples
-    of ``full`` scale into ``out`` (RxWxC uint8/uint16): rounded to nearest and saturated by OpenCV."""
-    depth = cv2.CV_8U if out.dtype == np.uint8 else cv2.CV_16U
-    planes = [cv2.multiply(plane, norm, scale=full, dtype=depth) for plane in rows]  # rows: contiguous along W
+def _store_rows(rows: np.ndarray, norm: np.ndarray, full: float | None, out: np.ndarray) -> None:
+    """``rows`` (CxRxW blended sums) times ``norm`` (RxW, one over the weight sums) into ``out`` (RxWxC),
+    one OpenCV pass per channel: float32 as it is (``full`` None), or integer samples of ``full`` scale
+    (uint8 / uint16) rounded to nearest and saturated."""
+    depth = cv2.CV_32F if full is None else cv2.CV_8U if out.dtype == np.uint8 else cv2.CV_16U
+    planes = [cv2.multiply(plane, norm, scale=full or 1.0, dtype=depth) for plane in rows]  # rows: contiguous along W
     if len(planes) == 1:
         out[:, :, 0] = planes[0]
     else:
@@ -224,9 +225,10 @@ def run_tiled(
     for i, y0 in enumerate(ys):
         wy = ramps_y[y0]
         for x0 in xs:
-            x = padded[y0 : y0 + th, x0 : x0 + tw].transpose(2, 0, 1)[None].astype(np.float32)
-            if in_scale:
-                x /= in_scale
+            x = padded[y0 : y0 + th, x0 : x0 + tw].transpose(2, 0, 1)[None]
+            # to float NCHW in one pass (integer samples scaled to [0, 1] on the way)
+            x = np.divide(x, np.float32(in_scale), dtype=np.float32, order="C") if in_scale \
+                else x.astype(np.float32, order="C")
             y = session.run(x)[0]  # C x th*scale x tw*scale: blended in the model's own layout
             if y.shape[1:] != (th * scale, tw * scale):
                 raise BadInputError(
@@ -248,11 +250,7 @@ def run_tiled(
         if bottom > top:
             rows = band[:, : bottom - top, : w * scale]
             norm = (1.0 / wsum_y[top:bottom])[:, None] / wsum_x[None, : w * scale]
-            if out_scale:  # normalise, scale, round and saturate in one OpenCV pass per channel
-                _store_samples(rows, norm, out_scale, out[top:bottom])
-            else:
-                rows *= norm
-                out[top:bottom] = rows.transpose(1, 2, 0)
+            _store_rows(rows, norm, out_scale, out[top:bottom])  # normalised (and rounded) per channel
         keep = band_rows - finished
         band[:, :keep] = band[:, finished:]  # numpy buffers the copy itself when the two overlap
         band[:, keep:] = 0.0

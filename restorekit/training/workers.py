@@ -29,7 +29,7 @@ _WORKER: dict = {}  # inside a worker: the photos and sample settings it was sta
 def default_workers(processes: int = 1) -> int:
     """Worker processes of each of ``processes`` training processes when not told: the cores this
     process may use, shared by the training processes, less the one each trains on."""
-    from restorekit.runtime.threads import available_cores
+    from restorekit.core.threads import available_cores
 
     return max(0, available_cores() // max(1, processes) - 1)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 from restorekit.core import threads
@@ -24,3 +25,27 @@ def test_sessions_get_the_cores_this_process_may_use(tmp_path, monkeypatch):
     monkeypatch.setattr(threads, "CGROUP_CPU_MAX", tmp_path / "cpu.max")
     assert threads.available_cores() == 1 and threads.session_threads(None) == 1
     assert threads.session_threads(3) == 3  # --threads wins
+
+
+def test_threads_option_decides_every_thread_count_of_the_process(tmp_path):
+    """``--threads`` reaches the work outside the models too (tone and cast bands, assessment, PNG
+    deflate), and a command without it gives the cores back."""
+    from typer.testing import CliRunner
+
+    from restorekit.cli.main import app
+    from restorekit.core.image import write_image
+
+    src = tmp_path / "p.png"
+    write_image(src, np.random.default_rng(0).random((48, 64, 3), dtype=np.float32))
+    runner = CliRunner()
+    try:
+        res = runner.invoke(app, ["restore", str(src), "-o", str(tmp_path / "o.png"), "--stages", "tone",
+                                  "--threads", "1"])
+        assert res.exit_code == 0, res.output
+        assert threads.work_threads() == 1 and threads.session_threads(None) == 1 and threads.session_threads(3) == 3
+        res = runner.invoke(app, ["restore", str(src), "-o", str(tmp_path / "o.png"), "--stages", "tone",
+                                  "--overwrite"])
+        assert res.exit_code == 0, res.output
+        assert threads.work_threads() == threads.available_cores()
+    finally:
+        threads.limit_threads(None)

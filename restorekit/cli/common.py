@@ -24,7 +24,16 @@ ModelArg = Annotated[Optional[str], typer.Argument(help="Checkpoint (.pth/.pt/.c
 BundleArg = Annotated[Path, typer.Argument(metavar="BUNDLE", help="A bundle directory (with manifest.json).")]
 ProviderOpt = Annotated[str, typer.Option("--provider", help="ONNX bundles: cpu, cuda or tensorrt.")]
 MAX_THREADS = 256  # more would only thrash (100000 threads hung onnxruntime)
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, max=MAX_THREADS, help="CPU threads (default: all cores).")]
+def _take_threads(value: Optional[int]) -> Optional[int]:
+    """``--threads`` decides every thread count of the process (``core.threads``), not only the sessions'."""
+    from restorekit.core.threads import limit_threads
+
+    limit_threads(value)
+    return value
+
+
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, max=MAX_THREADS, callback=_take_threads,
+                                                   help="CPU threads (default: all cores).")]
 
 
 def print_error(text: str) -> None:

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from restorekit.core.threads import available_cores
+from restorekit.core.threads import work_threads
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PART_BYTES = 4 << 20  # filtered bytes deflated by one task
@@ -50,7 +50,7 @@ def encode_png(samples: np.ndarray, channel_order: tuple[int, ...] | None = None
                workers: int | None = None) -> bytes:
     """A PNG file of ``samples``: HxW (gray) or HxWxC (C = 2 gray+alpha, 3 RGB, 4 RGBA), uint8 or
     uint16. ``channel_order`` picks the channels to write in PNG order (``(2, 1, 0)`` for OpenCV's
-    BGR). ``workers`` threads (default: every core this process may use)."""
+    BGR). ``workers`` threads (default: ``core.threads.work_threads``)."""
     if samples.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"PNG samples are uint8 or uint16, not {samples.dtype}")
     img = samples if samples.ndim == 3 else samples[:, :, None]
@@ -74,7 +74,7 @@ def encode_png(samples: np.ndarray, channel_order: tuple[int, ...] | None = None
         body = packer.compress(data) + packer.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
         return body, zlib.adler32(data), data.size
 
-    n = min(len(tops), workers or available_cores())
+    n = min(len(tops), workers or work_threads())
     if n <= 1:
         parts = [deflate(k) for k in range(len(tops))]
     else:

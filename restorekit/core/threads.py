@@ -5,8 +5,10 @@ gets every core this process may use (its affinity mask and its cgroup CPU quota
 ``docker --cpus``, Kubernetes limits), or ``--threads`` when given, and never more, so two
 sessions never oversubscribe the cores. A folder run's decode and encode helper threads (one each,
 ``restore.folder``) work while the models do: they add at most two threads, mostly in libjpeg /
-libpng. On a Jetson the model runs on the GPU (TensorRT or CUDA provider) and these threads only
-feed it: ``--threads`` can stay at its default.
+libpng. Work outside the models that runs while no model does (the assessment's measures, tone and
+cast a band of rows at a time, the PNG writer's deflate) splits over the same cores: never more
+threads than ``work_threads()``. On a Jetson the model runs on the GPU (TensorRT or CUDA provider)
+and these threads only feed it: ``--threads`` can stay at its default.
 """
 
 from __future__ import annotations
@@ -36,6 +38,20 @@ def available_cores() -> int:
     return max(1, cores)
 
 
+_limit: int | None = None  # ``--threads`` of this process, once the command line gave it
+
+
+def limit_threads(threads: int | None) -> None:
+    """Take ``--threads`` (None: every available core) as this process's thread count."""
+    global _limit
+    _limit = int(threads) if threads else None
+
+
 def session_threads(requested: int | None = None) -> int:
-    """Intra-op threads of one model session: ``requested`` (``--threads``), else every available core."""
-    return int(requested) if requested else available_cores()
+    """Intra-op threads of one model session: ``requested``, else ``--threads``, else every available core."""
+    return int(requested) if requested else (_limit or available_cores())
+
+
+def work_threads() -> int:
+    """Threads for work outside the models that runs while no model does (tone, cast, PNG deflate)."""
+    return session_threads(None)

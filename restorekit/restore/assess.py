@@ -174,12 +174,12 @@ def assess(rgb: np.ndarray, defect_mask: np.ndarray | None = None) -> Assessment
     side by side on the cores this process may use (numpy and OpenCV release the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from restorekit.core.threads import available_cores
+    from restorekit.core.threads import work_threads
 
     rgb = in_unit_range(rgb)
     noise = lambda: dict(noise_sigma=float(np.median(_immerkaer(rgb)) * 255.0))  # noqa: E731
     groups = (lambda: _colour(rgb), lambda: _sharpness(rgb), noise)
-    workers = min(len(groups), available_cores())
+    workers = min(len(groups), work_threads())
     if workers > 1:
         with ThreadPoolExecutor(workers, thread_name_prefix="restorekit-assess") as pool:
             found = [f.result() for f in [pool.submit(g) for g in groups]]

@@ -127,7 +127,7 @@ def _per_band(rgb: np.ndarray, change: Callable[[np.ndarray], None], out_dtype=N
     Integer samples are converted per band and rounded back, so no photo-sized float copy is made."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from restorekit.core.threads import session_threads
+    from restorekit.core.threads import work_threads
 
     dtype = rgb.dtype if out_dtype is None else np.dtype(out_dtype)
     out = rgb if in_place and dtype == rgb.dtype else np.empty(rgb.shape, dtype)
@@ -144,7 +144,7 @@ def _per_band(rgb: np.ndarray, change: Callable[[np.ndarray], None], out_dtype=N
             out[top:top + rows] = as_samples(work, out.dtype)
 
     tops = range(0, h, rows)
-    workers = min(session_threads(), len(tops))
+    workers = min(work_threads(), len(tops))
     if workers <= 1:
         for top in tops:
             one(top)
